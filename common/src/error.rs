@@ -1,0 +1,58 @@
+//! Typed errors of the shared storage code. Binaries map them to their own error types
+//! (HTTP statuses in the service, exit codes in the CLIs).
+
+/// An error talking to, or setting up, the MongoDB store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The connection string could not be parsed or the client could not be built.
+    #[error("invalid MongoDB connection settings: {0}")]
+    Config(#[source] mongodb::error::Error),
+    /// The server did not answer, or answered with an error.
+    #[error("MongoDB command `{command}` failed: {source}")]
+    Command {
+        command: &'static str,
+        #[source]
+        source: mongodb::error::Error,
+    },
+    /// The server answered something we cannot interpret.
+    #[error("unexpected MongoDB reply to `{command}`: {detail}")]
+    Reply {
+        command: &'static str,
+        detail: String,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn command(command: &'static str) -> impl FnOnce(mongodb::error::Error) -> Self {
+        move |source| StoreError::Command { command, source }
+    }
+}
+
+/// The server error code of a MongoDB command failure, if the error carries one.
+pub fn server_error_code(err: &mongodb::error::Error) -> Option<i32> {
+    match err.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(c) => Some(c.code),
+        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => {
+            Some(w.code)
+        }
+        _ => None,
+    }
+}
+
+/// MongoDB server error codes the project branches on.
+pub mod codes {
+    /// The server does not implement the command or option (FerretDB: TTL, sharding).
+    pub const NOT_IMPLEMENTED: i32 = 238;
+    /// An index with the same key but other options exists.
+    pub const INDEX_OPTIONS_CONFLICT: i32 = 85;
+    /// An index with the same name but another key exists.
+    pub const INDEX_KEY_SPECS_CONFLICT: i32 = 86;
+    /// Duplicate key on insert.
+    pub const DUPLICATE_KEY: i32 = 11000;
+    /// The command is not known to the server (e.g. sharding commands on a plain mongod).
+    pub const COMMAND_NOT_FOUND: i32 = 59;
+    /// The collection or namespace is already sharded.
+    pub const ALREADY_INITIALIZED: i32 = 23;
+    /// The namespace does not exist.
+    pub const NAMESPACE_NOT_FOUND: i32 = 26;
+}
