@@ -143,7 +143,8 @@ pub async fn ensure_storage(
         .iter()
         .find(|(k, _)| *k == ttl_index_key())
         .map(|(_, expire)| *expire);
-    report.ttl = Some(ensure_ttl_index(store, server, retention, current_ttl, &mut report.steps).await?);
+    report.ttl =
+        Some(ensure_ttl_index(store, server, retention, current_ttl, &mut report.steps).await?);
     Ok(report)
 }
 
@@ -178,18 +179,26 @@ async fn ensure_ttl_index(
             let options = IndexOptions::builder()
                 .expire_after(std::time::Duration::from_secs(secs.unsigned_abs()))
                 .build();
-            let model = IndexModel::builder().keys(key.clone()).options(options).build();
+            let model = IndexModel::builder()
+                .keys(key.clone())
+                .options(options)
+                .build();
             match store.events().create_index(model).await {
                 Ok(_) => {
                     steps.push(format!("created TTL index {key} expiring after {secs} s"));
-                    Ok(TtlState::Active { expire_after_seconds: secs })
+                    Ok(TtlState::Active {
+                        expire_after_seconds: secs,
+                    })
                 }
                 Err(e) if server_error_code(&e) == Some(codes::NOT_IMPLEMENTED) => {
                     tracing::warn!(error = %e, "TTL index not supported by this server; creating a plain index");
                     create_plain(store, steps).await?;
                     Ok(TtlState::Unsupported)
                 }
-                Err(e) => Err(StoreError::Command { command: "createIndexes", source: e }),
+                Err(e) => Err(StoreError::Command {
+                    command: "createIndexes",
+                    source: e,
+                }),
             }
         }
         (None, None) => {
@@ -198,12 +207,16 @@ async fn ensure_ttl_index(
         }
         (Some(Some(cur)), Some(secs)) if cur == secs => {
             steps.push(format!("TTL index {key} already expires after {secs} s"));
-            Ok(TtlState::Active { expire_after_seconds: secs })
+            Ok(TtlState::Active {
+                expire_after_seconds: secs,
+            })
         }
         (Some(_), Some(secs)) => {
             set_ttl(store, secs).await?;
             steps.push(format!("changed TTL of {key} to {secs} s with collMod"));
-            Ok(TtlState::Active { expire_after_seconds: secs })
+            Ok(TtlState::Active {
+                expire_after_seconds: secs,
+            })
         }
         (Some(Some(cur)), None) => {
             if server.supports_ttl() {
@@ -214,9 +227,13 @@ async fn ensure_ttl_index(
                     "retention is set to forever but the TTL index still expires events after \
                      {cur} s; raise it with `auditlog-ops retention set --days N`"
                 );
-                steps.push(format!("TTL index kept at {cur} s (retention forever requested)"));
+                steps.push(format!(
+                    "TTL index kept at {cur} s (retention forever requested)"
+                ));
             }
-            Ok(TtlState::Active { expire_after_seconds: cur })
+            Ok(TtlState::Active {
+                expire_after_seconds: cur,
+            })
         }
         (Some(None), None) => {
             steps.push(format!("index {key} already present"));
@@ -274,7 +291,12 @@ pub async fn existing_indexes(store: &Store) -> Result<Vec<(Document, Option<i64
     let cursor = match store.events().list_indexes().await {
         Ok(c) => c,
         Err(e) if server_error_code(&e) == Some(codes::NAMESPACE_NOT_FOUND) => return Ok(vec![]),
-        Err(e) => return Err(StoreError::Command { command: "listIndexes", source: e }),
+        Err(e) => {
+            return Err(StoreError::Command {
+                command: "listIndexes",
+                source: e,
+            })
+        }
     };
     let models: Vec<IndexModel> = cursor
         .try_collect()

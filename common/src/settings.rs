@@ -7,7 +7,11 @@ use clap::Args;
 #[derive(Debug, Clone, Args)]
 pub struct MongoSettings {
     /// MongoDB connection string. In production this points at the mongos routers.
-    #[arg(long = "mongodb-uri", env = "MONGODB_URI", default_value = "mongodb://127.0.0.1:27017")]
+    #[arg(
+        long = "mongodb-uri",
+        env = "MONGODB_URI",
+        default_value = "mongodb://127.0.0.1:27017"
+    )]
     pub mongodb_uri: String,
 
     /// Database that holds the events collection.
@@ -15,6 +19,10 @@ pub struct MongoSettings {
     pub db_name: String,
 
     /// Collection that holds the events.
-    #[arg(long = "collection", env = "AUDIT_COLLECTION", default_value = "events")]
+    #[arg(
+        long = "collection",
+        env = "AUDIT_COLLECTION",
+        default_value = "events"
+    )]
     pub collection: String,
 }

@@ -142,13 +142,18 @@ mod tests {
         assert!(!ferret.supports_ttl());
         assert!(!ferret.supports_sharding());
 
-        let mongos = server_info_from_replies(&doc! { "msg": "isdbgrid" }, &doc! { "version": "7.0.14" });
+        let mongos =
+            server_info_from_replies(&doc! { "msg": "isdbgrid" }, &doc! { "version": "7.0.14" });
         assert!(mongos.supports_sharding());
         assert!(mongos.supports_ttl());
 
-        let rs = server_info_from_replies(&doc! { "setName": "rs0" }, &doc! { "version": "7.0.14" });
+        let rs =
+            server_info_from_replies(&doc! { "setName": "rs0" }, &doc! { "version": "7.0.14" });
         assert_eq!(rs.replica_set.as_deref(), Some("rs0"));
         assert!(!rs.supports_sharding());
-        assert_eq!(rs.describe(), "replica set rs0, MongoDB-compatible version 7.0.14");
+        assert_eq!(
+            rs.describe(),
+            "replica set rs0, MongoDB-compatible version 7.0.14"
+        );
     }
 }

@@ -15,11 +15,19 @@ pub struct Config {
     pub api_key: String,
 
     /// Address to listen on.
-    #[arg(long = "listen-addr", env = "AUDIT_LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long = "listen-addr",
+        env = "AUDIT_LISTEN_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     pub listen_addr: String,
 
     /// Days MongoDB keeps an event before the TTL index removes it; 0 keeps events forever.
-    #[arg(long = "retention-days", env = "AUDIT_RETENTION_DAYS", default_value_t = 30)]
+    #[arg(
+        long = "retention-days",
+        env = "AUDIT_RETENTION_DAYS",
+        default_value_t = 30
+    )]
     pub retention_days: u32,
 }
 

@@ -14,7 +14,8 @@ async fn main() -> anyhow::Result<()> {
     match store.server_info().await {
         Ok(info) => {
             tracing::info!(server = %info.describe(), "connected to MongoDB");
-            let report = ensure_storage(&store, &info, Retention::from_days(config.retention_days)).await?;
+            let report =
+                ensure_storage(&store, &info, Retention::from_days(config.retention_days)).await?;
             for step in report.steps {
                 tracing::info!("storage: {step}");
             }

@@ -1,1 +1,35 @@
-//! harness
+//! The test harness: real servers and real binaries for auditlog's end-to-end tests.
+//!
+//! # Layout
+//! - [`mongo`]: [`mongo::test_mongo`] hands a test a MongoDB of its own — `MONGODB_URI` if set,
+//!   else a testcontainers `mongo` container where a Docker engine answers, else a FerretDB
+//!   process started on a free port in a temporary directory. Each call gets its own database.
+//! - [`binary`]: builds and starts a binary of the workspace with given environment variables on
+//!   a free port, waits for its `/healthz`, and stops it when dropped.
+//! - [`ferretdb`]: starting and stopping a private FerretDB process.
+//!
+//! Tests that need what FerretDB lacks (TTL expiry, sharding) call
+//! [`mongo::TestMongo::require_real_mongodb`], which prints why the test is skipped.
+
+pub mod binary;
+pub mod ferretdb;
+pub mod mongo;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free TCP port on 127.0.0.1")
+}
