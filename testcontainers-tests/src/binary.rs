@@ -70,14 +70,16 @@ impl<'a> Spawn<'a> {
         let path = build(self.bin);
         let port = free_port();
         let log = tempfile::NamedTempFile::new().expect("cannot create a log file");
+        // One open file for both streams, so they share an offset instead of overwriting.
+        let out = log.reopen().expect("log file");
         let child = Command::new(&path)
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(self.listen_env, format!("127.0.0.1:{port}"))
             .env("AUDIT_LOG_FORMAT", "text")
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log.reopen().expect("log file")))
-            .stderr(Stdio::from(log.reopen().expect("log file")))
+            .stdout(Stdio::from(out.try_clone().expect("log file")))
+            .stderr(Stdio::from(out))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
         let mut running = RunningBinary {

@@ -110,3 +110,65 @@ async fn the_service_binary_answers_healthz() {
         .expect("GET /healthz");
     assert_eq!(r.status(), 200);
 }
+
+/// `make run` is `infra/dev/run.sh`: with `MONGODB_URI` given it starts no store of its own,
+/// generates an API key, prints where Swagger UI is, and serves `/healthz`.
+#[tokio::test]
+async fn make_run_serves_healthz_and_prints_the_swagger_ui_address() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    let mongo = test_mongo().await;
+    let port = testcontainers_tests::free_port();
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let out = log.reopen().expect("log");
+    let mut child = Command::new("bash")
+        .arg(testcontainers_tests::repo_root().join("infra/dev/run.sh"))
+        .envs(mongo.env())
+        .env_remove("AUDIT_API_KEY")
+        .env("AUDIT_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out.try_clone().expect("log")))
+        .stderr(Stdio::from(out))
+        .process_group(0)
+        .spawn()
+        .expect("start infra/dev/run.sh");
+    let pgid = i32::try_from(child.id()).expect("pid");
+    struct KillGroup(i32);
+    impl Drop for KillGroup {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the process group this test created.
+            unsafe {
+                libc::kill(-self.0, libc::SIGKILL);
+            }
+        }
+    }
+    let _group = KillGroup(pgid);
+
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let mut healthy = false;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "make run exited with {status}:\n{}",
+                std::fs::read_to_string(log.path()).unwrap_or_default()
+            );
+        }
+        if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let output = std::fs::read_to_string(log.path()).unwrap_or_default();
+    assert!(healthy, "make run did not serve /healthz:\n{output}");
+    assert!(
+        output.contains(&format!("Swagger UI:  http://127.0.0.1:{port}/docs")),
+        "make run did not print the Swagger UI address:\n{output}"
+    );
+    assert!(
+        output.contains("(generated; set AUDIT_API_KEY"),
+        "no generated API key printed:\n{output}"
+    );
+}
