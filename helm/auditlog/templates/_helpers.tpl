@@ -1,0 +1,624 @@
+{{/* ------------------------------------------------------------------ names */}}
+
+{{- define "auditlog.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name prefix. Kept short (<= 40 chars) so that "<fullname>-<component>-<n>" stays a valid
+DNS label and StatefulSet pod names leave room for the controller-revision hash label.
+*/}}
+{{- define "auditlog.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "auditlog.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* ----------------------------------------------------------------- labels */}}
+
+{{/* Labels on every object: include with (dict "ctx" $ "component" "service"). */}}
+{{- define "auditlog.labels" -}}
+{{- $ctx := .ctx -}}
+helm.sh/chart: {{ include "auditlog.chart" $ctx }}
+{{ include "auditlog.selectorLabels" . }}
+app.kubernetes.io/version: {{ $ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ $ctx.Release.Service }}
+app.kubernetes.io/part-of: auditlog
+{{- with $ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels; "replicaSet" (optional) tells the shard/config replica set apart. */}}
+{{- define "auditlog.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "auditlog.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- with .replicaSet }}
+auditlog/replica-set: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* ------------------------------------------------------------------ images */}}
+
+{{- define "auditlog.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.image.digest -}}
+{{ printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else -}}
+{{ printf "%s:%s" .Values.image.repository $tag }}
+{{- end -}}
+{{- end }}
+
+{{- define "auditlog.mongoImage" -}}
+{{ printf "%s:%s" .Values.mongodb.image.repository .Values.mongodb.image.tag }}
+{{- end }}
+
+{{- define "auditlog.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "auditlog.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* --------------------------------------------------------- MongoDB topology */}}
+
+{{- define "auditlog.configsvr.name" -}}
+{{- printf "%s-cfg" (include "auditlog.fullname" .) }}
+{{- end }}
+
+{{/* Name of shard i's StatefulSet: include with (dict "ctx" $ "index" i). */}}
+{{- define "auditlog.shard.name" -}}
+{{- printf "%s-shard%d" (include "auditlog.fullname" .ctx) (int .index) }}
+{{- end }}
+
+{{- define "auditlog.shard.rsName" -}}
+{{- printf "%s%d" .ctx.Values.mongodb.shards.replicaSetNamePrefix (int .index) }}
+{{- end }}
+
+{{- define "auditlog.mongos.name" -}}
+{{- printf "%s-mongos" (include "auditlog.fullname" .) }}
+{{- end }}
+
+{{- define "auditlog.mongos.host" -}}
+{{- printf "%s.%s.svc.%s" (include "auditlog.mongos.name" .) .Release.Namespace .Values.clusterDomain }}
+{{- end }}
+
+{{/*
+Comma-separated member list of one replica set:
+(dict "ctx" $ "sts" <statefulset name> "replicas" <n>) -> sts-0.sts-hl.ns.svc.domain:27017,...
+*/}}
+{{- define "auditlog.members" -}}
+{{- $ctx := .ctx -}}
+{{- $hosts := list -}}
+{{- range $i := until (int .replicas) -}}
+{{- $hosts = append $hosts (printf "%s-%d.%s-hl.%s.svc.%s:27017" $.sts $i $.sts $ctx.Release.Namespace $ctx.Values.clusterDomain) -}}
+{{- end -}}
+{{- join "," $hosts -}}
+{{- end }}
+
+{{/* NAME/host:port,... of the config-server replica set (what --configdb and bootstrap take). */}}
+{{- define "auditlog.configsvr.replset" -}}
+{{- printf "%s/%s" .Values.mongodb.configsvr.replicaSetName (include "auditlog.members" (dict "ctx" . "sts" (include "auditlog.configsvr.name" .) "replicas" .Values.mongodb.configsvr.replicas)) }}
+{{- end }}
+
+{{/* NAME/host:port,... of shard i: (dict "ctx" $ "index" i). */}}
+{{- define "auditlog.shard.replset" -}}
+{{- printf "%s/%s" (include "auditlog.shard.rsName" .) (include "auditlog.members" (dict "ctx" .ctx "sts" (include "auditlog.shard.name" .) "replicas" .ctx.Values.mongodb.shards.members)) }}
+{{- end }}
+
+{{/* ----------------------------------------------------------------- secrets */}}
+
+{{- define "auditlog.mongodb.secretName" -}}
+{{- default (printf "%s-mongodb" (include "auditlog.fullname" .)) .Values.mongodb.auth.existingSecret }}
+{{- end }}
+
+{{- define "auditlog.apiKey.secretName" -}}
+{{- default (printf "%s-api-key" (include "auditlog.fullname" .)) .Values.service.apiKey.existingSecret }}
+{{- end }}
+
+{{- define "auditlog.apiKey.secretKey" -}}
+{{- if .Values.service.apiKey.existingSecret }}{{ .Values.service.apiKey.existingSecretKey }}{{ else }}api-key{{ end }}
+{{- end }}
+
+{{- define "auditlog.externalMongodb.secretName" -}}
+{{- default (printf "%s-external-mongodb" (include "auditlog.fullname" .)) .Values.externalMongodb.existingSecret }}
+{{- end }}
+
+{{- define "auditlog.externalMongodb.secretKey" -}}
+{{- if .Values.externalMongodb.existingSecret }}{{ .Values.externalMongodb.existingSecretKey }}{{ else }}mongodb-uri{{ end }}
+{{- end }}
+
+{{- define "auditlog.tls.secretName" -}}
+{{- default (printf "%s-mongodb-tls" (include "auditlog.fullname" .)) .Values.mongodb.tls.existingSecret }}
+{{- end }}
+
+{{- define "auditlog.archiver.s3SecretName" -}}
+{{- default (printf "%s-archiver-s3" (include "auditlog.fullname" .)) .Values.archiver.s3.existingSecret }}
+{{- end }}
+
+{{- define "auditlog.archiver.s3Enabled" -}}
+{{- if or .Values.archiver.s3.existingSecret .Values.archiver.s3.accessKeyId }}true{{ end }}
+{{- end }}
+
+{{/* ------------------------------------------------------------ application env */}}
+
+{{/* Archive URL: the value, or file://<mountPath> on the PVC. */}}
+{{- define "auditlog.archiver.url" -}}
+{{- default (printf "file://%s" .Values.archiver.persistence.mountPath) .Values.archiver.url }}
+{{- end }}
+
+{{- define "auditlog.archiver.usesFile" -}}
+{{- if hasPrefix "file://" (include "auditlog.archiver.url" .) }}true{{ end }}
+{{- end }}
+
+{{/*
+Environment giving MONGODB_URI to the service, the archiver and the helm test: the mongos
+Service with the admin credentials from the Secret (Kubernetes expands $(VAR) of earlier
+entries), or the external URI from its Secret.
+*/}}
+{{- define "auditlog.mongodbEnv" -}}
+{{- if .Values.mongodb.enabled }}
+- name: MONGODB_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "auditlog.mongodb.secretName" . }}
+      key: mongodb-root-username
+- name: MONGODB_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "auditlog.mongodb.secretName" . }}
+      key: mongodb-root-password
+- name: MONGODB_URI
+  value: {{ printf "mongodb://$(MONGODB_USERNAME):$(MONGODB_PASSWORD)@%s:%d/?authSource=admin%s" (include "auditlog.mongos.host" .) (int .Values.mongodb.mongos.service.port) (include "auditlog.tls.uriOptions" .) | quote }}
+{{- else }}
+- name: MONGODB_URI
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "auditlog.externalMongodb.secretName" . }}
+      key: {{ include "auditlog.externalMongodb.secretKey" . }}
+{{- end }}
+- name: AUDIT_DB_NAME
+  value: {{ .Values.database.name | quote }}
+- name: AUDIT_COLLECTION
+  value: {{ .Values.database.collection | quote }}
+- name: RUST_LOG
+  value: {{ .Values.logging.level | quote }}
+- name: AUDIT_LOG_FORMAT
+  value: {{ .Values.logging.format | quote }}
+- name: AUDIT_RETENTION_DAYS
+  value: {{ .Values.retentionDays | quote }}
+{{- end }}
+
+{{- define "auditlog.tls.uriOptions" -}}
+{{- if and .Values.mongodb.enabled .Values.mongodb.tls.enabled -}}
+&tls=true&tlsCAFile=/etc/mongodb/tls/ca.crt
+{{- end -}}
+{{- end }}
+
+{{/* --------------------------------------------------- MongoDB pod building blocks */}}
+
+{{/* Paths inside MongoDB pods. */}}
+{{- define "auditlog.mongo.keyfilePath" -}}/var/run/mongodb/keyfile{{- end }}
+{{- define "auditlog.mongo.tlsPemPath" -}}/var/run/mongodb/tls.pem{{- end }}
+
+{{/*
+Init container copying the keyfile (and cert+key as one PEM for TLS) into a memory emptyDir
+owned by the mongodb user with mode 0400: mongod refuses a keyfile readable by the group,
+which a Secret volume with fsGroup always is.
+*/}}
+{{- define "auditlog.mongo.initContainer" -}}
+- name: prepare-secrets
+  image: {{ include "auditlog.mongoImage" . }}
+  imagePullPolicy: {{ .Values.mongodb.image.pullPolicy }}
+  command:
+    - /bin/sh
+    - -ec
+    - |
+      umask 077
+      cp /etc/mongodb/auth/mongodb-keyfile {{ include "auditlog.mongo.keyfilePath" . }}
+      chmod 0400 {{ include "auditlog.mongo.keyfilePath" . }}
+      {{- if .Values.mongodb.tls.enabled }}
+      cat /etc/mongodb/tls/tls.crt /etc/mongodb/tls/tls.key > {{ include "auditlog.mongo.tlsPemPath" . }}
+      chmod 0400 {{ include "auditlog.mongo.tlsPemPath" . }}
+      {{- end }}
+  securityContext:
+    {{- toYaml .Values.mongodb.containerSecurityContext | nindent 4 }}
+  resources:
+    {{- toYaml .Values.mongodb.initResources | nindent 4 }}
+  volumeMounts:
+    - name: auth
+      mountPath: /etc/mongodb/auth
+      readOnly: true
+    - name: run
+      mountPath: /var/run/mongodb
+    {{- if .Values.mongodb.tls.enabled }}
+    - name: tls
+      mountPath: /etc/mongodb/tls
+      readOnly: true
+    {{- end }}
+{{- end }}
+
+{{/* Common mongod/mongos arguments: keyfile auth, TLS, all interfaces, port 27017. */}}
+{{- define "auditlog.mongo.commonArgs" -}}
+- --port=27017
+- --bind_ip_all
+- --keyFile={{ include "auditlog.mongo.keyfilePath" . }}
+{{- if .Values.mongodb.tls.enabled }}
+- --tlsMode=requireTLS
+- --tlsCertificateKeyFile={{ include "auditlog.mongo.tlsPemPath" . }}
+- --tlsCAFile=/etc/mongodb/tls/ca.crt
+{{- if .Values.mongodb.tls.allowConnectionsWithoutCertificates }}
+- --tlsAllowConnectionsWithoutCertificates
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes shared by MongoDB pods. */}}
+{{- define "auditlog.mongo.volumes" -}}
+- name: auth
+  secret:
+    secretName: {{ include "auditlog.mongodb.secretName" . }}
+    defaultMode: 0440
+    items:
+      - key: mongodb-keyfile
+        path: mongodb-keyfile
+- name: run
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- if .Values.mongodb.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ include "auditlog.tls.secretName" . }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{- define "auditlog.mongo.volumeMounts" -}}
+- name: run
+  mountPath: /var/run/mongodb
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.mongodb.tls.enabled }}
+- name: tls
+  mountPath: /etc/mongodb/tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Light probes: a TCP connect, no mongosh. */}}
+{{- define "auditlog.mongo.probes" -}}
+startupProbe:
+  tcpSocket:
+    port: mongodb
+  periodSeconds: 5
+  failureThreshold: 60
+livenessProbe:
+  tcpSocket:
+    port: mongodb
+  periodSeconds: 20
+  timeoutSeconds: 5
+  failureThreshold: 6
+readinessProbe:
+  tcpSocket:
+    port: mongodb
+  periodSeconds: 10
+  timeoutSeconds: 5
+  failureThreshold: 3
+{{- end }}
+
+{{/*
+mongodb_exporter sidecar: (dict "ctx" $ "direct" true|false). "direct" connects to the local
+member only (mongod); false for mongos.
+*/}}
+{{- define "auditlog.mongo.exporter" -}}
+{{- $ctx := .ctx -}}
+{{- if $ctx.Values.mongodb.metrics.enabled }}
+- name: metrics
+  image: {{ printf "%s:%s" $ctx.Values.mongodb.metrics.image.repository $ctx.Values.mongodb.metrics.image.tag }}
+  imagePullPolicy: {{ $ctx.Values.mongodb.metrics.image.pullPolicy }}
+  args:
+    - --web.listen-address=:{{ $ctx.Values.mongodb.metrics.port }}
+    {{- range $ctx.Values.mongodb.metrics.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+  env:
+    - name: MONGODB_USERNAME
+      valueFrom:
+        secretKeyRef:
+          name: {{ include "auditlog.mongodb.secretName" $ctx }}
+          key: mongodb-root-username
+    - name: MONGODB_PASSWORD
+      valueFrom:
+        secretKeyRef:
+          name: {{ include "auditlog.mongodb.secretName" $ctx }}
+          key: mongodb-root-password
+    - name: MONGODB_URI
+      value: {{ printf "mongodb://$(MONGODB_USERNAME):$(MONGODB_PASSWORD)@localhost:27017/admin?authSource=admin%s%s" (ternary "&directConnection=true" "" .direct) (ternary "&tls=true&tlsCAFile=/etc/mongodb/tls/ca.crt&tlsAllowInvalidHostnames=true" "" $ctx.Values.mongodb.tls.enabled) | quote }}
+  ports:
+    - name: metrics
+      containerPort: {{ $ctx.Values.mongodb.metrics.port }}
+      protocol: TCP
+  livenessProbe:
+    tcpSocket:
+      port: metrics
+    periodSeconds: 30
+  securityContext:
+    {{- toYaml $ctx.Values.mongodb.containerSecurityContext | nindent 4 }}
+  resources:
+    {{- toYaml $ctx.Values.mongodb.metrics.resources | nindent 4 }}
+  {{- if $ctx.Values.mongodb.tls.enabled }}
+  volumeMounts:
+    - name: tls
+      mountPath: /etc/mongodb/tls
+      readOnly: true
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Affinity: the explicit value, or the anti-affinity preset between pods with the given selector
+labels: (dict "ctx" $ "component" c "replicaSet" rs "preset" p "affinity" a).
+*/}}
+{{- define "auditlog.affinity" -}}
+{{- if .affinity }}
+affinity:
+  {{- toYaml .affinity | nindent 2 }}
+{{- else if eq .preset "soft" }}
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- include "auditlog.selectorLabels" . | nindent 14 }}
+{{- else if eq .preset "hard" }}
+affinity:
+  podAntiAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      - topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "auditlog.selectorLabels" . | nindent 12 }}
+{{- end }}
+{{- end }}
+
+{{/* nodeSelector, tolerations, topology spread, priority class of a section. */}}
+{{- define "auditlog.scheduling" -}}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* PersistentVolumeClaim spec body from a persistence section. */}}
+{{- define "auditlog.pvcSpec" -}}
+accessModes:
+  {{- toYaml .accessModes | nindent 2 }}
+{{- if .storageClass }}
+{{- if eq "-" .storageClass }}
+storageClassName: ""
+{{- else }}
+storageClassName: {{ .storageClass | quote }}
+{{- end }}
+{{- end }}
+resources:
+  requests:
+    storage: {{ .size | quote }}
+{{- end }}
+
+{{/* ------------------------------------------------------------- value checks */}}
+{{- define "auditlog.validate" -}}
+{{- if .Values.mongodb.enabled }}
+{{- if and .Values.mongodb.tls.enabled (not .Values.mongodb.tls.existingSecret) (not .Values.mongodb.tls.certManager.enabled) }}
+{{- fail "mongodb.tls.enabled needs mongodb.tls.existingSecret or mongodb.tls.certManager.enabled" }}
+{{- end }}
+{{- if and .Values.mongodb.tls.certManager.enabled (not .Values.mongodb.tls.existingSecret) (not .Values.mongodb.tls.certManager.issuerRef.name) }}
+{{- fail "mongodb.tls.certManager.enabled needs mongodb.tls.certManager.issuerRef.name" }}
+{{- end }}
+{{- /* Refuse to shrink the cluster: a removed shard's data would become unreachable. */}}
+{{- $next := include "auditlog.shard.name" (dict "ctx" . "index" (int .Values.mongodb.shards.count)) }}
+{{- if lookup "apps/v1" "StatefulSet" .Release.Namespace $next }}
+{{- fail (printf "StatefulSet %s exists: decreasing mongodb.shards.count is not supported (drain the shard with removeShard first, then delete it by hand)" $next) }}
+{{- end }}
+{{- else }}
+{{- if and (not .Values.externalMongodb.uri) (not .Values.externalMongodb.existingSecret) }}
+{{- fail "mongodb.enabled=false needs externalMongodb.uri or externalMongodb.existingSecret" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Pod annotations of MongoDB pods: the section's, plus scrape hints when metrics are on. */}}
+{{- define "auditlog.mongo.podAnnotations" -}}
+{{- $ann := merge (dict) (.section.podAnnotations | default dict) -}}
+{{- if .ctx.Values.mongodb.metrics.enabled -}}
+{{- $_ := set $ann "prometheus.io/scrape" "true" -}}
+{{- $_ := set $ann "prometheus.io/port" (toString .ctx.Values.mongodb.metrics.port) -}}
+{{- end -}}
+{{- with $ann }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* ---------------------------------------------------------------- archiver pod */}}
+{{- define "auditlog.archiver.claimName" -}}
+{{- default (printf "%s-archiver" (include "auditlog.fullname" .)) .Values.archiver.persistence.existingClaim }}
+{{- end }}
+
+{{/* Pod spec of the archiver: (dict "ctx" $ "cmd" "run"|"once" "restartPolicy" p). */}}
+{{- define "auditlog.archiver.podSpec" -}}
+{{- $ctx := .ctx -}}
+{{- $a := $ctx.Values.archiver -}}
+serviceAccountName: {{ include "auditlog.serviceAccountName" $ctx }}
+automountServiceAccountToken: false
+{{- with .restartPolicy }}
+restartPolicy: {{ . }}
+{{- end }}
+{{- with $ctx.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml $ctx.Values.podSecurityContext | nindent 2 }}
+terminationGracePeriodSeconds: 120
+{{- with $a.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- include "auditlog.scheduling" $a }}
+containers:
+  - name: archiver
+    image: {{ include "auditlog.image" $ctx }}
+    imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
+    command: ["/usr/local/bin/auditlog-archiver"]
+    args: [{{ .cmd | quote }}]
+    env:
+      {{- include "auditlog.mongodbEnv" $ctx | nindent 6 }}
+      - name: AUDIT_ARCHIVE_URL
+        value: {{ include "auditlog.archiver.url" $ctx | quote }}
+      {{- if eq .cmd "run" }}
+      - name: AUDIT_ARCHIVE_SCHEDULE
+        value: {{ $a.schedule | quote }}
+      - name: AUDIT_ARCHIVER_LISTEN_ADDR
+        value: {{ printf "0.0.0.0:%d" (int $a.metricsPort) | quote }}
+      {{- end }}
+      - name: AUDIT_ARCHIVE_AFTER
+        value: {{ $a.after | quote }}
+      - name: AUDIT_ARCHIVE_WINDOW
+        value: {{ $a.window | quote }}
+      - name: AUDIT_ARCHIVE_COMPRESSION
+        value: {{ $a.compression | quote }}
+      {{- with $a.grace }}
+      - name: AUDIT_ARCHIVE_GRACE
+        value: {{ . | quote }}
+      {{- end }}
+      {{- with $a.safetyMargin }}
+      - name: AUDIT_ARCHIVE_SAFETY_MARGIN
+        value: {{ . | quote }}
+      {{- end }}
+      {{- if include "auditlog.archiver.s3Enabled" $ctx }}
+      - name: AWS_ACCESS_KEY_ID
+        valueFrom:
+          secretKeyRef:
+            name: {{ include "auditlog.archiver.s3SecretName" $ctx }}
+            key: AWS_ACCESS_KEY_ID
+      - name: AWS_SECRET_ACCESS_KEY
+        valueFrom:
+          secretKeyRef:
+            name: {{ include "auditlog.archiver.s3SecretName" $ctx }}
+            key: AWS_SECRET_ACCESS_KEY
+      {{- end }}
+      {{- with $a.s3.region }}
+      - name: AWS_REGION
+        value: {{ . | quote }}
+      {{- end }}
+      {{- with $a.s3.endpoint }}
+      - name: AWS_ENDPOINT
+        value: {{ . | quote }}
+      {{- end }}
+      {{- if $a.hdfs.configMap }}
+      - name: HADOOP_CONF_DIR
+        value: /etc/hadoop/conf
+      {{- end }}
+      {{- with $a.extraEnv }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    {{- if eq .cmd "run" }}
+    ports:
+      - name: http
+        containerPort: {{ $a.metricsPort }}
+        protocol: TCP
+    livenessProbe:
+      httpGet:
+        path: /healthz
+        port: http
+      periodSeconds: 20
+      timeoutSeconds: 5
+      failureThreshold: 3
+    readinessProbe:
+      httpGet:
+        path: /healthz
+        port: http
+      periodSeconds: 10
+      timeoutSeconds: 5
+    {{- end }}
+    securityContext:
+      {{- toYaml $ctx.Values.containerSecurityContext | nindent 6 }}
+    resources:
+      {{- toYaml $a.resources | nindent 6 }}
+    volumeMounts:
+      - name: tmp
+        mountPath: /tmp
+      {{- if include "auditlog.archiver.usesFile" $ctx }}
+      - name: archive
+        mountPath: {{ $a.persistence.mountPath }}
+      {{- end }}
+      {{- if $a.hdfs.configMap }}
+      - name: hadoop-conf
+        mountPath: /etc/hadoop/conf
+        readOnly: true
+      {{- end }}
+      {{- if and $ctx.Values.mongodb.enabled $ctx.Values.mongodb.tls.enabled }}
+      - name: tls
+        mountPath: /etc/mongodb/tls
+        readOnly: true
+      {{- end }}
+volumes:
+  - name: tmp
+    emptyDir:
+      sizeLimit: 256Mi
+  {{- if include "auditlog.archiver.usesFile" $ctx }}
+  - name: archive
+    {{- if $a.persistence.enabled }}
+    persistentVolumeClaim:
+      claimName: {{ include "auditlog.archiver.claimName" $ctx }}
+    {{- else }}
+    emptyDir: {}
+    {{- end }}
+  {{- end }}
+  {{- if $a.hdfs.configMap }}
+  - name: hadoop-conf
+    configMap:
+      name: {{ $a.hdfs.configMap }}
+  {{- end }}
+  {{- if and $ctx.Values.mongodb.enabled $ctx.Values.mongodb.tls.enabled }}
+  - name: tls
+    secret:
+      secretName: {{ include "auditlog.tls.secretName" $ctx }}
+      defaultMode: 0440
+      items:
+        - key: ca.crt
+          path: ca.crt
+  {{- end }}
+{{- end }}

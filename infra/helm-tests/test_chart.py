@@ -1,0 +1,632 @@
+"""Tests over the rendered manifests of helm/auditlog (no cluster: `helm template` only).
+
+Run through run.sh, which installs the pinned helm and sets $HELM. Each test names the
+operator-facing property it protects; DESIGN.md §7 lists why each one matters.
+"""
+import json
+import os
+import pathlib
+import re
+import subprocess
+
+import pytest
+import yaml
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+CHART = REPO / "helm" / "auditlog"
+VALUES_DIR = HERE / "values"
+HELM = os.environ.get("HELM", str(REPO / "target" / "tools" / "bin" / "helm"))
+NAMESPACE = "audit"
+RELEASE = "auditlog"
+DOMAIN_DEFAULT = "cluster.local"
+KUBE_VERSION = "1.33.0"
+
+VALUE_SETS = ["default"] + sorted(p.stem for p in VALUES_DIR.glob("*.yaml"))
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job", "CronJob", "Pod"}
+
+
+def helm_template(values_file=None, sets=(), check=True):
+    cmd = [HELM, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION]
+    if values_file:
+        cmd += ["--values", str(values_file)]
+    for s in sets:
+        cmd += ["--set", s]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError("helm template failed: %s\n%s" % (" ".join(cmd), proc.stderr))
+    return proc
+
+
+_cache = {}
+
+
+def render(value_set="default", sets=()):
+    key = (value_set, tuple(sets))
+    if key not in _cache:
+        vf = None if value_set == "default" else VALUES_DIR / (value_set + ".yaml")
+        out = helm_template(vf, sets).stdout
+        _cache[key] = [d for d in yaml.safe_load_all(out) if d]
+    return _cache[key]
+
+
+def values_of(value_set="default"):
+    """The chart's values merged with a value set (a plain deep merge, like helm's)."""
+    def merge(a, b):
+        for k, v in b.items():
+            if isinstance(v, dict) and isinstance(a.get(k), dict):
+                merge(a[k], v)
+            else:
+                a[k] = v
+        return a
+    base = yaml.safe_load((CHART / "values.yaml").read_text())
+    if value_set != "default":
+        merge(base, yaml.safe_load((VALUES_DIR / (value_set + ".yaml")).read_text()))
+    return base
+
+
+def of_kind(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs, kind, name):
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, "expected one %s/%s, found %d" % (kind, name, len(found))
+    return found[0]
+
+
+def pod_spec(doc):
+    if doc["kind"] == "Pod":
+        return doc["spec"]
+    if doc["kind"] == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return doc["spec"]["template"]["spec"]
+
+
+def pod_labels(doc):
+    if doc["kind"] == "Pod":
+        return doc["metadata"]["labels"]
+    if doc["kind"] == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    return doc["spec"]["template"]["metadata"]["labels"]
+
+
+def containers(doc):
+    spec = pod_spec(doc)
+    return [("init", c) for c in spec.get("initContainers", [])] + [("main", c) for c in spec["containers"]]
+
+
+def env_of(container):
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def members(sts, n, domain=DOMAIN_DEFAULT):
+    return ["%s-%d.%s-hl.%s.svc.%s:27017" % (sts, i, sts, NAMESPACE, domain) for i in range(n)]
+
+
+def flag_values(args, flag):
+    out = []
+    for i, a in enumerate(args):
+        if a.startswith(flag + "="):
+            out.append(a.split("=", 1)[1])
+        elif a == flag:
+            out.append(args[i + 1])
+    return out
+
+
+# ------------------------------------------------------------------------ MongoDB topology
+
+@pytest.mark.parametrize("value_set", ["default", "tls-3x3", "archiver-cronjob-hdfs"])
+def test_one_statefulset_per_replica_set(value_set):
+    v = values_of(value_set)["mongodb"]
+    docs = render(value_set)
+    sts = {d["metadata"]["name"]: d for d in of_kind(docs, "StatefulSet")}
+    expected = {"auditlog-cfg"} | {"auditlog-shard%d" % i for i in range(v["shards"]["count"])}
+    assert set(sts) == expected
+    cfg = sts["auditlog-cfg"]
+    assert cfg["spec"]["replicas"] == v["configsvr"]["replicas"]
+    cfg_args = pod_spec(cfg)["containers"][0]["args"]
+    assert "--configsvr" in cfg_args and "--replSet=cfg" in cfg_args
+    for i in range(v["shards"]["count"]):
+        s = sts["auditlog-shard%d" % i]
+        assert s["spec"]["replicas"] == v["shards"]["members"]
+        args = pod_spec(s)["containers"][0]["args"]
+        assert "--shardsvr" in args and "--replSet=shard%d" % i in args
+        # Each replica set is its own selector: the PDB and anti-affinity of one shard never
+        # count the pods of another.
+        assert s["spec"]["selector"]["matchLabels"]["auditlog/replica-set"] == "shard%d" % i
+        assert s["spec"]["serviceName"] == "auditlog-shard%d-hl" % i
+        assert s["spec"]["podManagementPolicy"] == "Parallel"
+
+
+def test_persistence_size_and_storage_class():
+    docs = render("tls-3x3")
+    s = one(docs, "StatefulSet", "auditlog-shard2")
+    claim = s["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert claim["storageClassName"] == "fast-ssd"
+    assert claim["resources"]["requests"]["storage"] == "200Gi"
+    dev = render("archiver-cronjob-hdfs")
+    assert "volumeClaimTemplates" not in one(dev, "StatefulSet", "auditlog-shard0")["spec"]
+
+
+@pytest.mark.parametrize("value_set,sets", [
+    ("default", ()),
+    ("tls-3x3", ()),
+    ("archiver-cronjob-hdfs", ()),
+    ("default", ("mongodb.configsvr.replicas=5",)),
+])
+def test_mongos_configdb_lists_every_config_member(value_set, sets):
+    v = values_of(value_set)
+    n = v["mongodb"]["configsvr"]["replicas"]
+    for s in sets:
+        if s.startswith("mongodb.configsvr.replicas="):
+            n = int(s.split("=")[1])
+    docs = render(value_set, sets)
+    mongos = one(docs, "Deployment", "auditlog-mongos")
+    c = pod_spec(mongos)["containers"][0]
+    assert c["command"] == ["mongos"]
+    (configdb,) = flag_values(c["args"], "--configdb")
+    name, hosts = configdb.split("/", 1)
+    assert name == "cfg"
+    assert hosts.split(",") == members("auditlog-cfg", n, v["clusterDomain"])
+
+
+@pytest.mark.parametrize("value_set", ["default", "tls-3x3", "archiver-cronjob-hdfs", "existing-secrets"])
+def test_bootstrap_job_gets_every_member_and_the_shard_key(value_set):
+    v = values_of(value_set)
+    m = v["mongodb"]
+    docs = render(value_set)
+    job = one(docs, "Job", "auditlog-bootstrap")
+    ann = job["metadata"]["annotations"]
+    assert set(ann["helm.sh/hook"].split(",")) == {"post-install", "post-upgrade"}
+    assert ann["helm.sh/hook-delete-policy"] == "before-hook-creation"
+    c = pod_spec(job)["containers"][0]
+    assert c["command"] == ["/usr/local/bin/auditlog-ops"]
+    assert c["args"][:2] == ["cluster", "bootstrap"]
+    domain = v["clusterDomain"]
+    assert flag_values(c["args"], "--config-replset") == [
+        "cfg/" + ",".join(members("auditlog-cfg", m["configsvr"]["replicas"], domain))]
+    assert flag_values(c["args"], "--shard-replset") == [
+        "shard%d/%s" % (i, ",".join(members("auditlog-shard%d" % i, m["shards"]["members"], domain)))
+        for i in range(m["shards"]["count"])]
+    (keyfile,) = flag_values(c["args"], "--keyfile")
+    assert keyfile.startswith("/etc/mongodb/auth/")
+    env = env_of(c)
+    assert env["AUDIT_SHARD_KEY"]["value"] == v["shardKey"]
+    assert env["AUDIT_RETENTION_DAYS"]["value"] == str(v["retentionDays"])
+    assert env["AUDIT_BOOTSTRAP_DEADLINE"]["value"] == m["bootstrap"]["deadline"]
+    assert env["MONGODB_URI"]["value"].startswith("mongodb://auditlog-mongos.%s.svc.%s:27017/" % (NAMESPACE, domain))
+    secret = m["auth"]["existingSecret"] or "auditlog-mongodb"
+    assert env["MONGODB_ADMIN_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "mongodb-root-username"}
+    assert env["MONGODB_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "mongodb-root-password"}
+    if m["tls"]["enabled"]:
+        assert flag_values(c["args"], "--tls-ca-file") == ["/etc/mongodb/tls/ca.crt"]
+        assert flag_values(c["args"], "--tls-certificate-key-file")
+        assert "tls=true" in env["MONGODB_URI"]["value"]
+
+
+def test_shard_count_drives_bootstrap_and_statefulsets_together():
+    docs = render("default", ("mongodb.shards.count=5", "mongodb.shards.members=1", "shardKey=hashed-consumer"))
+    assert len(of_kind(docs, "StatefulSet")) == 6
+    c = pod_spec(one(docs, "Job", "auditlog-bootstrap"))["containers"][0]
+    shards = flag_values(c["args"], "--shard-replset")
+    assert [s.split("/")[0] for s in shards] == ["shard%d" % i for i in range(5)]
+    assert all(len(s.split("/")[1].split(",")) == 1 for s in shards)
+    assert env_of(c)["AUDIT_SHARD_KEY"]["value"] == "hashed-consumer"
+
+
+def test_headless_services_publish_not_ready_addresses():
+    for vs in VALUE_SETS:
+        docs = render(vs)
+        headless = {d["metadata"]["name"]: d for d in of_kind(docs, "Service") if d["spec"].get("clusterIP") == "None"}
+        for name, svc in headless.items():
+            assert svc["spec"]["publishNotReadyAddresses"] is True, name
+        for sts in of_kind(docs, "StatefulSet"):
+            svc = headless[sts["spec"]["serviceName"]]
+            assert svc["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
+
+
+def test_mongodb_probes_are_light():
+    """No mongosh per probe: tcpSocket (or a tiny exec), never a database shell."""
+    for vs in VALUE_SETS:
+        for d in render(vs):
+            if d["kind"] not in WORKLOAD_KINDS:
+                continue
+            for _, c in containers(d):
+                for p in ("livenessProbe", "readinessProbe", "startupProbe"):
+                    probe = c.get(p)
+                    if not probe:
+                        continue
+                    cmd = " ".join(probe.get("exec", {}).get("command", []))
+                    assert "mongosh" not in cmd and "mongo " not in cmd, (d["metadata"]["name"], c["name"], p)
+        for d in of_kind(render(vs), "StatefulSet"):
+            c = pod_spec(d)["containers"][0]
+            assert "tcpSocket" in c["readinessProbe"] and "tcpSocket" in c["livenessProbe"]
+
+
+def test_mongod_uses_keyfile_copied_with_strict_permissions():
+    docs = render("default")
+    s = one(docs, "StatefulSet", "auditlog-shard0")
+    spec = pod_spec(s)
+    init = spec["initContainers"][0]
+    script = init["command"][-1]
+    assert "chmod 0400 /var/run/mongodb/keyfile" in script
+    assert "--keyFile=/var/run/mongodb/keyfile" in spec["containers"][0]["args"]
+    assert spec["containers"][0]["command"] == ["mongod"]  # not the image entrypoint
+
+
+def test_mongo_image_is_pinned_official_and_configurable():
+    v = values_of()["mongodb"]["image"]
+    assert v["repository"] == "mongo" and re.fullmatch(r"(7|8)\.0\.\d+", v["tag"])
+    docs = render("default", ("mongodb.image.tag=7.0.21",))
+    for d in of_kind(docs, "StatefulSet"):
+        assert {c["image"] for _, c in containers(d)} == {"mongo:7.0.21"}
+
+
+# --------------------------------------------------------------------------- TLS
+
+def test_tls_everywhere_when_enabled():
+    docs = render("tls-3x3")
+    cert = one(docs, "Certificate", "auditlog-mongodb-tls")
+    names = cert["spec"]["dnsNames"]
+    for sts in of_kind(docs, "StatefulSet"):
+        assert "*.%s-hl.%s.svc.k8s.example" % (sts["metadata"]["name"], NAMESPACE) in names
+        spec = pod_spec(sts)
+        args = spec["containers"][0]["args"]
+        assert "--tlsMode=requireTLS" in args
+        assert "--tlsCAFile=/etc/mongodb/tls/ca.crt" in args
+        assert any(v.get("secret", {}).get("secretName") == "auditlog-mongodb-tls" for v in spec["volumes"])
+    assert "auditlog-mongos.%s.svc.k8s.example" % NAMESPACE in names
+    assert {"server auth", "client auth"} <= set(cert["spec"]["usages"])
+    assert cert["spec"]["issuerRef"] == {"name": "internal-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    mongos = pod_spec(one(docs, "Deployment", "auditlog-mongos"))["containers"][0]
+    assert "--tlsMode=requireTLS" in mongos["args"]
+    svc = pod_spec(one(docs, "Deployment", "auditlog-service"))["containers"][0]
+    assert "tls=true&tlsCAFile=/etc/mongodb/tls/ca.crt" in env_of(svc)["MONGODB_URI"]["value"]
+
+
+def test_tls_from_existing_secret_renders_no_certificate():
+    docs = render("existing-secrets")
+    assert not of_kind(docs, "Certificate")
+    s = pod_spec(one(docs, "StatefulSet", "auditlog-cfg"))
+    assert any(v.get("secret", {}).get("secretName") == "auditlog-mongodb-tls" for v in s["volumes"])
+
+
+def test_no_tls_by_default():
+    docs = render("default")
+    assert not of_kind(docs, "Certificate")
+    for sts in of_kind(docs, "StatefulSet"):
+        assert not any(a.startswith("--tls") for a in pod_spec(sts)["containers"][0]["args"])
+
+
+# ------------------------------------------------------------------- pods: security
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_every_container_has_resources_and_a_non_root_security_context(value_set):
+    checked = 0
+    for d in render(value_set):
+        if d["kind"] not in WORKLOAD_KINDS:
+            continue
+        pod_sc = pod_spec(d).get("securityContext", {})
+        assert pod_sc.get("runAsNonRoot") is True, d["metadata"]["name"]
+        assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault"
+        assert pod_spec(d).get("automountServiceAccountToken") is False
+        for where, c in containers(d):
+            what = "%s/%s %s container %s" % (d["kind"], d["metadata"]["name"], where, c["name"])
+            r = c.get("resources", {})
+            for section in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(r.get(section, {})), what + ": resources." + section
+            sc = c.get("securityContext", {})
+            assert sc.get("runAsNonRoot") is True, what
+            assert isinstance(sc.get("runAsUser"), int) and sc["runAsUser"] > 0, what
+            assert sc.get("allowPrivilegeEscalation") is False, what
+            assert sc.get("readOnlyRootFilesystem") is True, what
+            assert sc.get("privileged", False) is False, what
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], what
+            assert not sc.get("capabilities", {}).get("add"), what
+            assert sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", what
+            checked += 1
+    assert checked >= 4
+
+
+def test_writable_paths_are_volumes():
+    """readOnlyRootFilesystem needs /tmp (mongod's socket, the apps' temp files) as a volume."""
+    for d in render("default"):
+        if d["kind"] in ("Deployment", "StatefulSet"):
+            for _, c in containers(d):
+                if c["name"] in ("mongod", "mongos", "service", "archiver"):
+                    assert "/tmp" in [m["mountPath"] for m in c.get("volumeMounts", [])], c["name"]
+
+
+# ----------------------------------------------------------------------- secrets
+
+def test_generated_secrets_are_kept_and_reuse_the_cluster_copy():
+    docs = render("default")
+    secrets = {d["metadata"]["name"]: d for d in of_kind(docs, "Secret")}
+    assert set(secrets) == {"auditlog-mongodb", "auditlog-api-key"}
+    for s in secrets.values():
+        assert s["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    m = secrets["auditlog-mongodb"]["data"]
+    assert set(m) == {"mongodb-root-username", "mongodb-root-password", "mongodb-keyfile"}
+    import base64
+    key = base64.b64decode(m["mongodb-keyfile"]).decode()
+    assert 6 <= len(key) <= 1024 and re.fullmatch(r"[A-Za-z0-9+/=]+", key)
+    assert len(base64.b64decode(m["mongodb-root-password"])) >= 24
+    # Offline there is no cluster to look up, so each render generates; in a cluster the
+    # template reads the existing Secret first. Check the template does that, per Secret.
+    src = (CHART / "templates" / "secrets.yaml").read_text()
+    blocks = src.split("---")
+    for name_helper in ("auditlog.mongodb.secretName", "auditlog.apiKey.secretName"):
+        block = next(b for b in blocks if name_helper in b)
+        assert re.search(r'lookup "v1" "Secret" \.Release\.Namespace \$name', block), name_helper
+        assert "get $old" in block and "randAlphaNum" in block
+        assert "helm.sh/resource-policy: keep" in block
+
+
+def test_existing_secrets_make_the_chart_render_none_of_its_own():
+    docs = render("existing-secrets")
+    assert of_kind(docs, "Secret") == []
+    refs = set()
+    for d in docs:
+        if d["kind"] in WORKLOAD_KINDS:
+            for _, c in containers(d):
+                for e in c.get("env", []):
+                    ref = e.get("valueFrom", {}).get("secretKeyRef")
+                    if ref:
+                        refs.add((ref["name"], ref["key"]))
+            for vol in pod_spec(d).get("volumes", []):
+                if "secret" in vol:
+                    refs.add((vol["secret"]["secretName"], None))
+    names = {n for n, _ in refs}
+    assert names == {"auditlog-mongodb-credentials", "auditlog-api-keys", "auditlog-archive-s3", "auditlog-mongodb-tls"}
+    assert ("auditlog-api-keys", "keys") in refs
+
+
+def test_service_gets_api_key_and_mongos_uri_from_secrets():
+    docs = render("default")
+    c = pod_spec(one(docs, "Deployment", "auditlog-service"))["containers"][0]
+    env = env_of(c)
+    assert env["AUDIT_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "auditlog-api-key", "key": "api-key"}
+    names = list(env)
+    # $(VAR) expansion only sees variables defined earlier in the list.
+    assert names.index("MONGODB_USERNAME") < names.index("MONGODB_URI")
+    assert names.index("MONGODB_PASSWORD") < names.index("MONGODB_URI")
+    assert env["MONGODB_URI"]["value"] == (
+        "mongodb://$(MONGODB_USERNAME):$(MONGODB_PASSWORD)@auditlog-mongos.audit.svc.cluster.local:27017/?authSource=admin")
+    assert env["AUDIT_LISTEN_ADDR"]["value"] == "0.0.0.0:8080"
+    assert env["AUDIT_WRITE_CONCERN"]["value"] == "majority"
+    assert "AUDIT_MAX_BODY_BYTES" not in env  # null keeps the binary's default
+
+
+# -------------------------------------------------------------------- the service
+
+def test_service_probes_hpa_and_ingress():
+    docs = render("tls-3x3")
+    dep = one(docs, "Deployment", "auditlog-service")
+    assert "replicas" not in dep["spec"]  # the HPA owns it
+    c = pod_spec(dep)["containers"][0]
+    assert c["command"] == ["/usr/local/bin/auditlog-service"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    hpa = one(docs, "HorizontalPodAutoscaler", "auditlog-service")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "auditlog-service"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 20)
+    assert {m["resource"]["name"] for m in hpa["spec"]["metrics"]} == {"cpu", "memory"}
+    ing = one(docs, "Ingress", "auditlog-service")
+    backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "auditlog-service", "port": {"number": 8080}}
+
+
+def test_service_limits_are_passed_when_set():
+    docs = render("external-mongodb")
+    dep = one(docs, "Deployment", "auditlog-service")
+    assert dep["spec"]["replicas"] == 3
+    env = env_of(pod_spec(dep)["containers"][0])
+    assert env["AUDIT_MAX_BODY_BYTES"]["value"] == "1048576"
+    assert env["AUDIT_MAX_EVENT_BYTES"]["value"] == "65536"
+    assert env["AUDIT_MAX_BATCH_EVENTS"]["value"] == "500"
+    assert env["AUDIT_FIND_MAX_LIMIT"]["value"] == "1000"
+    assert env["AUDIT_GROUP_COMMIT"]["value"] == "true"
+    assert env["AUDIT_WRITE_CONCERN"]["value"] == "1"
+
+
+def test_external_mongodb_renders_no_cluster_and_runs_db_setup():
+    docs = render("external-mongodb")
+    assert not of_kind(docs, "StatefulSet")
+    assert not [d for d in docs if "mongos" in d["metadata"]["name"]]
+    assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "auditlog-mongodb"]
+    secret = one(docs, "Secret", "auditlog-external-mongodb")
+    assert "mongodb-uri" in secret["data"]
+    job = one(docs, "Job", "auditlog-bootstrap")
+    c = pod_spec(job)["containers"][0]
+    assert c["args"][:2] == ["db", "setup"]
+    assert env_of(c)["AUDIT_SHARD_KEY"]["value"] == "hashed-consumer"
+    for name in ("auditlog-service", "auditlog-archiver"):
+        env = env_of(pod_spec(one(docs, "Deployment", name))["containers"][0])
+        assert env["MONGODB_URI"]["valueFrom"]["secretKeyRef"] == {"name": "auditlog-external-mongodb", "key": "mongodb-uri"}
+
+
+# -------------------------------------------------------------------- the archiver
+
+def test_archiver_daemon_is_a_single_recreated_replica_with_a_pvc():
+    docs = render("default")
+    dep = one(docs, "Deployment", "auditlog-archiver")
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    spec = pod_spec(dep)
+    c = spec["containers"][0]
+    assert c["args"] == ["run"]
+    env = env_of(c)
+    assert env["AUDIT_ARCHIVE_URL"]["value"] == "file:///archive"
+    assert env["AUDIT_ARCHIVE_SCHEDULE"]["value"] == "0 0 2 * * *"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    pvc = one(docs, "PersistentVolumeClaim", "auditlog-archiver")
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert {"name": "archive", "persistentVolumeClaim": {"claimName": "auditlog-archiver"}} in spec["volumes"]
+    assert not of_kind(docs, "CronJob")
+
+
+def test_archiver_cronjob_to_hdfs():
+    docs = render("archiver-cronjob-hdfs")
+    assert not [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "auditlog-archiver"]
+    cj = one(docs, "CronJob", "auditlog-archiver")
+    assert cj["spec"]["schedule"] == "15 * * * *"
+    assert cj["spec"]["concurrencyPolicy"] == "Forbid"
+    c = pod_spec(cj)["containers"][0]
+    assert c["args"] == ["once"]
+    env = env_of(c)
+    assert env["AUDIT_ARCHIVE_URL"]["value"] == "hdfs://namenode.hadoop.svc:8020/warehouse/auditlog"
+    assert env["HADOOP_CONF_DIR"]["value"] == "/etc/hadoop/conf"
+    assert env["AUDIT_ARCHIVE_COMPRESSION"]["value"] == "zstd"
+    assert env["AUDIT_ARCHIVE_GRACE"]["value"] == "10m"
+    assert "AUDIT_ARCHIVE_SCHEDULE" not in env
+    assert not of_kind(docs, "PersistentVolumeClaim")  # no PVC for a non-file URL
+
+
+def test_archiver_s3_credentials_from_secret():
+    docs = render("external-mongodb")
+    env = env_of(pod_spec(one(docs, "Deployment", "auditlog-archiver"))["containers"][0])
+    assert env["AUDIT_ARCHIVE_URL"]["value"] == "s3://audit-archive/prod"
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "auditlog-archiver-s3"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "auditlog-archiver-s3"
+    assert env["AWS_REGION"]["value"] == "eu-west-1"
+    assert env["AWS_ENDPOINT"]["value"] == "https://minio.example.internal:9000"
+
+
+# ------------------------------------------------------------------ PDBs and labels
+
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in selector["matchLabels"].items())
+
+
+@pytest.mark.parametrize("value_set", ["default", "tls-3x3"])
+def test_a_pdb_per_component(value_set):
+    docs = render(value_set)
+    pdbs = of_kind(docs, "PodDisruptionBudget")
+    long_running = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+    for w in long_running:
+        matching = [p for p in pdbs if selects(p["spec"]["selector"], pod_labels(w))]
+        assert len(matching) == 1, "%s/%s has %d PDBs" % (w["kind"], w["metadata"]["name"], len(matching))
+        # A PDB selects exactly one workload: one replica set's budget is not shared.
+        others = [o for o in long_running if o is not w and selects(matching[0]["spec"]["selector"], pod_labels(o))]
+        assert not others
+    components = {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pdbs}
+    assert components == {"configsvr", "shard", "mongos", "service", "archiver"}
+
+
+def test_anti_affinity_and_topology_spread():
+    soft = pod_spec(one(render("default"), "StatefulSet", "auditlog-shard1"))["affinity"]["podAntiAffinity"]
+    term = soft["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["labelSelector"]["matchLabels"]["auditlog/replica-set"] == "shard1"
+    spec = pod_spec(one(render("tls-3x3"), "StatefulSet", "auditlog-shard1"))
+    hard = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+    assert hard["topologyKey"] == "kubernetes.io/hostname"
+    assert spec["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    assert spec["tolerations"][0]["value"] == "mongodb"
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_recommended_labels_on_every_object(value_set):
+    required = ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+                "app.kubernetes.io/managed-by", "app.kubernetes.io/component", "app.kubernetes.io/part-of",
+                "helm.sh/chart"]
+    for d in render(value_set):
+        labels = d["metadata"].get("labels", {})
+        for k in required:
+            assert labels.get(k), "%s/%s lacks %s" % (d["kind"], d["metadata"]["name"], k)
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/part-of"] == "auditlog"
+        if d["kind"] in WORKLOAD_KINDS and d["kind"] != "Pod":
+            assert pod_labels(d)["app.kubernetes.io/component"] == labels["app.kubernetes.io/component"]
+
+
+# -------------------------------------------------------------------- helm test, NOTES
+
+def test_helm_test_pod_posts_and_finds_an_event():
+    pod = one(render("default"), "Pod", "auditlog-test")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    c = pod["spec"]["containers"][0]
+    script = c["command"][-1]
+    assert "/v1/event" in script and "/v1/find" in script and "X-Api-Key" in script
+    assert env_of(c)["BASE_URL"]["value"] == "http://auditlog-service.audit.svc.cluster.local:8080"
+    assert env_of(c)["AUDIT_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "auditlog-api-key"
+
+
+def test_notes_tell_how_to_reach_swagger_and_get_the_key(tmp_path):
+    # `helm template` skips NOTES.txt and `helm install --dry-run` wants a cluster: render a
+    # copy of the chart in which NOTES.txt is an ordinary template.
+    import shutil
+    copy = tmp_path / "auditlog"
+    shutil.copytree(CHART, copy)
+    (copy / "templates" / "NOTES.txt").rename(copy / "notes-copy.txt")
+    (copy / "templates" / "notes-render.yaml").write_text(
+        'notes: {{ tpl (.Files.Get "notes-copy.txt") . | toJson }}\n')
+    proc = subprocess.run([HELM, "template", RELEASE, str(copy), "--namespace", NAMESPACE,
+                           "--kube-version", KUBE_VERSION, "--show-only", "templates/notes-render.yaml"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    notes = yaml.safe_load(proc.stdout)["notes"]
+    assert "port-forward svc/auditlog-service 8080:8080" in notes
+    assert "http://127.0.0.1:8080/docs" in notes
+    assert "get secret auditlog-api-key -o jsonpath='{.data.api-key}' | base64 -d" in notes
+    assert "job/auditlog-bootstrap" in notes
+
+
+# -------------------------------------------------------------------- schema rejection
+
+@pytest.mark.parametrize("args,why", [
+    (["--set", "mongodb.shards.count=two"], "wrong type"),
+    (["--set", "mongodb.shards.count=0"], "below minimum"),
+    (["--set", "replicaCount=3"], "unknown top-level key"),
+    (["--set", "mongodb.shard.count=3"], "misspelled section"),
+    (["--set", "service.autoscaling.maxReplica=3"], "unknown key in a section"),
+    (["--set", "archiver.mode=sometimes"], "not in the enum"),
+    (["--set", "shardKey=consumer"], "unknown shard key"),
+    (["--set", "service.writeConcern=2"], "unknown write concern"),
+    (["--set-string", "retentionDays=30"], "string for an integer"),
+    (["--set", "archiver.url=ftp://x/y"], "unsupported archive URL"),
+    (["--set", "mongodb.configsvr.resources.limits=null"], "resources without limits"),
+])
+def test_schema_rejects_bad_values(args, why):
+    cmd = [HELM, "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION] + args
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode != 0, why
+    assert "schema" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("sets,message", [
+    (["mongodb.tls.enabled=true"], "needs mongodb.tls.existingSecret or mongodb.tls.certManager.enabled"),
+    (["mongodb.tls.enabled=true", "mongodb.tls.certManager.enabled=true"], "issuerRef.name"),
+    (["mongodb.enabled=false"], "needs externalMongodb.uri"),
+])
+def test_template_refuses_incomplete_settings(sets, message):
+    proc = helm_template(sets=sets, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+
+
+def test_schema_is_closed_at_the_top_and_for_the_main_sections():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    props = schema["properties"]
+    for section in ("image", "mongodb", "externalMongodb", "service", "archiver", "tests", "logging", "database"):
+        assert props[section]["additionalProperties"] is False, section
+    for sub in ("auth", "tls", "configsvr", "shards", "mongos", "metrics", "bootstrap"):
+        assert props["mongodb"]["properties"][sub]["additionalProperties"] is False, sub
+
+
+def leaf_keys(d, prefix=""):
+    for k, v in d.items():
+        path = prefix + k
+        if isinstance(v, dict) and v and k not in ("podAnnotations", "resources", "podSecurityContext",
+                                                   "containerSecurityContext", "issuerRef", "annotations"):
+            yield from leaf_keys(v, path + ".")
+        else:
+            yield path
+
+
+def test_readme_lists_every_value():
+    readme = (CHART / "README.md").read_text()
+    missing = [k for k in leaf_keys(yaml.safe_load((CHART / "values.yaml").read_text()))
+               if "`%s`" % k not in readme]
+    assert not missing, "values missing from helm/auditlog/README.md: %s" % missing
