@@ -3,7 +3,8 @@
 # second run only checks versions and takes well under a second):
 #   - helm, built from its Go module with the machine's Go (`go install`), into target/tools/bin
 #   - a Python venv (target/tools/helm-tests-venv) with kubernetes-validate (it ships the
-#     Kubernetes JSON schemas, so validation works offline), PyYAML and pytest.
+#     Kubernetes JSON schemas, so validation works offline), PyYAML, pytest and
+#     check-jsonschema (validates infra/compose/docker-compose.yml against the Compose spec).
 # run.sh reads the same fixed paths.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ HELM_VERSION="v3.22.0"              # builds with go1.26
 KUBERNETES_VALIDATE_VERSION="1.37.0"  # schemas for Kubernetes 1.25 .. 1.37
 PYYAML_VERSION="6.0.3"
 PYTEST_VERSION="9.2.0"
+CHECK_JSONSCHEMA_VERSION="0.39.0"  # ships the Compose Specification schema
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -39,7 +41,7 @@ else
 fi
 
 # --- Python tools ---------------------------------------------------------------------------
-want="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION pyyaml==$PYYAML_VERSION pytest==$PYTEST_VERSION"
+want="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION pyyaml==$PYYAML_VERSION pytest==$PYTEST_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
 have_all() {
   [[ -x "$venv/bin/python" ]] && "$venv/bin/python" - "$@" <<'PY' 2>/dev/null
 import sys

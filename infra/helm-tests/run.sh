@@ -3,7 +3,9 @@
 #   1. helm lint --strict with the default values and with every value set in values/;
 #   2. helm template with the same value sets, every rendered object validated strictly
 #      (unknown or misspelled fields fail) against the pinned Kubernetes versions;
-#   3. pytest over the rendered YAML (test_chart.py), including schema rejection of bad values.
+#   3. infra/compose/docker-compose.yml validated against the Compose Specification schema;
+#   4. pytest over the rendered YAML (test_chart.py), including schema rejection of bad values,
+#      and over the Compose file and Dockerfile (test_compose_and_image.py).
 # Self-contained: installs its pinned tools first (install-tools.sh). Exits non-zero on any
 # failure. Output of step 2 goes to target/helm-tests/rendered/ for inspection.
 #
@@ -52,6 +54,10 @@ for kv in "${KUBE_VERSIONS[@]}"; do
   "$py" "$here/validate.py" --kubernetes-version "$kv" "${files[@]}"
 done
 
+echo "== docker-compose.yml against the Compose Specification"
+"$repo/target/tools/helm-tests-venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec \
+  "$repo/infra/compose/docker-compose.yml"
+
 echo "== pytest"
 cd "$here"
-"$py" -m pytest -q -p no:cacheprovider test_chart.py
+"$py" -m pytest -q -p no:cacheprovider test_chart.py test_compose_and_image.py
