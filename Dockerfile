@@ -3,7 +3,9 @@
 # auditlog-ops. Build:  docker build -t auditlog:0.1.0 .
 # The Helm chart and infra/compose set the command of each container explicitly.
 
-ARG RUST_VERSION=1.88
+# The toolchain the project is developed and tested with. The floor is the highest
+# rust-version among the locked dependencies (1.89 today; the workspace itself says 1.88).
+ARG RUST_VERSION=1.95
 
 # ---- build --------------------------------------------------------------------------------
 FROM rust:${RUST_VERSION}-bookworm AS builder
