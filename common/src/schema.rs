@@ -107,12 +107,43 @@ pub struct StorageReport {
     pub ttl: Option<TtlState>,
 }
 
-/// Makes the events collection ready: query indexes and the TTL index. Idempotent: running it
-/// on a ready collection changes nothing.
+/// What to do when the TTL index exists with another retention than the configured one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingTtl {
+    /// Change it with `collMod` (an operator's explicit `db setup` / `retention set`).
+    Apply,
+    /// Leave it and log a warning. Used at service start: a restart must not undo a retention
+    /// an operator or the archiver's TTL guard raised on purpose (lowering it could expire
+    /// events that are not archived yet).
+    Keep,
+}
+
+/// Makes the events collection ready: query indexes and the TTL index, changing an existing
+/// TTL to `retention`. Idempotent: running it on a ready collection changes nothing.
 pub async fn ensure_storage(
     store: &Store,
     server: &ServerInfo,
     retention: Retention,
+) -> Result<StorageReport, StoreError> {
+    ensure_storage_with(store, server, retention, ExistingTtl::Apply).await
+}
+
+/// As [`ensure_storage`], but an existing TTL index keeps its retention (see
+/// [`ExistingTtl::Keep`]); the service runs this at start.
+pub async fn ensure_storage_at_start(
+    store: &Store,
+    server: &ServerInfo,
+    retention: Retention,
+) -> Result<StorageReport, StoreError> {
+    ensure_storage_with(store, server, retention, ExistingTtl::Keep).await
+}
+
+/// Makes the events collection ready; `existing_ttl` says whether a differing TTL is changed.
+pub async fn ensure_storage_with(
+    store: &Store,
+    server: &ServerInfo,
+    retention: Retention,
+    existing_ttl: ExistingTtl,
 ) -> Result<StorageReport, StoreError> {
     let coll = store.events();
     let mut report = StorageReport::default();
@@ -143,8 +174,17 @@ pub async fn ensure_storage(
         .iter()
         .find(|(k, _)| *k == ttl_index_key())
         .map(|(_, expire)| *expire);
-    report.ttl =
-        Some(ensure_ttl_index(store, server, retention, current_ttl, &mut report.steps).await?);
+    report.ttl = Some(
+        ensure_ttl_index(
+            store,
+            server,
+            retention,
+            current_ttl,
+            existing_ttl,
+            &mut report.steps,
+        )
+        .await?,
+    );
     Ok(report)
 }
 
@@ -155,6 +195,7 @@ async fn ensure_ttl_index(
     retention: Retention,
     // None: no such index; Some(None): plain index; Some(Some(n)): TTL of n seconds.
     current: Option<Option<i64>>,
+    existing_ttl: ExistingTtl,
     steps: &mut Vec<String>,
 ) -> Result<TtlState, StoreError> {
     let key = ttl_index_key();
@@ -209,6 +250,18 @@ async fn ensure_ttl_index(
             steps.push(format!("TTL index {key} already expires after {secs} s"));
             Ok(TtlState::Active {
                 expire_after_seconds: secs,
+            })
+        }
+        (Some(Some(cur)), Some(secs)) if existing_ttl == ExistingTtl::Keep => {
+            tracing::warn!(
+                expire_after_seconds = cur,
+                configured_seconds = secs,
+                "the TTL index expires events after {cur} s, not the configured {secs} s; \
+                 leaving it (change it with `auditlog-ops retention set` or `db setup`)"
+            );
+            steps.push(format!("TTL index kept at {cur} s (configured {secs} s)"));
+            Ok(TtlState::Active {
+                expire_after_seconds: cur,
             })
         }
         (Some(_), Some(secs)) => {
