@@ -15,7 +15,6 @@ run: ## Start the service on 127.0.0.1:8080 (starts a local FerretDB unless MONG
 	@bash infra/dev/run.sh
 
 tools: ## Install what the tests need (FerretDB, Python venv, Hadoop MiniDFS, S3 server, helm)
-	bash infra/dev/ferretdb.sh install
 	bash infra/dev/install-tools.sh
 
 test: tools ## Run every test: Rust unit + end-to-end, Helm chart checks, Swagger UI in Chromium

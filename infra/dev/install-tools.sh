@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs every tool the test suite needs, pinned, mostly under target/tools/. Idempotent and
+# quick when everything is there; `make test` runs it first.
+#   FerretDB v1.24.2          infra/dev/ferretdb.sh install   (go build from the module source)
+#   Python venv               infra/dev/python-env.sh         (pyarrow, duckdb, pymongo, moto, pytest)
+#   Hadoop MiniDFSCluster     infra/dev/hdfs.sh install       (Maven Central)
+#   helm + chart validators   infra/helm-tests/install-tools.sh (Go module proxy, PyPI)
+#   Chromium                  Debian package, for the Swagger UI check
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cd "$repo"
+
+bash infra/dev/ferretdb.sh install
+bash infra/dev/python-env.sh >/dev/null
+bash infra/dev/hdfs.sh install
+bash infra/helm-tests/install-tools.sh
+
+if ! command -v chromium >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "install-tools.sh: installing Debian's chromium for the Swagger UI check" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
