@@ -1,17 +1,129 @@
-//! `auditlog-ops` (work in progress): see the Kubernetes issue.
+//! `auditlog-ops`: the operator's command line for auditlog's MongoDB.
+//!
+//! # Layout
+//! - [`cli`]: the typed command line (every option also an environment variable).
+//! - [`topology`]: parsing `NAME/host:port,...` replica-set declarations.
+//! - [`cluster`]: the trait of server operations the planners use, and command errors.
+//! - [`driver`]: that trait over the MongoDB driver (keyfile `__system` auth, TLS).
+//! - [`retry`]: waiting with backoff until a deadline.
+//! - [`steps`]: the account of what a command did, logged and printed.
+//! - [`bootstrap`]: `cluster bootstrap`, a planner over observed state.
+//! - [`setup`]: `db setup` (sharding, then the shared `ensure_storage`).
+//! - [`status`]: `status` and `status --json`.
+//! - [`retention`]: `retention set`.
+//! - [`error`]: typed errors and their exit codes.
+
+mod bootstrap;
+mod cli;
+mod cluster;
+mod driver;
+mod error;
+mod retention;
+mod retry;
+mod setup;
+mod status;
+mod steps;
+mod topology;
+
+#[cfg(test)]
+mod fake;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use auditlog_common::schema::Retention;
 use clap::Parser;
 
-/// Operator tooling for auditlog.
-#[derive(Debug, Parser)]
-#[command(name = "auditlog-ops", version, about)]
-struct Cli {
-    #[command(flatten)]
-    mongo: auditlog_common::settings::MongoSettings,
-}
+use crate::cli::{Cli, ClusterCommand, Command, DbCommand, RetentionCommand, SetupArgs};
+use crate::driver::DriverCluster;
+use crate::error::OpsError;
+use crate::retry::Deadline;
+use crate::setup::SetupPlan;
+use crate::steps::Steps;
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> ExitCode {
     auditlog_common::telemetry::init();
     let cli = Cli::parse();
-    tracing::info!(db = %cli.mongo.db_name, "nothing to do yet");
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "auditlog-ops failed");
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), OpsError> {
+    let cluster = DriverCluster::connect(&cli.mongo, &cli.auth).await?;
+    let plan = |s: &SetupArgs| SetupPlan {
+        db_name: cli.mongo.db_name.clone(),
+        collection: cli.mongo.collection.clone(),
+        shard_key: s.shard_key,
+        retention: Retention::from_days(s.retention_days),
+    };
+    match &cli.command {
+        Command::Cluster {
+            command: ClusterCommand::Bootstrap(b),
+        } => {
+            let bootstrap_plan = bootstrap::BootstrapPlan {
+                config_replset: b.config_replset.clone(),
+                shard_replsets: b.shard_replsets.clone(),
+                admin: b.admin_username.clone().zip(b.admin_password.clone()),
+                setup: plan(&b.setup),
+            };
+            tracing::info!(
+                config = %b.config_replset,
+                shards = b.shard_replsets.len(),
+                deadline_s = b.deadline.as_secs(),
+                "bootstrapping the cluster"
+            );
+            let steps = Steps::default();
+            let result = bootstrap::run(
+                &cluster,
+                &bootstrap_plan,
+                Deadline::after(b.deadline),
+                &steps,
+            )
+            .await;
+            print_steps(&steps);
+            result?;
+            println!("cluster bootstrap complete");
+        }
+        Command::Db {
+            command: DbCommand::Setup(s),
+        } => {
+            let steps = Steps::default();
+            // One attempt: an operator at a terminal wants the reason now, not after minutes.
+            let setup_plan = plan(s);
+            let result = Deadline::after(Duration::ZERO)
+                .retry("db setup", || setup::run(&cluster, &setup_plan, &steps))
+                .await;
+            print_steps(&steps);
+            result?;
+        }
+        Command::Status(s) => {
+            let report = status::gather(&cluster).await?;
+            if s.json {
+                let json = serde_json::to_string_pretty(&report)
+                    .map_err(|e| OpsError::Config(format!("cannot encode the report: {e}")))?;
+                println!("{json}");
+            } else {
+                print!("{}", status::render(&report));
+            }
+        }
+        Command::Retention {
+            command: RetentionCommand::Set(r),
+        } => {
+            println!("{}", retention::set(cluster.store(), r.days).await?);
+        }
+    }
     Ok(())
+}
+
+fn print_steps(steps: &Steps) {
+    for line in steps.lines() {
+        println!("- {line}");
+    }
 }

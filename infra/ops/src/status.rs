@@ -1,0 +1,446 @@
+//! `status`: one report of what an operator checks first — the server, shards with their
+//! members' states and primaries, how the events collection is spread over shards, the
+//! balancer, indexes and TTL, and how far the archiver lags. Parts that cannot be read are
+//! listed under `problems` instead of hiding the rest of the report.
+
+use std::fmt::Write as _;
+
+use auditlog_common::schema::{self, TTL_INDEX_NAME};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+use serde::Serialize;
+
+use crate::cluster::{first_batch, get_int, Cluster, CmdError, Target};
+use crate::driver::DriverCluster;
+use crate::error::OpsError;
+
+/// Collection where the archiver records archived windows (`_id` = window start, `end`).
+pub const ARCHIVE_WINDOWS: &str = "archive_windows";
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub server: String,
+    pub namespace: String,
+    /// Shards as mongos lists them; empty when the server is not a mongos.
+    pub shards: Vec<ShardStatus>,
+    /// The replica set the URI points at, when it is not a sharded cluster.
+    pub replica_set: Option<ReplSetStatus>,
+    pub balancer: Option<BalancerStatus>,
+    pub shard_key: Option<String>,
+    /// Documents and chunks of the events collection per shard.
+    pub distribution: Vec<ShardShare>,
+    pub documents: Option<u64>,
+    pub indexes: Vec<IndexStatus>,
+    /// `expireAfterSeconds` of the `created_at` index, when it is a TTL index.
+    pub ttl_seconds: Option<i64>,
+    pub ttl: String,
+    pub archive: ArchiveStatus,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShardStatus {
+    pub name: String,
+    pub host: String,
+    #[serde(flatten)]
+    pub replica_set: ReplSetStatus,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ReplSetStatus {
+    pub name: Option<String>,
+    pub primary: Option<String>,
+    pub members: Vec<MemberStatus>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemberStatus {
+    pub name: String,
+    pub state: String,
+    pub healthy: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BalancerStatus {
+    pub mode: String,
+    pub in_round: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShardShare {
+    pub shard: String,
+    pub documents: Option<i64>,
+    pub chunks: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IndexStatus {
+    pub key: String,
+    pub expire_after_seconds: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ArchiveStatus {
+    /// End of the latest archived window (RFC 3339), if any.
+    pub latest_end: Option<String>,
+    /// Seconds from that end to now.
+    pub lag_seconds: Option<i64>,
+    pub note: String,
+}
+
+pub async fn gather(c: &DriverCluster) -> Result<StatusReport, OpsError> {
+    let store = c.store();
+    let server = store.server_info().await?;
+    let mut problems = Vec::new();
+    let mut report = StatusReport {
+        server: server.describe(),
+        namespace: format!("{}.{}", store.db_name, store.collection_name),
+        shards: Vec::new(),
+        replica_set: None,
+        balancer: None,
+        shard_key: None,
+        distribution: Vec::new(),
+        documents: None,
+        indexes: Vec::new(),
+        ttl_seconds: None,
+        ttl: String::new(),
+        archive: archive_status(c, &mut problems).await,
+        problems: Vec::new(),
+    };
+
+    if server.is_mongos {
+        sharded_parts(c, &mut report, &mut problems).await;
+    } else if server.replica_set.is_some() {
+        report.replica_set = Some(replset_status(c, &[Target::Router]).await);
+    }
+
+    match store.events().estimated_document_count().await {
+        Ok(n) => report.documents = Some(n),
+        Err(e) => problems.push(format!("document count: {e}")),
+    }
+    match schema::existing_indexes(store).await {
+        Ok(indexes) => {
+            let ttl = indexes
+                .iter()
+                .find(|(k, _)| *k == schema::ttl_index_key())
+                .map(|(_, e)| *e);
+            report.ttl_seconds = ttl.flatten();
+            report.ttl = match ttl {
+                None => format!("no {TTL_INDEX_NAME} index: run `auditlog-ops db setup`"),
+                Some(None) if !server.supports_ttl() => {
+                    "server has no TTL indexes: events stay until `auditlog-archiver purge`".into()
+                }
+                Some(None) => "plain created_at index: events are kept forever".into(),
+                Some(Some(s)) => format!("events expire {s} s ({}) after created_at", days(s)),
+            };
+            report.indexes = indexes
+                .into_iter()
+                .map(|(k, e)| IndexStatus {
+                    key: k.to_string(),
+                    expire_after_seconds: e,
+                })
+                .collect();
+        }
+        Err(e) => problems.push(format!("indexes: {e}")),
+    }
+    report.problems = problems;
+    Ok(report)
+}
+
+fn days(secs: i64) -> String {
+    if secs % 86_400 == 0 {
+        format!("{} d", secs / 86_400)
+    } else {
+        format!("{:.2} d", secs as f64 / 86_400.0)
+    }
+}
+
+async fn sharded_parts(c: &DriverCluster, report: &mut StatusReport, problems: &mut Vec<String>) {
+    match c
+        .run(&Target::Router, "admin", doc! { "listShards": 1 })
+        .await
+    {
+        Ok(reply) => {
+            for s in reply.get_array("shards").into_iter().flatten() {
+                let Some(s) = s.as_document() else { continue };
+                let name = s.get_str("_id").unwrap_or_default().to_owned();
+                let host = s.get_str("host").unwrap_or_default().to_owned();
+                let members: Vec<Target> = host
+                    .split_once('/')
+                    .map_or(host.as_str(), |(_, h)| h)
+                    .split(',')
+                    .filter(|h| !h.is_empty())
+                    .map(|h| Target::Member(h.to_owned()))
+                    .collect();
+                let replica_set = replset_status(c, &members).await;
+                report.shards.push(ShardStatus {
+                    name,
+                    host,
+                    replica_set,
+                });
+            }
+        }
+        Err(e) => problems.push(format!("listShards: {e}")),
+    }
+
+    match c
+        .run(&Target::Router, "admin", doc! { "balancerStatus": 1 })
+        .await
+    {
+        Ok(r) => {
+            report.balancer = Some(BalancerStatus {
+                mode: r.get_str("mode").unwrap_or("unknown").to_owned(),
+                in_round: r.get_bool("inBalancerRound").unwrap_or(false),
+            })
+        }
+        Err(e) => problems.push(format!("balancerStatus: {e}")),
+    }
+
+    let ns = report.namespace.clone();
+    let entry = c
+        .run(
+            &Target::Router,
+            "config",
+            doc! { "find": "collections", "filter": { "_id": &ns }, "limit": 1 },
+        )
+        .await
+        .map(|r| first_batch(&r).into_iter().next());
+    let mut chunks: Vec<(String, i64)> = Vec::new();
+    match entry {
+        Ok(Some(e)) if !e.get_bool("unsplittable").unwrap_or(false) => {
+            report.shard_key = e.get_document("key").ok().map(|k| k.to_string());
+            if let Some(uuid) = e.get("uuid").cloned() {
+                let pipeline = vec![
+                    Bson::Document(doc! { "$match": { "uuid": uuid } }),
+                    Bson::Document(doc! { "$group": { "_id": "$shard", "n": { "$sum": 1 } } }),
+                ];
+                match c
+                    .run(
+                        &Target::Router,
+                        "config",
+                        doc! { "aggregate": "chunks", "pipeline": pipeline, "cursor": {} },
+                    )
+                    .await
+                {
+                    Ok(r) => {
+                        chunks = first_batch(&r)
+                            .iter()
+                            .filter_map(|d| {
+                                Some((d.get_str("_id").ok()?.to_owned(), get_int(d, "n")?))
+                            })
+                            .collect()
+                    }
+                    Err(e) => problems.push(format!("chunks: {e}")),
+                }
+            }
+        }
+        Ok(_) => problems.push(format!(
+            "collection {ns} is not sharded: run `auditlog-ops db setup`"
+        )),
+        Err(e) => problems.push(format!("config.collections: {e}")),
+    }
+
+    let docs = per_shard_counts(c).await;
+    if let Err(e) = &docs {
+        problems.push(format!("$collStats: {e}"));
+    }
+    let docs = docs.unwrap_or_default();
+    let mut names: Vec<String> = report.shards.iter().map(|s| s.name.clone()).collect();
+    for (s, _) in chunks.iter().chain(docs.iter()) {
+        if !names.contains(s) {
+            names.push(s.clone());
+        }
+    }
+    report.distribution = names
+        .into_iter()
+        .map(|shard| ShardShare {
+            documents: docs.iter().find(|(s, _)| *s == shard).map(|(_, n)| *n),
+            chunks: chunks.iter().find(|(s, _)| *s == shard).map(|(_, n)| *n),
+            shard,
+        })
+        .collect();
+}
+
+/// Documents per shard of the events collection (`$collStats` answers once per shard).
+async fn per_shard_counts(c: &DriverCluster) -> Result<Vec<(String, i64)>, mongodb::error::Error> {
+    let cursor = c
+        .store()
+        .events()
+        .aggregate(vec![doc! { "$collStats": { "count": {} } }])
+        .await?;
+    let rows: Vec<Document> = cursor.try_collect().await?;
+    Ok(rows
+        .iter()
+        .filter_map(|d| Some((d.get_str("shard").ok()?.to_owned(), get_int(d, "count")?)))
+        .collect())
+}
+
+/// `replSetGetStatus` from the first of `members` that answers.
+async fn replset_status(c: &DriverCluster, members: &[Target]) -> ReplSetStatus {
+    let mut last: Option<CmdError> = None;
+    for m in members {
+        match c.run(m, "admin", doc! { "replSetGetStatus": 1 }).await {
+            Ok(r) => {
+                let members: Vec<MemberStatus> = r
+                    .get_array("members")
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|m| {
+                        let m = m.as_document()?;
+                        Some(MemberStatus {
+                            name: m.get_str("name").ok()?.to_owned(),
+                            state: m.get_str("stateStr").unwrap_or("UNKNOWN").to_owned(),
+                            healthy: get_int(m, "health") == Some(1),
+                        })
+                    })
+                    .collect();
+                return ReplSetStatus {
+                    name: r.get_str("set").ok().map(str::to_owned),
+                    primary: members
+                        .iter()
+                        .find(|m| m.state == "PRIMARY")
+                        .map(|m| m.name.clone()),
+                    members,
+                    error: None,
+                };
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    ReplSetStatus {
+        error: Some(last.map_or("no members".into(), |e| e.to_string())),
+        ..ReplSetStatus::default()
+    }
+}
+
+async fn archive_status(c: &DriverCluster, problems: &mut Vec<String>) -> ArchiveStatus {
+    let none = |note: &str| ArchiveStatus {
+        latest_end: None,
+        lag_seconds: None,
+        note: note.to_owned(),
+    };
+    let db = c.store().database();
+    let names = match db
+        .list_collection_names()
+        .filter(doc! { "name": ARCHIVE_WINDOWS })
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            problems.push(format!("listCollections: {e}"));
+            return none("unknown (cannot list collections)");
+        }
+    };
+    if names.is_empty() {
+        return none("no archive recorded");
+    }
+    let latest = db
+        .collection::<Document>(ARCHIVE_WINDOWS)
+        .find_one(doc! { "end": { "$exists": true } })
+        .sort(doc! { "end": -1 })
+        .await;
+    match latest {
+        Ok(Some(w)) => match w.get_datetime("end") {
+            Ok(end) => {
+                let end: DateTime<Utc> =
+                    DateTime::from_timestamp_millis(end.timestamp_millis()).unwrap_or_default();
+                let lag = Utc::now().timestamp() - end.timestamp();
+                ArchiveStatus {
+                    latest_end: Some(end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    lag_seconds: Some(lag),
+                    note: format!("archived up to {end}; lag {lag} s"),
+                }
+            }
+            Err(_) => none("latest archive window has no `end` date"),
+        },
+        Ok(None) => none("no archive recorded"),
+        Err(e) => {
+            problems.push(format!("{ARCHIVE_WINDOWS}: {e}"));
+            none("unknown")
+        }
+    }
+}
+
+/// The human-readable form.
+pub fn render(r: &StatusReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "server:      {}", r.server);
+    let _ = writeln!(out, "collection:  {}", r.namespace);
+    if let Some(rs) = &r.replica_set {
+        let _ = writeln!(out, "replica set: {}", rs.name.as_deref().unwrap_or("?"));
+        render_members(&mut out, rs);
+    }
+    if !r.shards.is_empty() {
+        let _ = writeln!(out, "shards:");
+        for s in &r.shards {
+            let _ = writeln!(out, "  {} ({})", s.name, s.host);
+            render_members(&mut out, &s.replica_set);
+        }
+    } else if r.replica_set.is_none() {
+        let _ = writeln!(out, "shards:      none (not a sharded cluster)");
+    }
+    if let Some(b) = &r.balancer {
+        let _ = writeln!(
+            out,
+            "balancer:    mode {}{}",
+            b.mode,
+            if b.in_round { ", balancing now" } else { "" }
+        );
+    }
+    if let Some(k) = &r.shard_key {
+        let _ = writeln!(out, "shard key:   {k}");
+    }
+    if !r.distribution.is_empty() {
+        let _ = writeln!(out, "distribution:");
+        for d in &r.distribution {
+            let opt = |v: Option<i64>| v.map_or("?".into(), |n| n.to_string());
+            let _ = writeln!(
+                out,
+                "  {:<20} documents {:>12}  chunks {:>6}",
+                d.shard,
+                opt(d.documents),
+                opt(d.chunks)
+            );
+        }
+    }
+    if let Some(n) = r.documents {
+        let _ = writeln!(out, "documents:   {n} (estimated)");
+    }
+    let _ = writeln!(out, "indexes:");
+    for i in &r.indexes {
+        match i.expire_after_seconds {
+            Some(s) => {
+                let _ = writeln!(out, "  {} (TTL {s} s)", i.key);
+            }
+            None => {
+                let _ = writeln!(out, "  {}", i.key);
+            }
+        }
+    }
+    let _ = writeln!(out, "ttl:         {}", r.ttl);
+    let _ = writeln!(out, "archive:     {}", r.archive.note);
+    if !r.problems.is_empty() {
+        let _ = writeln!(out, "problems:");
+        for p in &r.problems {
+            let _ = writeln!(out, "  - {p}");
+        }
+    }
+    out
+}
+
+fn render_members(out: &mut String, rs: &ReplSetStatus) {
+    if let Some(e) = &rs.error {
+        let _ = writeln!(out, "    members unknown: {e}");
+    }
+    for m in &rs.members {
+        let _ = writeln!(
+            out,
+            "    {:<40} {}{}",
+            m.name,
+            m.state,
+            if m.healthy { "" } else { " (unhealthy)" }
+        );
+    }
+}
