@@ -1,15 +1,229 @@
-//! The OpenAPI operations of the service.
+//! The OpenAPI operations: thin handlers that parse, delegate to [`crate::ingest`] /
+//! [`crate::query`], and pick the documented response.
 
-use poem_openapi::payload::PlainText;
-use poem_openapi::OpenApi;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub struct HealthApi;
+use poem::web::Data;
+use poem_openapi::param::Query;
+use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, Tags};
+
+use crate::auth::ApiKeyAuth;
+use crate::body::{BatchBody, EventBody, FindBody, OptionalFindBody};
+use crate::error::{ApiError, ErrorResponse};
+use crate::ingest::{self, Accepted, BatchResponse, EventAck};
+use crate::query::{self, FindQuery, FindRequest, FindResponse};
+use crate::state::AppState;
+
+/// How long `/readyz` waits for the database.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Tags)]
+enum Tag {
+    /// Producers: store events.
+    Ingest,
+    /// Readers: find events.
+    Query,
+    /// Probes and metrics for operators.
+    Operations,
+}
+
+#[derive(ApiResponse)]
+enum PostEventResponse {
+    /// Stored (with the configured write concern).
+    #[oai(status = 201)]
+    Created(Json<EventAck>),
+    /// The same event (same producer `id`, same content) was stored before; its stored `id`
+    /// and `created_at` are returned and nothing new is written.
+    #[oai(status = 200)]
+    AlreadyStored(Json<EventAck>),
+}
+
+#[derive(Debug, Object)]
+struct Readiness {
+    /// `ready`
+    status: String,
+}
+
+#[derive(ApiResponse)]
+enum ReadyResponse {
+    /// The database answered within 2 s.
+    #[oai(status = 200)]
+    Ready(Json<Readiness>),
+}
+
+pub struct Api;
 
 #[OpenApi]
-impl HealthApi {
+impl Api {
+    /// Store one event.
+    ///
+    /// The server assigns `created_at` (UTC, milliseconds) and, unless the producer sent one,
+    /// `id`. Answers 201 only once the event is stored. Send your own `id` (24 hex chars) to
+    /// make retries safe: the same event again answers 200 with the stored `id`/`created_at`;
+    /// a different event with that `id` answers 409.
+    #[oai(path = "/v1/event", method = "post", tag = "Tag::Ingest")]
+    async fn post_event(
+        &self,
+        _auth: ApiKeyAuth,
+        state: Data<&Arc<AppState>>,
+        body: EventBody,
+    ) -> Result<PostEventResponse, ErrorResponse> {
+        match ingest::ingest_json(&state, &body.0).await? {
+            Accepted::Created(ack) => Ok(PostEventResponse::Created(Json(ack))),
+            Accepted::AlreadyStored(ack) => Ok(PostEventResponse::AlreadyStored(Json(ack))),
+        }
+    }
+
+    /// Store many events in one request.
+    ///
+    /// A JSON array of events, or NDJSON (one event per line) with
+    /// `Content-Type: application/x-ndjson`; at most `AUDIT_MAX_BATCH_EVENTS` events. Each
+    /// event is accepted or refused on its own; `results` lists, in order, the status and the
+    /// `id` or the error of every event.
+    #[oai(path = "/v1/events", method = "post", tag = "Tag::Ingest")]
+    async fn post_events(
+        &self,
+        _auth: ApiKeyAuth,
+        state: Data<&Arc<AppState>>,
+        body: BatchBody,
+    ) -> Result<Json<BatchResponse>, ErrorResponse> {
+        let items = match &body {
+            BatchBody::Json(b) => ingest::split_batch(b, false, state.limits.max_batch_events)?,
+            BatchBody::Ndjson(b) => ingest::split_batch(b, true, state.limits.max_batch_events)?,
+        };
+        Ok(Json(ingest::ingest_batch(&state, items).await))
+    }
+
+    /// Find events.
+    ///
+    /// Every filter is optional. Ordered by `created_at` then `id`, ascending unless
+    /// `order=desc`. When `next_cursor` is present, pass it as `cursor` (with the same
+    /// filters and order) for the next page. The seed's form — the same fields as a JSON
+    /// body on GET — is accepted too.
+    #[allow(clippy::too_many_arguments)]
+    #[oai(path = "/v1/find", method = "get", tag = "Tag::Query")]
+    async fn find_get(
+        &self,
+        _auth: ApiKeyAuth,
+        state: Data<&Arc<AppState>>,
+        /// Event type (exact match).
+        #[oai(name = "type")]
+        kind: Query<Option<String>>,
+        /// Consumer (exact match).
+        consumer: Query<Option<String>>,
+        /// Inclusive lower bound on `created_at`, ISO 8601 (e.g. `2022-05-22T00:00:00Z`).
+        created_from: Query<Option<String>>,
+        /// Exclusive upper bound on `created_at`, ISO 8601.
+        created_to: Query<Option<String>>,
+        /// Events per page: default 100, lowered to `AUDIT_FIND_MAX_LIMIT`.
+        limit: Query<Option<u32>>,
+        /// `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+        /// `asc` (default) or `desc`.
+        order: Query<Option<String>>,
+        body: OptionalFindBody,
+    ) -> Result<Json<FindResponse>, ErrorResponse> {
+        let from_query = FindRequest {
+            kind: kind.0,
+            consumer: consumer.0,
+            created_from: created_from.0,
+            created_to: created_to.0,
+            limit: limit.0,
+            cursor: cursor.0,
+            order: order.0.as_deref().map(query::parse_order).transpose()?,
+        };
+        let request = if body.0.iter().all(u8::is_ascii_whitespace) {
+            from_query
+        } else {
+            query::merge(from_query, query::parse_find_body(&body.0)?)?
+        };
+        Ok(Json(find(&state, request).await?))
+    }
+
+    /// Find events (JSON body).
+    ///
+    /// The same fields as the query parameters of `GET /v1/find`, as a JSON object.
+    #[oai(path = "/v1/find", method = "post", tag = "Tag::Query")]
+    async fn find_post(
+        &self,
+        _auth: ApiKeyAuth,
+        state: Data<&Arc<AppState>>,
+        body: FindBody,
+    ) -> Result<Json<FindResponse>, ErrorResponse> {
+        let request = query::parse_find_body(&body.0)?;
+        Ok(Json(find(&state, request).await?))
+    }
+
     /// Liveness: the process is up. Makes no database call.
-    #[oai(path = "/healthz", method = "get")]
+    #[oai(path = "/healthz", method = "get", tag = "Tag::Operations")]
     async fn healthz(&self) -> PlainText<&'static str> {
         PlainText("ok")
     }
+
+    /// Readiness: the database answers within 2 s (else 503).
+    #[oai(path = "/readyz", method = "get", tag = "Tag::Operations")]
+    async fn readyz(&self, state: Data<&Arc<AppState>>) -> Result<ReadyResponse, ErrorResponse> {
+        match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
+            Ok(Ok(())) => Ok(ReadyResponse::Ready(Json(Readiness {
+                status: "ready".into(),
+            }))),
+            Ok(Err(e)) => Err(ApiError::Unavailable(e.to_string()).into()),
+            Err(_) => Err(ApiError::Unavailable(format!(
+                "no answer from the database within {} s",
+                READY_TIMEOUT.as_secs()
+            ))
+            .into()),
+        }
+    }
+
+    /// Prometheus metrics (text exposition format).
+    #[oai(path = "/metrics", method = "get", tag = "Tag::Operations")]
+    async fn metrics(
+        &self,
+        state: Data<&Arc<AppState>>,
+    ) -> Result<PlainText<String>, ErrorResponse> {
+        state
+            .metrics
+            .queue_depth
+            .set(i64::try_from(state.writer.queue_depth()).unwrap_or(i64::MAX));
+        let text = state
+            .metrics
+            .render()
+            .map_err(|e| ApiError::Internal(format!("cannot render metrics: {e}")))?;
+        Ok(PlainText(text))
+    }
+}
+
+async fn find(state: &AppState, request: FindRequest) -> Result<FindResponse, ApiError> {
+    let query = FindQuery::from_request(request, state.limits.find_max_limit)?;
+    query::run(&state.events, &query, state.limits.find_max_time)
+        .await
+        .map_err(|e| {
+            state
+                .metrics
+                .store_errors
+                .with_label_values(&["find"])
+                .inc();
+            if auditlog_common::error::server_error_code(&e) == Some(MAX_TIME_EXPIRED) {
+                ApiError::QueryTimeout {
+                    ms: state.limits.find_max_time.as_millis() as u64,
+                }
+            } else {
+                ApiError::Unavailable(e.to_string())
+            }
+        })
+}
+
+/// MongoDB's `MaxTimeMSExpired`.
+const MAX_TIME_EXPIRED: i32 = 50;
+
+/// The OpenAPI service: operations, security scheme, title and version.
+pub fn api_service() -> OpenApiService<Api, ()> {
+    OpenApiService::new(Api, "auditlog", env!("CARGO_PKG_VERSION")).description(
+        "Audit and event log: producers POST events, readers find them. Every `/v1/*` call \
+             needs the `X-Api-Key` header. Errors have the body \
+             `{\"error\": {\"code\", \"message\"}}`; 429 and 503 carry `Retry-After`.",
+    )
 }

@@ -1,18 +1,52 @@
 //! The service's settings: one typed struct, read from flags or environment variables.
+//!
+//! Every setting is also an environment variable; `auditlog-service --help` lists them all
+//! with their defaults. Validation that needs more than clap's parsing (the API keys) lives in
+//! [`Config::api_keys`], so `main` can refuse to start with a message naming the variable.
+
+use std::time::Duration;
 
 use auditlog_common::settings::MongoSettings;
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// auditlog HTTP service: producers POST events, readers find them.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "auditlog-service", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default when no subcommand is given).
+    Run,
+    /// Print the OpenAPI document and exit (needs no database and no API key).
+    Openapi,
+}
+
+/// How many copies of an event must be written before a producer gets its 201.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WriteConcernSetting {
+    /// A majority of the replica set (durable across a primary failover).
+    Majority,
+    /// The primary alone.
+    #[value(name = "1")]
+    One,
+}
+
+/// Every setting of the service.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     #[command(flatten)]
     pub mongo: MongoSettings,
 
     /// API keys accepted in `X-Api-Key`, comma-separated (several allow rotation). Required.
     #[arg(long = "api-key", env = "AUDIT_API_KEY", hide_env_values = true)]
-    pub api_key: String,
+    pub api_key: Option<String>,
 
     /// Address to listen on.
     #[arg(
@@ -29,6 +63,71 @@ pub struct Config {
         default_value_t = 30
     )]
     pub retention_days: u32,
+
+    /// Largest request body accepted, in bytes, counted after gzip/deflate decompression.
+    #[arg(long, env = "AUDIT_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest single event accepted, in bytes of its stored (BSON) form.
+    #[arg(long, env = "AUDIT_MAX_EVENT_BYTES", default_value_t = 256 * 1024)]
+    pub max_event_bytes: usize,
+
+    /// Deepest nesting of objects and arrays accepted inside `payload` (`{}` at top is depth 1).
+    #[arg(long, env = "AUDIT_MAX_PAYLOAD_DEPTH", default_value_t = 16)]
+    pub max_payload_depth: usize,
+
+    /// Most events accepted in one `POST /v1/events` request.
+    #[arg(long, env = "AUDIT_MAX_BATCH_EVENTS", default_value_t = 1000)]
+    pub max_batch_events: usize,
+
+    /// Largest `limit` of `find`; bigger requested limits are lowered to this.
+    #[arg(long, env = "AUDIT_FIND_MAX_LIMIT", default_value_t = 1000)]
+    pub find_max_limit: u32,
+
+    /// Server-side time limit of one `find` query, in milliseconds (`maxTimeMS`).
+    #[arg(long, env = "AUDIT_FIND_TIMEOUT_MS", default_value_t = 5000)]
+    pub find_timeout_ms: u64,
+
+    /// Write concern of inserts: `majority` or `1`.
+    #[arg(
+        long,
+        env = "AUDIT_WRITE_CONCERN",
+        value_enum,
+        default_value = "majority"
+    )]
+    pub write_concern: WriteConcernSetting,
+
+    /// Group commit: gather concurrent events into one `insert_many`. `false` writes every
+    /// event with its own insert (to measure what group commit buys).
+    #[arg(long, env = "AUDIT_GROUP_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub group_commit: bool,
+
+    /// Events waiting to be written, at most; beyond this producers get 429 + Retry-After.
+    #[arg(long, env = "AUDIT_QUEUE_CAPACITY", default_value_t = 20_000)]
+    pub queue_capacity: usize,
+
+    /// Most events in one group-commit `insert_many`.
+    #[arg(long, env = "AUDIT_BATCH_MAX_EVENTS", default_value_t = 1000)]
+    pub batch_max_events: usize,
+
+    /// Most bytes in one group-commit `insert_many`.
+    #[arg(long, env = "AUDIT_BATCH_MAX_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub batch_max_bytes: usize,
+
+    /// Group-commit batches in flight at once. With group commit off, up to 64 single inserts
+    /// run at once regardless (the driver's connection pool bounds them further).
+    #[arg(long, env = "AUDIT_WRITERS", default_value_t = 2)]
+    pub writers: usize,
+
+    /// How long a write is retried (with backoff) while the store is unreachable before the
+    /// producer gets 503, in seconds.
+    #[arg(long, env = "AUDIT_WRITE_DEADLINE_SECS", default_value_t = 15)]
+    pub write_deadline_secs: u64,
+
+    /// After SIGTERM/SIGINT, how long open connections may take to finish, in seconds. Queued
+    /// events are written regardless.
+    #[arg(long, env = "AUDIT_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
 }
 
 impl Config {
@@ -36,6 +135,8 @@ impl Config {
     pub fn api_keys(&self) -> Result<Vec<String>, ConfigError> {
         let keys: Vec<String> = self
             .api_key
+            .as_deref()
+            .unwrap_or("")
             .split(',')
             .map(str::trim)
             .filter(|k| !k.is_empty())
@@ -46,10 +147,66 @@ impl Config {
         }
         Ok(keys)
     }
+
+    /// Settings that make no sense, reported before anything starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("AUDIT_MAX_BODY_BYTES", self.max_body_bytes),
+            ("AUDIT_MAX_EVENT_BYTES", self.max_event_bytes),
+            ("AUDIT_MAX_PAYLOAD_DEPTH", self.max_payload_depth),
+            ("AUDIT_MAX_BATCH_EVENTS", self.max_batch_events),
+            ("AUDIT_FIND_MAX_LIMIT", self.find_max_limit as usize),
+            ("AUDIT_QUEUE_CAPACITY", self.queue_capacity),
+            ("AUDIT_BATCH_MAX_EVENTS", self.batch_max_events),
+            ("AUDIT_BATCH_MAX_BYTES", self.batch_max_bytes),
+            ("AUDIT_WRITERS", self.writers),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn write_deadline(&self) -> Duration {
+        Duration::from_secs(self.write_deadline_secs)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("AUDIT_API_KEY is empty: set it to one or more comma-separated API keys")]
+    #[error("AUDIT_API_KEY is missing or empty: set it to one or more comma-separated API keys")]
     MissingApiKey,
+    #[error("{0} must be greater than 0")]
+    Zero(&'static str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn keys_are_split_on_commas_and_blank_ones_dropped() {
+        let cli = Cli::parse_from(["auditlog-service", "--api-key", " a, ,b "]);
+        assert_eq!(cli.config.api_keys().unwrap(), vec!["a", "b"]);
+        let cli = Cli::parse_from(["auditlog-service", "--api-key", " , "]);
+        assert!(matches!(
+            cli.config.api_keys(),
+            Err(ConfigError::MissingApiKey)
+        ));
+    }
+
+    #[test]
+    fn group_commit_can_be_switched_off() {
+        let cli = Cli::parse_from(["auditlog-service", "--group-commit", "false", "run"]);
+        assert!(!cli.config.group_commit);
+        assert!(matches!(cli.command, Some(Command::Run)));
+    }
 }

@@ -2,9 +2,27 @@
 //!
 //! # Layout
 //! - [`config`]: every setting, from flags and environment variables.
-//! - [`server`]: builds the routes and serves them on a bound listener until shutdown.
-//! - [`api`]: the OpenAPI operations.
+//! - [`server`]: builds the application and serves it on a bound listener until shutdown.
+//! - [`api`]: the OpenAPI operations (thin handlers).
+//! - [`auth`]: `X-Api-Key` checking, in constant time, against one or more keys.
+//! - [`body`]: reading request bodies with a size cap (after decompression too).
+//! - [`event`]: validating incoming events and converting them to and from BSON.
+//! - [`ingest`]: storing one event or a batch, idempotent retries with producer ids.
+//! - [`writer`]: the bounded queue and group commit into `insert_many`, retries, shutdown.
+//! - [`query`]: find filters, ordering and keyset cursors.
+//! - [`state`]: what the handlers share.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`error`]: the error policy and the one mapping of errors to HTTP.
 
 pub mod api;
+pub mod auth;
+pub mod body;
 pub mod config;
+pub mod error;
+pub mod event;
+pub mod ingest;
+pub mod metrics;
+pub mod query;
 pub mod server;
+pub mod state;
+pub mod writer;

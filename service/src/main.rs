@@ -1,34 +1,42 @@
+//! `auditlog-service` binary: parses the settings, refuses to start without an API key, and
+//! serves until SIGTERM or SIGINT.
+
 use anyhow::Context;
-use auditlog_common::schema::{ensure_storage, Retention};
-use auditlog_common::store::Store;
-use auditlog_service::config::Config;
+use auditlog_service::config::{Cli, Command};
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     auditlog_common::telemetry::init();
-    let config = Config::parse();
-    config.api_keys()?;
-
-    let store = Store::connect(&config.mongo, "auditlog-service").await?;
-    match store.server_info().await {
-        Ok(info) => {
-            tracing::info!(server = %info.describe(), "connected to MongoDB");
-            let report =
-                ensure_storage(&store, &info, Retention::from_days(config.retention_days)).await?;
-            for step in report.steps {
-                tracing::info!("storage: {step}");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "MongoDB not reachable at start; continuing"),
+    let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        println!("{}", auditlog_service::api::api_service().spec());
+        return Ok(());
     }
+    let config = cli.config;
+    // Checked before anything else so a missing key is the one message the operator sees.
+    config.api_keys()?;
+    config.validate()?;
 
     let listener = std::net::TcpListener::bind(&config.listen_addr)
         .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "listening; Swagger UI at /docs");
-    auditlog_service::server::run(listener, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    auditlog_service::server::run(listener, config, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the service");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
 }

@@ -1,34 +1,173 @@
-//! Builds the routes and serves them on an already-bound listener until shutdown, so tests
-//! start the real server on `127.0.0.1:0`.
+//! Builds the application (routes, middleware, state) and serves it on an already-bound
+//! listener until shutdown, so tests start the real server on `127.0.0.1:0`.
+//!
+//! Start: connect, make the storage ready (indexes, TTL; retried in the background while the
+//! database is unreachable), start the writer. Shutdown: stop accepting, let open requests
+//! finish (they wait for their writes), then write whatever is still queued.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use auditlog_common::schema::{ensure_storage, Retention};
+use auditlog_common::store::Store;
+use poem::http::HeaderValue;
 use poem::listener::TcpAcceptor;
-use poem::{EndpointExt, Route, Server};
-use poem_openapi::OpenApiService;
+use poem::middleware::Compression;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
+use tracing::Instrument;
 
-use crate::api::HealthApi;
+use crate::api::api_service;
+use crate::config::{Config, ConfigError};
+use crate::error::from_poem_error;
+use crate::metrics::{route_label, Metrics};
+use crate::state::AppState;
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] auditlog_common::StoreError),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+const REQUEST_ID: &str = "x-request-id";
 
 /// The whole application as one endpoint.
-pub fn app() -> impl poem::Endpoint {
-    let api = OpenApiService::new(HealthApi, "auditlog", env!("CARGO_PKG_VERSION"));
+pub fn app(state: Arc<AppState>) -> impl Endpoint {
+    let api = api_service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
+    let metrics = state.metrics.clone();
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
-        .with(poem::middleware::Tracing)
+        .with(Compression::new())
+        .data(state)
+        .catch_all_error(|e| async move { from_poem_error(e) })
+        .around(move |ep, req| {
+            let metrics = metrics.clone();
+            async move { observe(ep, req, &metrics).await }
+        })
 }
 
-/// Serves until `shutdown` completes.
+/// Request id, span, metrics and one log line per request.
+async fn observe<E: Endpoint>(
+    ep: Arc<E>,
+    req: Request,
+    metrics: &Metrics,
+) -> poem::Result<Response> {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| mongodb::bson::oid::ObjectId::new().to_hex());
+    let method = req.method().as_str().to_owned();
+    let route = route_label(req.uri().path());
+    let span =
+        tracing::info_span!("request", request_id = %request_id, %method, path = %req.uri().path());
+    let mut resp = match ep.call(req).instrument(span.clone()).await {
+        Ok(r) => r.into_response(),
+        Err(e) => from_poem_error(e),
+    };
+    let status = resp.status();
+    let elapsed = started.elapsed();
+    metrics
+        .requests
+        .with_label_values(&[route, &method, status.as_str()])
+        .inc();
+    metrics
+        .latency
+        .with_label_values(&[route, &method])
+        .observe(elapsed.as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    let _enter = span.enter();
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    if status.is_server_error() {
+        tracing::warn!(status = status.as_u16(), elapsed_ms = ms, "request failed");
+    } else if status.is_client_error() {
+        tracing::info!(status = status.as_u16(), elapsed_ms = ms, "request refused");
+    } else {
+        tracing::debug!(status = status.as_u16(), elapsed_ms = ms, "request served");
+    }
+    Ok(resp)
+}
+
+/// Connects, prepares storage, serves until `shutdown` completes, then writes what is queued.
 pub async fn run(
     listener: std::net::TcpListener,
+    config: Config,
     shutdown: impl Future<Output = ()> + Send,
-) -> std::io::Result<()> {
+) -> Result<(), ServeError> {
+    let api_keys = config.api_keys()?;
+    config.validate()?;
+    let store = Store::connect(&config.mongo, "auditlog-service").await?;
+    prepare_storage(store.clone(), Retention::from_days(config.retention_days)).await;
+
+    let metrics = Arc::new(Metrics::new()?);
+    let (state, writer_task) = AppState::new(&config, store, api_keys, metrics);
+    tracing::info!(
+        group_commit = config.group_commit,
+        write_concern = ?config.write_concern,
+        queue_capacity = config.queue_capacity,
+        "writer started"
+    );
+
     listener.set_nonblocking(true)?;
     let acceptor = TcpAcceptor::from_std(listener)?;
-    Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(app(), shutdown, None)
-        .await
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let served = Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(
+            app(state.clone()),
+            async {
+                shutdown.await;
+                tracing::info!("shutting down: no new connections; finishing open requests");
+            },
+            Some(grace),
+        )
+        .await;
+    writer_task.shutdown().await;
+    drop(state);
+    tracing::info!("stopped");
+    Ok(served?)
+}
+
+/// Makes indexes and TTL ready. When the database does not answer at start, the service
+/// still starts (writes wait and retry) and the set-up is retried in the background.
+async fn prepare_storage(store: Store, retention: Retention) {
+    async fn attempt(
+        store: &Store,
+        retention: Retention,
+    ) -> Result<(), auditlog_common::StoreError> {
+        let info = store.server_info().await?;
+        tracing::info!(server = %info.describe(), "connected to MongoDB");
+        let report = ensure_storage(store, &info, retention).await?;
+        for step in report.steps {
+            tracing::info!("storage: {step}");
+        }
+        Ok(())
+    }
+    if let Err(e) = attempt(&store, retention).await {
+        tracing::warn!(error = %e, "storage set-up failed at start; retrying in the background");
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                match attempt(&store, retention).await {
+                    Ok(()) => break,
+                    Err(e) => tracing::warn!(error = %e, "storage set-up failed; retrying in 5 s"),
+                }
+            }
+        });
+    }
 }

@@ -1,0 +1,244 @@
+//! The error policy of the service, and the one place errors become HTTP answers.
+//!
+//! - Request paths never `unwrap`: every failure is an [`ApiError`] variant, a closed set.
+//! - [`ApiError::status`] and [`ApiError::code`] are the only mapping to HTTP; every answer
+//!   that is not a success has the body `{"error": {"code": "...", "message": "..."}}`
+//!   ([`ErrorBody`]), including the errors poem and poem-openapi raise themselves (unknown
+//!   route, bad query parameter, missing API key), which [`from_poem_error`] converts.
+//! - 429 and 503 carry `Retry-After` (seconds).
+
+use poem::http::StatusCode;
+use poem::IntoResponse;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+
+/// Seconds a producer should wait after a 429 (queue full).
+pub const RETRY_AFTER_BUSY_SECS: u64 = 1;
+/// Seconds a producer should wait after a 503 (store unreachable).
+pub const RETRY_AFTER_UNAVAILABLE_SECS: u64 = 5;
+
+/// Everything that can go wrong while answering a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not valid JSON (or NDJSON line), or cannot be decompressed.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// A query parameter or find field has the wrong form (datetime, cursor, limit, order).
+    #[error("{0}")]
+    BadQuery(String),
+    /// The JSON is well-formed but the event is not acceptable (names the field or key path).
+    #[error("{0}")]
+    InvalidEvent(String),
+    /// The body is bigger than `AUDIT_MAX_BODY_BYTES` (after decompression).
+    #[error("request body exceeds {max_bytes} bytes")]
+    BodyTooLarge { max_bytes: usize },
+    /// More events than `AUDIT_MAX_BATCH_EVENTS` in one batch.
+    #[error("batch holds {count} events; at most {max} are accepted per request")]
+    TooManyEvents { count: usize, max: usize },
+    /// Content-Type or Content-Encoding the endpoint does not take.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Missing or wrong `X-Api-Key`.
+    #[error("missing or invalid X-Api-Key header")]
+    Unauthorized,
+    /// The producer's `id` is already stored with different content.
+    #[error("an event with id {id} already exists with different content")]
+    IdConflict { id: String },
+    /// The write queue is full.
+    #[error("the service is at capacity; retry after {RETRY_AFTER_BUSY_SECS} s")]
+    Busy,
+    /// The store did not take the write within the retry deadline, or is unreachable.
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(String),
+    /// The query ran past its server-side time limit.
+    #[error("the query exceeded its time limit of {ms} ms; narrow the filter or time range")]
+    QueryTimeout { ms: u64 },
+    /// Unknown route.
+    #[error("{0}")]
+    NotFound(String),
+    /// Known route, other method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// Anything else: a bug or a store answer we do not understand. Logged in full.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BodyTooLarge { .. } | ApiError::TooManyEvents { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::IdConflict { .. } => StatusCode::CONFLICT,
+            ApiError::Busy => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) | ApiError::QueryTimeout { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable machine-readable code, documented in `docs/api.md`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::BadQuery(_) => "bad_query",
+            ApiError::InvalidEvent(_) => "invalid_event",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::TooManyEvents { .. } => "too_many_events",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::IdConflict { .. } => "id_conflict",
+            ApiError::Busy => "busy",
+            ApiError::Unavailable(_) => "store_unavailable",
+            ApiError::QueryTimeout { .. } => "query_timeout",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::Busy => Some(RETRY_AFTER_BUSY_SECS),
+            ApiError::Unavailable(_) | ApiError::QueryTimeout { .. } => {
+                Some(RETRY_AFTER_UNAVAILABLE_SECS)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+            },
+        }
+    }
+}
+
+/// `{"error": {"code", "message"}}` — the body of every error answer.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct ErrorDetail {
+    /// Machine-readable, stable: `malformed_json`, `invalid_event`, `id_conflict`, ...
+    pub code: String,
+    /// Human-readable; names the field, key path or limit at fault.
+    pub message: String,
+}
+
+/// The error answers of the API, as the OpenAPI document declares them.
+#[derive(Debug, ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum ErrorResponse {
+    /// Malformed JSON, bad query parameter, bad datetime or cursor.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Missing or wrong `X-Api-Key`.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    #[oai(status = 405)]
+    MethodNotAllowed(Json<ErrorBody>),
+    /// The producer-supplied `id` exists with different content.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// Body over `AUDIT_MAX_BODY_BYTES` (after decompression), or too many events in a batch.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// Content-Type or Content-Encoding not accepted.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// Well-formed JSON, unacceptable event (field, size, depth, key path named).
+    #[oai(status = 422)]
+    Unprocessable(Json<ErrorBody>),
+    /// Write queue full; retry after the given seconds.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// Store unreachable past the retry deadline, or query over its time limit.
+    #[oai(status = 503)]
+    ServiceUnavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+}
+
+fn bad_request(err: poem::Error) -> ErrorResponse {
+    ErrorResponse::from(ApiError::BadQuery(err.to_string()))
+}
+
+impl From<ApiError> for ErrorResponse {
+    fn from(err: ApiError) -> Self {
+        ErrorResponse::from(&err)
+    }
+}
+
+impl From<&ApiError> for ErrorResponse {
+    fn from(err: &ApiError) -> Self {
+        if matches!(err, ApiError::Internal(_)) {
+            tracing::error!(error = %err, "internal error");
+        }
+        let retry = err.retry_after_secs().unwrap_or(RETRY_AFTER_BUSY_SECS);
+        let body = Json(err.body());
+        match err.status() {
+            StatusCode::BAD_REQUEST => ErrorResponse::BadRequest(body),
+            StatusCode::UNAUTHORIZED => ErrorResponse::Unauthorized(body),
+            StatusCode::NOT_FOUND => ErrorResponse::NotFound(body),
+            StatusCode::METHOD_NOT_ALLOWED => ErrorResponse::MethodNotAllowed(body),
+            StatusCode::CONFLICT => ErrorResponse::Conflict(body),
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorResponse::PayloadTooLarge(body),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorResponse::UnsupportedMediaType(body),
+            StatusCode::UNPROCESSABLE_ENTITY => ErrorResponse::Unprocessable(body),
+            StatusCode::TOO_MANY_REQUESTS => ErrorResponse::TooManyRequests(body, retry),
+            StatusCode::SERVICE_UNAVAILABLE => ErrorResponse::ServiceUnavailable(body, retry),
+            _ => ErrorResponse::Internal(body),
+        }
+    }
+}
+
+/// Lets payload parsers return `ApiError` through poem's `Result`, keeping the same body.
+impl poem::error::ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        ApiError::status(self)
+    }
+
+    fn as_response(&self) -> poem::Response {
+        ErrorResponse::from(self).into_response()
+    }
+}
+
+/// Converts an error raised by poem or poem-openapi (unknown route, bad parameter, missing
+/// API key, wrong content type) into the API's error shape; our own errors pass unchanged.
+pub fn from_poem_error(err: poem::Error) -> poem::Response {
+    if let Some(api) = err.downcast_ref::<ApiError>() {
+        return ErrorResponse::from(api).into_response();
+    }
+    // Our own documented error answers travel as responses already in the right shape.
+    if err.is_from_response() {
+        return err.into_response();
+    }
+    let message = err.to_string();
+    let api = match err.status() {
+        StatusCode::BAD_REQUEST => ApiError::BadQuery(message),
+        StatusCode::UNAUTHORIZED => ApiError::Unauthorized,
+        StatusCode::NOT_FOUND => ApiError::NotFound(message),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(message),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(message),
+        StatusCode::UNPROCESSABLE_ENTITY => ApiError::InvalidEvent(message),
+        StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(message),
+        _ => ApiError::Internal(message),
+    };
+    ErrorResponse::from(api).into_response()
+}

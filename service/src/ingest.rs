@@ -1,0 +1,243 @@
+//! Taking events in: one event, or a batch in which each event succeeds or fails on its own.
+//! Validation is in [`crate::event`], writing in [`crate::writer`]; this module turns a
+//! write outcome into what the producer is told, including idempotent retries: a duplicate
+//! `_id` with the same content is a success (200 with the stored `id`/`created_at`, or 201
+//! when it was this very request's earlier attempt), with other content a 409.
+
+use chrono::Utc;
+use poem_openapi::Object;
+use serde_json::Value;
+
+use crate::error::{ApiError, ErrorDetail};
+use crate::event::{format_created_at, parse_event, same_content, NewEvent};
+use crate::state::AppState;
+use crate::writer::{SubmitError, WriteOutcome};
+use auditlog_common::schema::fields;
+
+/// What a producer gets for a stored event.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "EventAck")]
+pub struct EventAck {
+    /// ObjectId, 24 hex characters.
+    pub id: String,
+    /// UTC, millisecond precision.
+    pub created_at: String,
+}
+
+/// A stored event: newly (201), or earlier with the same id and content (200).
+#[derive(Debug, Clone)]
+pub enum Accepted {
+    Created(EventAck),
+    AlreadyStored(EventAck),
+}
+
+/// The outcome of one event of a batch.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "BatchItem")]
+pub struct BatchItem {
+    /// The status this event would have had alone: 201, 200, or an error status.
+    pub status: u16,
+    #[oai(skip_serializing_if_is_none)]
+    pub id: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub created_at: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub error: Option<ErrorDetail>,
+}
+
+/// The answer to a batch: one item per event, in the order sent.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "BatchResponse")]
+pub struct BatchResponse {
+    /// Events stored (201 or 200).
+    pub accepted: u32,
+    /// Events refused.
+    pub rejected: u32,
+    pub results: Vec<BatchItem>,
+}
+
+/// Parses, validates and stores one event from its JSON text.
+pub async fn ingest_json(state: &AppState, bytes: &[u8]) -> Result<Accepted, ApiError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::MalformedJson(format!("request body is not valid JSON: {e}")))?;
+    ingest_value(state, value).await
+}
+
+async fn ingest_value(state: &AppState, value: Value) -> Result<Accepted, ApiError> {
+    let event = parse_event(value, state.limits.event, Utc::now()).inspect_err(|_| {
+        state
+            .metrics
+            .events_rejected
+            .with_label_values(&["invalid"])
+            .inc();
+    })?;
+    let result = store(state, event).await;
+    if let Err(e) = &result {
+        let reason = match e {
+            ApiError::Busy => "busy",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::IdConflict { .. } => "conflict",
+            _ => "rejected",
+        };
+        state
+            .metrics
+            .events_rejected
+            .with_label_values(&[reason])
+            .inc();
+    }
+    result
+}
+
+async fn store(state: &AppState, event: NewEvent) -> Result<Accepted, ApiError> {
+    let outcome = state
+        .writer
+        .submit(event.doc.clone())
+        .map_err(|e| match e {
+            SubmitError::Full => ApiError::Busy,
+            SubmitError::Closed => ApiError::Unavailable("the service is shutting down".into()),
+        })?
+        .await
+        .map_err(|_| ApiError::Unavailable("the writer stopped before answering".into()))?;
+    match outcome {
+        WriteOutcome::Stored => Ok(Accepted::Created(ack(&event))),
+        WriteOutcome::Duplicate => resolve_duplicate(state, &event).await,
+        WriteOutcome::Rejected(msg) => Err(ApiError::InvalidEvent(format!(
+            "the event store refused this event: {msg}"
+        ))),
+        WriteOutcome::Unavailable(msg) => Err(ApiError::Unavailable(msg)),
+    }
+}
+
+fn ack(event: &NewEvent) -> EventAck {
+    EventAck {
+        id: event.id.to_hex(),
+        created_at: format_created_at(event.created_at),
+    }
+}
+
+async fn resolve_duplicate(state: &AppState, event: &NewEvent) -> Result<Accepted, ApiError> {
+    let stored = state
+        .events
+        .find_one(mongodb::bson::doc! { fields::ID: event.id })
+        .await
+        .map_err(|e| {
+            state
+                .metrics
+                .store_errors
+                .with_label_values(&["find"])
+                .inc();
+            ApiError::Unavailable(e.to_string())
+        })?
+        .ok_or_else(|| {
+            ApiError::Unavailable(format!(
+                "event {} was reported as existing but cannot be read back; retry",
+                event.id
+            ))
+        })?;
+    let ours = event
+        .doc
+        .to_document()
+        .map_err(|e| ApiError::Internal(format!("cannot decode our own document: {e}")))?;
+    if !same_content(&stored, &ours) {
+        return Err(ApiError::IdConflict {
+            id: event.id.to_hex(),
+        });
+    }
+    let stored_at = stored.get_datetime(fields::CREATED_AT).ok().copied();
+    if stored_at == Some(event.created_at) {
+        // Our own earlier attempt reached the store although we saw an error: still a 201.
+        return Ok(Accepted::Created(ack(event)));
+    }
+    Ok(Accepted::AlreadyStored(EventAck {
+        id: event.id.to_hex(),
+        created_at: stored_at
+            .map(format_created_at)
+            .unwrap_or_else(|| format_created_at(event.created_at)),
+    }))
+}
+
+/// Splits a batch body into its events (each may have failed to parse on its own).
+pub fn split_batch(
+    bytes: &[u8],
+    ndjson: bool,
+    max_events: usize,
+) -> Result<Vec<Result<Value, ApiError>>, ApiError> {
+    let items: Vec<Result<Value, ApiError>> = if ndjson {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| ApiError::MalformedJson(format!("NDJSON body is not UTF-8: {e}")))?;
+        text.lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(n, line)| {
+                serde_json::from_str(line).map_err(|e| {
+                    ApiError::MalformedJson(format!("line {} is not valid JSON: {e}", n + 1))
+                })
+            })
+            .collect()
+    } else {
+        match serde_json::from_slice(bytes) {
+            Ok(Value::Array(items)) => items.into_iter().map(Ok).collect(),
+            Ok(_) => {
+                return Err(ApiError::InvalidEvent(
+                    "a batch must be a JSON array of events (or NDJSON with Content-Type: application/x-ndjson)"
+                        .into(),
+                ))
+            }
+            Err(e) => {
+                return Err(ApiError::MalformedJson(format!(
+                    "request body is not valid JSON: {e}"
+                )))
+            }
+        }
+    };
+    if items.len() > max_events {
+        return Err(ApiError::TooManyEvents {
+            count: items.len(),
+            max: max_events,
+        });
+    }
+    if items.is_empty() {
+        return Err(ApiError::InvalidEvent("the batch holds no events".into()));
+    }
+    Ok(items)
+}
+
+/// Stores every event of a batch concurrently (so they share group commits) and reports each.
+pub async fn ingest_batch(state: &AppState, items: Vec<Result<Value, ApiError>>) -> BatchResponse {
+    let outcomes = futures::future::join_all(items.into_iter().map(|item| async move {
+        match item {
+            Ok(value) => ingest_value(state, value).await,
+            Err(e) => Err(e),
+        }
+    }))
+    .await;
+    let mut response = BatchResponse {
+        accepted: 0,
+        rejected: 0,
+        results: Vec::with_capacity(outcomes.len()),
+    };
+    for outcome in outcomes {
+        let item = match outcome {
+            Ok(Accepted::Created(a)) => (201, a),
+            Ok(Accepted::AlreadyStored(a)) => (200, a),
+            Err(e) => {
+                response.rejected += 1;
+                response.results.push(BatchItem {
+                    status: e.status().as_u16(),
+                    id: None,
+                    created_at: None,
+                    error: Some(e.body().error),
+                });
+                continue;
+            }
+        };
+        response.accepted += 1;
+        response.results.push(BatchItem {
+            status: item.0,
+            id: Some(item.1.id),
+            created_at: Some(item.1.created_at),
+            error: None,
+        });
+    }
+    response
+}

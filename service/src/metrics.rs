@@ -1,0 +1,124 @@
+//! Prometheus metrics of the service, in a registry of its own (so tests that start several
+//! servers in one process do not collide), rendered in the text format at `GET /metrics`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric the service exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `auditlog_http_requests_total{route, method, status}`
+    pub requests: IntCounterVec,
+    /// `auditlog_http_request_duration_seconds{route, method}`
+    pub latency: HistogramVec,
+    /// `auditlog_events_stored_total`
+    pub events_stored: IntCounter,
+    /// `auditlog_events_rejected_total{reason}`
+    pub events_rejected: IntCounterVec,
+    /// `auditlog_write_batch_size` — events per `insert_many`.
+    pub batch_size: Histogram,
+    /// `auditlog_write_queue_depth` — events waiting for a batch (set at scrape time).
+    pub queue_depth: IntGauge,
+    /// `auditlog_store_errors_total{operation}`
+    pub store_errors: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "auditlog_http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "auditlog_http_request_duration_seconds",
+                "HTTP request latency by route and method",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 20.0,
+            ]),
+            &["route", "method"],
+        )?;
+        let events_stored = IntCounter::new(
+            "auditlog_events_stored_total",
+            "Events stored with the configured write concern",
+        )?;
+        let events_rejected = IntCounterVec::new(
+            Opts::new(
+                "auditlog_events_rejected_total",
+                "Events not stored, by reason (invalid, busy, unavailable, conflict, rejected)",
+            ),
+            &["reason"],
+        )?;
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new("auditlog_write_batch_size", "Events per insert_many").buckets(
+                vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                ],
+            ),
+        )?;
+        let queue_depth = IntGauge::new(
+            "auditlog_write_queue_depth",
+            "Events waiting in the write queue",
+        )?;
+        let store_errors = IntCounterVec::new(
+            Opts::new(
+                "auditlog_store_errors_total",
+                "Failed MongoDB operations, by operation",
+            ),
+            &["operation"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(events_stored.clone()))?;
+        registry.register(Box::new(events_rejected.clone()))?;
+        registry.register(Box::new(batch_size.clone()))?;
+        registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(store_errors.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            latency,
+            events_stored,
+            events_rejected,
+            batch_size,
+            queue_depth,
+            store_errors,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+}
+
+/// The route label for a request path: the known routes, else `other` (so that scanners
+/// probing random paths cannot blow up the number of series).
+pub fn route_label(path: &str) -> &'static str {
+    const ROUTES: [&str; 8] = [
+        "/v1/event",
+        "/v1/events",
+        "/v1/find",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+    ];
+    let trimmed = path.trim_end_matches('/');
+    ROUTES
+        .iter()
+        .find(|r| trimmed == **r || (**r == "/docs" && trimmed.starts_with("/docs/")))
+        .copied()
+        .unwrap_or("other")
+}

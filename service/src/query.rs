@@ -1,0 +1,454 @@
+//! `find`: turning query parameters or a JSON body into a MongoDB query, keyset pagination,
+//! and running it with a server-side time limit.
+//!
+//! Order is `created_at` then `_id`, ascending by default (`order=desc` reverses). The cursor
+//! is the position of the last event returned, `(created_at, _id)`, plus the direction, so
+//! the next page starts strictly after it: an event is never returned twice and, for events
+//! already stored when the page is read, never skipped, however many new events arrive.
+//! (An event becomes visible once its write is acknowledged, which can be a few milliseconds
+//! — up to the write deadline during a store outage — after its `created_at`; a reader
+//! following the newest events should keep `created_to` a little in the past.)
+//!
+//! Filters follow the indexes of `auditlog_common::schema`: equality on `consumer` or `type`,
+//! sort on `created_at, _id`, range on `created_at`.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use futures::TryStreamExt;
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{doc, Bson, Document};
+use poem_openapi::{Enum, Object};
+use serde_json::Value;
+
+use auditlog_common::schema::fields;
+
+use crate::error::ApiError;
+use crate::event::{event_out, EventOut};
+
+/// Events per page when `limit` is not given.
+pub const DEFAULT_LIMIT: u32 = 100;
+
+/// Sort direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum Order {
+    /// Oldest first (default).
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+/// The JSON body form of a find (every field optional), as in the seed's example.
+#[derive(Debug, Clone, Default, Object)]
+#[oai(rename = "FindRequest", deny_unknown_fields)]
+pub struct FindRequest {
+    #[oai(rename = "type")]
+    pub kind: Option<String>,
+    pub consumer: Option<String>,
+    /// Inclusive lower bound, ISO 8601 (e.g. `2022-05-22T00:00:00Z`).
+    pub created_from: Option<String>,
+    /// Exclusive upper bound, ISO 8601.
+    pub created_to: Option<String>,
+    /// Events per page (default 100, lowered to `AUDIT_FIND_MAX_LIMIT`).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    pub order: Option<Order>,
+}
+
+/// One page of results.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "FindResponse")]
+pub struct FindResponse {
+    pub events: Vec<EventOut>,
+    /// Present when more events may follow; pass it back as `cursor` for the next page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next_cursor: Option<String>,
+}
+
+/// A validated find.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindQuery {
+    pub kind: Option<String>,
+    pub consumer: Option<String>,
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_to: Option<DateTime<Utc>>,
+    pub limit: u32,
+    pub order: Order,
+    pub after: Option<Cursor>,
+}
+
+/// Position after which the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at_ms: i64,
+    pub id: ObjectId,
+    pub order: Order,
+}
+
+impl Cursor {
+    /// Opaque to clients: `<a|d><created_at ms, 16 hex><_id, 24 hex>`.
+    pub fn encode(&self) -> String {
+        let dir = match self.order {
+            Order::Asc => 'a',
+            Order::Desc => 'd',
+        };
+        format!(
+            "{dir}{:016x}{}",
+            self.created_at_ms as u64,
+            self.id.to_hex()
+        )
+    }
+
+    pub fn decode(s: &str) -> Result<Cursor, ApiError> {
+        let bad = || {
+            ApiError::BadQuery(format!(
+                "`cursor` {s:?} is not a cursor this service issued"
+            ))
+        };
+        if s.len() != 41 || !s.is_ascii() {
+            return Err(bad());
+        }
+        let order = match &s[..1] {
+            "a" => Order::Asc,
+            "d" => Order::Desc,
+            _ => return Err(bad()),
+        };
+        let ms = u64::from_str_radix(&s[1..17], 16).map_err(|_| bad())? as i64;
+        let id = ObjectId::parse_str(&s[17..]).map_err(|_| bad())?;
+        Ok(Cursor {
+            created_at_ms: ms,
+            id,
+            order,
+        })
+    }
+}
+
+/// Parses an ISO 8601 datetime: RFC 3339 with an offset, or without one (taken as UTC), or a
+/// bare date (midnight UTC).
+pub fn parse_datetime(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
+    let s = s.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return Ok(dt.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Ok(naive.and_utc());
+        }
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        if let Some(midnight) = date.and_hms_opt(0, 0, 0) {
+            return Ok(midnight.and_utc());
+        }
+    }
+    Err(ApiError::BadQuery(format!(
+        "`{field}` must be an ISO 8601 datetime such as 2022-05-22T00:00:00Z, got {s:?}"
+    )))
+}
+
+/// Parses the JSON body form; unknown fields are refused like in events.
+pub fn parse_find_body(bytes: &[u8]) -> Result<FindRequest, ApiError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::MalformedJson(format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(ApiError::InvalidEvent(
+            "a find body must be a JSON object".into(),
+        ));
+    };
+    const ALLOWED: [&str; 7] = [
+        "type",
+        "consumer",
+        "created_from",
+        "created_to",
+        "limit",
+        "cursor",
+        "order",
+    ];
+    if let Some(unknown) = obj.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
+        return Err(ApiError::InvalidEvent(format!(
+            "unknown field `{unknown}`; a find takes only {}",
+            ALLOWED.join(", ")
+        )));
+    }
+    let string = |name: &str| -> Result<Option<String>, ApiError> {
+        match obj.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::BadQuery(format!("`{name}` must be a string"))),
+        }
+    };
+    let limit = match obj.get("limit") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(
+            n.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| ApiError::BadQuery("`limit` must be a positive integer".into()))?,
+        ),
+        Some(_) => {
+            return Err(ApiError::BadQuery(
+                "`limit` must be a positive integer".into(),
+            ))
+        }
+    };
+    let order = match string("order")?.as_deref() {
+        None => None,
+        Some(o) => Some(parse_order(o)?),
+    };
+    Ok(FindRequest {
+        kind: string("type")?,
+        consumer: string("consumer")?,
+        created_from: string("created_from")?,
+        created_to: string("created_to")?,
+        limit,
+        cursor: string("cursor")?,
+        order,
+    })
+}
+
+pub fn parse_order(s: &str) -> Result<Order, ApiError> {
+    match s.to_ascii_lowercase().as_str() {
+        "asc" => Ok(Order::Asc),
+        "desc" => Ok(Order::Desc),
+        _ => Err(ApiError::BadQuery(format!(
+            "`order` must be asc or desc, got {s:?}"
+        ))),
+    }
+}
+
+/// Combines two sources of the same request (query string and JSON body): a field may come
+/// from either, but not from both with different values.
+pub fn merge(a: FindRequest, b: FindRequest) -> Result<FindRequest, ApiError> {
+    fn pick<T: PartialEq>(name: &str, x: Option<T>, y: Option<T>) -> Result<Option<T>, ApiError> {
+        match (x, y) {
+            (Some(x), Some(y)) if x != y => Err(ApiError::BadQuery(format!(
+                "`{name}` is given both as a query parameter and in the body, with different values"
+            ))),
+            (Some(x), _) => Ok(Some(x)),
+            (None, y) => Ok(y),
+        }
+    }
+    Ok(FindRequest {
+        kind: pick("type", a.kind, b.kind)?,
+        consumer: pick("consumer", a.consumer, b.consumer)?,
+        created_from: pick("created_from", a.created_from, b.created_from)?,
+        created_to: pick("created_to", a.created_to, b.created_to)?,
+        limit: pick("limit", a.limit, b.limit)?,
+        cursor: pick("cursor", a.cursor, b.cursor)?,
+        order: pick("order", a.order, b.order)?,
+    })
+}
+
+impl FindQuery {
+    /// Validates a request; `limit` above `max_limit` is lowered to it.
+    pub fn from_request(req: FindRequest, max_limit: u32) -> Result<FindQuery, ApiError> {
+        let limit = match req.limit {
+            None => DEFAULT_LIMIT.min(max_limit),
+            Some(0) => return Err(ApiError::BadQuery("`limit` must be at least 1".into())),
+            Some(n) => n.min(max_limit),
+        };
+        let order = req.order.unwrap_or_default();
+        let after = match req.cursor.as_deref() {
+            None | Some("") => None,
+            Some(c) => {
+                let cursor = Cursor::decode(c)?;
+                if cursor.order != order {
+                    return Err(ApiError::BadQuery(
+                        "`cursor` was issued for the other `order`; keep the same order while paging"
+                            .into(),
+                    ));
+                }
+                Some(cursor)
+            }
+        };
+        let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        Ok(FindQuery {
+            kind: nonempty(req.kind),
+            consumer: nonempty(req.consumer),
+            created_from: req
+                .created_from
+                .as_deref()
+                .map(|s| parse_datetime("created_from", s))
+                .transpose()?,
+            created_to: req
+                .created_to
+                .as_deref()
+                .map(|s| parse_datetime("created_to", s))
+                .transpose()?,
+            limit,
+            order,
+            after,
+        })
+    }
+
+    /// The MongoDB filter: equality first, then the `created_at` range, then the keyset.
+    pub fn filter(&self) -> Document {
+        let mut filter = Document::new();
+        if let Some(c) = &self.consumer {
+            filter.insert(fields::CONSUMER, c.as_str());
+        }
+        if let Some(t) = &self.kind {
+            filter.insert(fields::TYPE, t.as_str());
+        }
+        let mut range = Document::new();
+        if let Some(from) = self.created_from {
+            range.insert("$gte", bson_dt(from));
+        }
+        if let Some(to) = self.created_to {
+            range.insert("$lt", bson_dt(to));
+        }
+        if let Some(after) = &self.after {
+            let at = mongodb::bson::DateTime::from_millis(after.created_at_ms);
+            let (op, strict) = match self.order {
+                Order::Asc => ("$gte", "$gt"),
+                Order::Desc => ("$lte", "$lt"),
+            };
+            // The inclusive bound on created_at lets the index narrow the scan; the $or picks
+            // the exact continuation among events of the same millisecond.
+            range.insert(op, at);
+            filter.insert(
+                "$or",
+                vec![
+                    Bson::Document(doc! { fields::CREATED_AT: { strict: at } }),
+                    Bson::Document(
+                        doc! { fields::CREATED_AT: at, fields::ID: { strict: after.id } },
+                    ),
+                ],
+            );
+        }
+        if !range.is_empty() {
+            filter.insert(fields::CREATED_AT, range);
+        }
+        filter
+    }
+
+    pub fn sort(&self) -> Document {
+        let dir = match self.order {
+            Order::Asc => 1,
+            Order::Desc => -1,
+        };
+        doc! { fields::CREATED_AT: dir, fields::ID: dir }
+    }
+}
+
+fn bson_dt(dt: DateTime<Utc>) -> mongodb::bson::DateTime {
+    mongodb::bson::DateTime::from_millis(dt.timestamp_millis())
+}
+
+/// Runs a find: one page plus one document to know whether another page follows.
+pub async fn run(
+    collection: &mongodb::Collection<Document>,
+    query: &FindQuery,
+    max_time: std::time::Duration,
+) -> Result<FindResponse, mongodb::error::Error> {
+    let docs: Vec<Document> = collection
+        .find(query.filter())
+        .sort(query.sort())
+        .limit(i64::from(query.limit) + 1)
+        .batch_size(query.limit.saturating_add(1))
+        .max_time(max_time)
+        .await?
+        .try_collect()
+        .await?;
+    let more = docs.len() > query.limit as usize;
+    let page = &docs[..docs.len().min(query.limit as usize)];
+    let next_cursor = if more {
+        page.last().and_then(|last| {
+            let created_at_ms = last
+                .get_datetime(fields::CREATED_AT)
+                .ok()?
+                .timestamp_millis();
+            let id = last.get_object_id(fields::ID).ok()?;
+            Some(
+                Cursor {
+                    created_at_ms,
+                    id,
+                    order: query.order,
+                }
+                .encode(),
+            )
+        })
+    } else {
+        None
+    };
+    Ok(FindResponse {
+        events: page.iter().map(event_out).collect(),
+        next_cursor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let c = Cursor {
+            created_at_ms: 1_653_496_060_004,
+            id: ObjectId::parse_str("628e58fc08808bcd3b2af122").unwrap(),
+            order: Order::Desc,
+        };
+        assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
+        for bad in [
+            "",
+            "x",
+            "zzzz",
+            &c.encode()[1..],
+            &format!("q{}", &c.encode()[1..]),
+        ] {
+            assert!(Cursor::decode(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn datetimes_in_iso_8601_forms() {
+        let expected = parse_datetime("f", "2022-05-22T00:00:00Z").unwrap();
+        assert_eq!(
+            parse_datetime("f", "2022-05-22T02:00:00+02:00").unwrap(),
+            expected
+        );
+        assert_eq!(
+            parse_datetime("f", "2022-05-22T00:00:00").unwrap(),
+            expected
+        );
+        assert_eq!(parse_datetime("f", "2022-05-22").unwrap(), expected);
+        let err = parse_datetime("created_from", "yesterday").unwrap_err();
+        assert!(err.to_string().contains("`created_from`"));
+    }
+
+    #[test]
+    fn limits_default_and_cap() {
+        let q = FindQuery::from_request(FindRequest::default(), 1000).unwrap();
+        assert_eq!(q.limit, DEFAULT_LIMIT);
+        let q = FindQuery::from_request(
+            FindRequest {
+                limit: Some(5000),
+                ..Default::default()
+            },
+            1000,
+        )
+        .unwrap();
+        assert_eq!(q.limit, 1000);
+        assert!(FindQuery::from_request(
+            FindRequest {
+                limit: Some(0),
+                ..Default::default()
+            },
+            1000
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn body_and_query_merge_but_do_not_contradict() {
+        let a = FindRequest {
+            consumer: Some("c1".into()),
+            ..Default::default()
+        };
+        let b = parse_find_body(br#"{"type": "t1", "consumer": "c1"}"#).unwrap();
+        let m = merge(a.clone(), b).unwrap();
+        assert_eq!(m.kind.as_deref(), Some("t1"));
+        let c = parse_find_body(br#"{"consumer": "c2"}"#).unwrap();
+        assert!(merge(a, c).is_err());
+        assert!(parse_find_body(br#"{"consumr": "c2"}"#).is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! What every request handler shares: the store, the write queue, the metrics, the API keys
+//! and the request limits, built once from the [`Config`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use auditlog_common::store::Store;
+use mongodb::bson::{Document, RawDocumentBuf};
+use mongodb::options::WriteConcern;
+use mongodb::Collection;
+
+use crate::config::{Config, WriteConcernSetting};
+use crate::event::EventLimits;
+use crate::metrics::Metrics;
+use crate::writer::{Writer, WriterOptions, WriterTask};
+
+/// With group commit off, single inserts allowed in flight at once.
+const UNGROUPED_CONCURRENCY: usize = 64;
+
+/// Limits applied to requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_batch_events: usize,
+    pub event: EventLimits,
+    pub find_max_limit: u32,
+    pub find_max_time: Duration,
+}
+
+pub struct AppState {
+    pub store: Store,
+    pub events: Collection<Document>,
+    pub writer: Writer,
+    pub metrics: Arc<Metrics>,
+    pub api_keys: Vec<Vec<u8>>,
+    pub limits: Limits,
+}
+
+impl AppState {
+    /// Builds the state and starts the writer; shut the returned task down after the server
+    /// stopped, to write what is still queued.
+    pub fn new(
+        config: &Config,
+        store: Store,
+        api_keys: Vec<String>,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<AppState>, WriterTask) {
+        let write_concern = match config.write_concern {
+            WriteConcernSetting::Majority => WriteConcern::majority(),
+            WriteConcernSetting::One => WriteConcern::nodes(1),
+        };
+        let options = WriterOptions {
+            queue_capacity: config.queue_capacity,
+            batch_max_events: if config.group_commit {
+                config.batch_max_events
+            } else {
+                1
+            },
+            batch_max_bytes: config.batch_max_bytes,
+            concurrency: if config.group_commit {
+                config.writers
+            } else {
+                UNGROUPED_CONCURRENCY
+            },
+            deadline: config.write_deadline(),
+            write_concern,
+        };
+        let raw: Collection<RawDocumentBuf> = store.database().collection(&store.collection_name);
+        let (writer, handle) = Writer::start(raw, options, metrics.clone());
+        let state = AppState {
+            events: store.events(),
+            store,
+            writer,
+            metrics,
+            api_keys: api_keys.into_iter().map(String::into_bytes).collect(),
+            limits: Limits {
+                max_body_bytes: config.max_body_bytes,
+                max_batch_events: config.max_batch_events,
+                event: EventLimits {
+                    max_event_bytes: config.max_event_bytes,
+                    max_payload_depth: config.max_payload_depth,
+                },
+                find_max_limit: config.find_max_limit,
+                find_max_time: Duration::from_millis(config.find_timeout_ms),
+            },
+        };
+        (Arc::new(state), handle)
+    }
+}

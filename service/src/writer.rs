@@ -1,0 +1,258 @@
+//! Group commit: the bounded write queue and the tasks that drain it into MongoDB.
+//!
+//! Handlers [`Writer::submit`] a validated document and wait on a oneshot for *its* outcome.
+//! A dispatcher takes whatever is queued — without waiting for more, so a lone request is
+//! written at once — into one `insert_many(ordered = false)` of at most
+//! `AUDIT_BATCH_MAX_EVENTS` events / `AUDIT_BATCH_MAX_BYTES` bytes, with up to
+//! `AUDIT_WRITERS` batches in flight. While those are in flight the queue fills, so under load
+//! batches grow by themselves and many producers share one round trip.
+//!
+//! A batch that fails as a whole (network, no primary, write concern not met) is retried with
+//! backoff, with the same documents and therefore the same `_id`s, until the deadline of its
+//! oldest event; a retry that finds its own earlier attempt stored gets a duplicate-key error
+//! for that document, which the caller resolves ([`WriteOutcome::Duplicate`]). Per-document
+//! errors are final. The queue is bounded: when it is full, `submit` fails at once (429).
+//!
+//! Shutdown ([`WriterTask::shutdown`]): the queue stops taking new events, the dispatcher
+//! writes what is queued, waits for the batches in flight and returns.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use auditlog_common::error::codes;
+use mongodb::bson::RawDocumentBuf;
+use mongodb::error::ErrorKind;
+use mongodb::options::WriteConcern;
+use mongodb::Collection;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::metrics::Metrics;
+
+/// What became of one submitted document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Stored with the configured write concern.
+    Stored,
+    /// A document with this `_id` already exists (a producer retry, or our own earlier
+    /// attempt that succeeded although we saw an error).
+    Duplicate,
+    /// The store refused this document for good (message from the server).
+    Rejected(String),
+    /// The store did not take the write before the deadline.
+    Unavailable(String),
+}
+
+/// Why a document could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("write queue is full")]
+    Full,
+    #[error("the writer has stopped")]
+    Closed,
+}
+
+/// How the writer batches and retries.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    pub queue_capacity: usize,
+    pub batch_max_events: usize,
+    pub batch_max_bytes: usize,
+    pub concurrency: usize,
+    pub deadline: Duration,
+    pub write_concern: WriteConcern,
+}
+
+struct Pending {
+    doc: RawDocumentBuf,
+    enqueued: Instant,
+    reply: oneshot::Sender<WriteOutcome>,
+}
+
+/// A handle to the write queue; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Writer {
+    /// Starts the dispatcher.
+    pub fn start(
+        collection: Collection<RawDocumentBuf>,
+        options: WriterOptions,
+        metrics: Arc<Metrics>,
+    ) -> (Writer, WriterTask) {
+        let (tx, rx) = mpsc::channel(options.queue_capacity);
+        let (stop, stop_rx) = watch::channel(false);
+        let join = tokio::spawn(dispatch(rx, stop_rx, collection, options, metrics));
+        (Writer { tx }, WriterTask { stop, join })
+    }
+
+    /// Queues a document; the receiver yields its outcome.
+    pub fn submit(
+        &self,
+        doc: RawDocumentBuf,
+    ) -> Result<oneshot::Receiver<WriteOutcome>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        let pending = Pending {
+            doc,
+            enqueued: Instant::now(),
+            reply,
+        };
+        match self.tx.try_send(pending) {
+            Ok(()) => Ok(rx),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(SubmitError::Full),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SubmitError::Closed),
+        }
+    }
+
+    /// Events waiting in the queue (not yet taken into a batch).
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// The running dispatcher.
+pub struct WriterTask {
+    stop: watch::Sender<bool>,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl WriterTask {
+    /// Stops taking new events, writes everything queued, and returns once every queued
+    /// event has been answered.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.join.await {
+            tracing::error!(error = %e, "the writer task failed");
+        }
+    }
+}
+
+async fn dispatch(
+    mut rx: mpsc::Receiver<Pending>,
+    mut stop: watch::Receiver<bool>,
+    collection: Collection<RawDocumentBuf>,
+    options: WriterOptions,
+    metrics: Arc<Metrics>,
+) {
+    let options = Arc::new(options);
+    let slots = Arc::new(Semaphore::new(options.concurrency));
+    let mut in_flight = JoinSet::new();
+    let mut closing = false;
+    loop {
+        // Take a slot first: while all slots are busy the queue keeps filling, which is what
+        // makes the next batch bigger under load.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let first = tokio::select! {
+            next = rx.recv() => match next {
+                Some(p) => p,
+                None => break,
+            },
+            _ = stop.wait_for(|s| *s), if !closing => {
+                // No new events from now on; recv() keeps yielding what is queued, then None.
+                rx.close();
+                closing = true;
+                continue;
+            }
+        };
+        let mut bytes = first.doc.as_bytes().len();
+        let mut batch = vec![first];
+        while batch.len() < options.batch_max_events && bytes < options.batch_max_bytes {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += p.doc.as_bytes().len();
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        metrics.batch_size.observe(batch.len() as f64);
+        let (collection, options, metrics) = (collection.clone(), options.clone(), metrics.clone());
+        in_flight.spawn(async move {
+            write_batch(batch, &collection, &options, &metrics).await;
+            drop(slot);
+        });
+        while in_flight.try_join_next().is_some() {}
+    }
+    while in_flight.join_next().await.is_some() {}
+    tracing::info!("write queue drained; writer stopped");
+}
+
+async fn write_batch(
+    batch: Vec<Pending>,
+    collection: &Collection<RawDocumentBuf>,
+    options: &WriterOptions,
+    metrics: &Metrics,
+) {
+    let oldest = batch
+        .iter()
+        .map(|p| p.enqueued)
+        .min()
+        .unwrap_or_else(Instant::now);
+    let deadline = oldest + options.deadline;
+    let mut backoff = Duration::from_millis(50);
+    let mut attempt = 0u32;
+    let outcomes: Vec<WriteOutcome> = loop {
+        attempt += 1;
+        let result = collection
+            .insert_many(batch.iter().map(|p| &p.doc))
+            .ordered(false)
+            .write_concern(options.write_concern.clone())
+            .await;
+        let err = match result {
+            Ok(_) => break vec![WriteOutcome::Stored; batch.len()],
+            Err(e) => e,
+        };
+        if let Some(outcomes) = per_document_outcomes(&err, batch.len()) {
+            break outcomes;
+        }
+        metrics.store_errors.with_label_values(&["insert"]).inc();
+        let now = Instant::now();
+        if now + backoff >= deadline {
+            tracing::error!(error = %err, attempts = attempt, events = batch.len(),
+                "giving up on a batch: the store did not take it before the deadline");
+            break vec![WriteOutcome::Unavailable(err.to_string()); batch.len()];
+        }
+        // Rate-limited by the backoff itself: one line per attempt, not per event.
+        tracing::warn!(error = %err, attempt, events = batch.len(), retry_in_ms = backoff.as_millis() as u64,
+            "insert failed; retrying with the same ids");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    };
+    let mut stored = 0u64;
+    for (pending, outcome) in batch.into_iter().zip(outcomes) {
+        if outcome == WriteOutcome::Stored {
+            stored += 1;
+        }
+        // The producer may have gone away (closed connection); the event is stored anyway.
+        let _ = pending.reply.send(outcome);
+    }
+    metrics.events_stored.inc_by(stored);
+}
+
+/// When the failure is a set of per-document write errors (and nothing else), the outcome of
+/// every document; `None` when the batch as a whole must be retried.
+fn per_document_outcomes(err: &mongodb::error::Error, len: usize) -> Option<Vec<WriteOutcome>> {
+    let ErrorKind::InsertMany(failure) = err.kind.as_ref() else {
+        return None;
+    };
+    if failure.write_concern_error.is_some() {
+        return None;
+    }
+    let errors = failure.write_errors.as_ref()?;
+    let mut outcomes = vec![WriteOutcome::Stored; len];
+    for e in errors {
+        let Some(slot) = outcomes.get_mut(e.index) else {
+            continue;
+        };
+        *slot = if e.code == codes::DUPLICATE_KEY {
+            WriteOutcome::Duplicate
+        } else {
+            WriteOutcome::Rejected(format!("{} (code {})", e.message, e.code))
+        };
+    }
+    Some(outcomes)
+}
