@@ -1,0 +1,66 @@
+//! The OpenAPI document is part of the API contract: any change to it must be deliberate.
+//! A difference fails this test; `UPDATE_SNAPSHOTS=1 cargo test -p auditlog-service --test
+//! openapi_snapshot` rewrites `service/openapi.json` after a deliberate change.
+
+use std::path::PathBuf;
+
+#[test]
+fn openapi_document_matches_the_snapshot() {
+    let spec = auditlog_service::api::api_service().spec();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+    if std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, format!("{spec}\n")).expect("write snapshot");
+        return;
+    }
+    let snapshot = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    assert_eq!(
+        snapshot.trim_end(),
+        spec.trim_end(),
+        "the OpenAPI document changed; review the diff and rerun with UPDATE_SNAPSHOTS=1"
+    );
+}
+
+#[test]
+fn the_document_declares_every_operation_and_the_api_key_scheme() {
+    let spec: serde_json::Value =
+        serde_json::from_str(&auditlog_service::api::api_service().spec()).expect("valid JSON");
+    for (path, method) in [
+        ("/v1/event", "post"),
+        ("/v1/events", "post"),
+        ("/v1/find", "get"),
+        ("/v1/find", "post"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            spec["paths"][path][method].is_object(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+    }
+    let scheme = &spec["components"]["securitySchemes"]["ApiKeyAuth"];
+    assert_eq!(scheme["type"], "apiKey");
+    assert_eq!(scheme["in"], "header");
+    assert_eq!(scheme["name"], "X-Api-Key");
+    let responses = &spec["paths"]["/v1/event"]["post"]["responses"];
+    for status in [
+        "201", "200", "400", "401", "409", "413", "415", "422", "429", "503",
+    ] {
+        assert!(
+            responses[status].is_object(),
+            "POST /v1/event does not document {status}"
+        );
+    }
+    for status in ["429", "503"] {
+        let headers = responses[status]["headers"]
+            .as_object()
+            .expect("headers of a retryable error");
+        assert!(
+            headers
+                .keys()
+                .any(|h| h.eq_ignore_ascii_case("retry-after")),
+            "{status} does not declare Retry-After"
+        );
+    }
+}

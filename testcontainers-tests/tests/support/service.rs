@@ -1,0 +1,226 @@
+//! Helpers for the service's end-to-end tests: starting `auditlog-service` on the harness's
+//! MongoDB, talking to it over HTTP, and a FerretDB that can be stopped and started again on
+//! the same port and data (for outage tests).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mongodb::bson::{doc, Document};
+use serde_json::Value;
+use testcontainers_tests::binary::{RunningBinary, Spawn};
+use testcontainers_tests::mongo::TestMongo;
+
+pub const KEY: &str = "test-key";
+
+/// Starts the service on `mongo` with extra environment variables.
+pub async fn start_service(mongo: &TestMongo, env: &[(&str, &str)]) -> RunningBinary {
+    start_service_env(mongo.env(), env).await
+}
+
+pub async fn start_service_env(base: Vec<(String, String)>, env: &[(&str, &str)]) -> RunningBinary {
+    let mut spawn = Spawn::new("auditlog-service")
+        .envs(base)
+        .env("AUDIT_API_KEY", KEY)
+        .env("RUST_LOG", "info");
+    for (k, v) in env {
+        spawn = spawn.env(*k, *v);
+    }
+    spawn.arg("run").start().await
+}
+
+/// A small HTTP client bound to one service.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+/// Status and JSON body (Null when the body is not JSON).
+pub type Answer = (u16, Value);
+
+impl Api {
+    pub fn new(service: &RunningBinary) -> Self {
+        Self {
+            base: service.base_url.clone(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Answer {
+        let resp = req.send().await.expect("HTTP request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn post_event(&self, event: &Value) -> Answer {
+        self.send(
+            self.http
+                .post(self.url("/v1/event"))
+                .header("X-Api-Key", KEY)
+                .json(event),
+        )
+        .await
+    }
+
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Answer {
+        self.send(
+            self.http
+                .post(self.url(path))
+                .header("X-Api-Key", KEY)
+                .header("Content-Type", content_type)
+                .body(body),
+        )
+        .await
+    }
+
+    pub async fn find(&self, query: &[(&str, &str)]) -> Answer {
+        self.send(
+            self.http
+                .get(self.url("/v1/find"))
+                .header("X-Api-Key", KEY)
+                .query(query),
+        )
+        .await
+    }
+
+    /// Follows `next_cursor` to the end; returns every event and the number of pages.
+    pub async fn find_all(&self, query: &[(&str, &str)]) -> (Vec<Value>, usize) {
+        let mut events = vec![];
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut q: Vec<(&str, &str)> = query.to_vec();
+            if let Some(c) = &cursor {
+                q.push(("cursor", c));
+            }
+            let (status, body) = self.find(&q).await;
+            assert_eq!(status, 200, "find failed: {body}");
+            pages += 1;
+            events.extend(body["events"].as_array().expect("events").iter().cloned());
+            match body["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return (events, pages),
+            }
+        }
+    }
+}
+
+/// Every document of the test's collection.
+pub async fn stored(mongo: &TestMongo) -> Vec<Document> {
+    use futures::TryStreamExt;
+    mongo
+        .store()
+        .await
+        .events()
+        .find(doc! {})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("collect")
+}
+
+/// A FerretDB on a fixed port and data directory that can be stopped and started again.
+pub struct RestartableFerret {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    bin: PathBuf,
+}
+
+impl RestartableFerret {
+    pub async fn start() -> Self {
+        let mut f = RestartableFerret {
+            port: testcontainers_tests::free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+            bin: testcontainers_tests::ferretdb::binary_path(),
+        };
+        f.resume().await;
+        f
+    }
+
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn env(&self, db: &str) -> Vec<(String, String)> {
+        vec![
+            ("MONGODB_URI".into(), self.uri()),
+            ("AUDIT_DB_NAME".into(), db.into()),
+            ("AUDIT_COLLECTION".into(), "events".into()),
+        ]
+    }
+
+    /// Starts the process (again) on the same port and data.
+    pub async fn resume(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("ferretdb.log"))
+            .expect("log");
+        let child = Command::new(&self.bin)
+            .arg("--handler=sqlite")
+            .arg(format!("--sqlite-url=file:{}/", self.dir.path().display()))
+            .arg(format!("--state-dir={}", self.dir.path().display()))
+            .arg(format!("--listen-addr=127.0.0.1:{}", self.port))
+            .args(["--debug-addr=-", "--telemetry=disable", "--log-level=warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start FerretDB");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("FerretDB did not come back on port {}", self.port);
+    }
+
+    /// Kills the process (like a crashed or unreachable primary).
+    pub fn pause(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn client(&self) -> mongodb::Client {
+        mongodb::Client::with_uri_str(self.uri())
+            .await
+            .expect("client")
+    }
+}
+
+impl Drop for RestartableFerret {
+    fn drop(&mut self) {
+        self.pause();
+    }
+}
+
+/// Ids of stored documents, checking none repeats.
+pub fn unique_ids(docs: &[Document]) -> std::collections::HashSet<String> {
+    let mut ids = std::collections::HashSet::new();
+    for d in docs {
+        let id = d.get_object_id("_id").expect("ObjectId _id").to_hex();
+        assert!(ids.insert(id.clone()), "id {id} stored twice");
+    }
+    ids
+}
