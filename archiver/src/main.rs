@@ -1,17 +1,87 @@
-//! `auditlog-archiver` (work in progress): see the archiver issue.
+//! `auditlog-archiver` entry point: parse settings, run the command, map the outcome to an
+//! exit code (see `error.rs` for the table).
+
+use std::process::ExitCode;
+
+use auditlog_archiver::archive::Archiver;
+use auditlog_archiver::config::{Cli, Command};
+use auditlog_archiver::error::ArchiveError;
+use auditlog_archiver::metrics::Metrics;
+use auditlog_archiver::{daemon, purge, status, verify};
 use clap::Parser;
 
-/// Exports aged auditlog events to Parquet before TTL expires them.
-#[derive(Debug, Parser)]
-#[command(name = "auditlog-archiver", version, about)]
-struct Cli {
-    #[command(flatten)]
-    mongo: auditlog_common::settings::MongoSettings,
-}
-
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     auditlog_common::telemetry::init();
     let cli = Cli::parse();
-    tracing::info!(db = %cli.mongo.db_name, "nothing to do yet");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e
+                .downcast_ref::<ArchiveError>()
+                .map_or(1, ArchiveError::exit_code);
+            tracing::error!(error = %format!("{e:#}"), exit_code = code, "auditlog-archiver failed");
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<()> {
+    let archiver = Archiver::connect(cli.settings, Metrics::new()).await?;
+    match cli.command {
+        Command::Run => daemon::run(archiver).await?,
+        Command::Once => {
+            let r = archiver.once().await?;
+            tracing::info!(
+                archived = r.archived,
+                rows = r.rows,
+                bytes = r.bytes,
+                "archive run finished"
+            );
+        }
+        Command::Backfill { from, to } => {
+            let r = archiver.backfill(from, to).await?;
+            tracing::info!(
+                archived = r.archived,
+                already_archived = r.skipped_already_archived,
+                rows = r.rows,
+                bytes = r.bytes,
+                "backfill finished"
+            );
+        }
+        Command::Status { json } => {
+            let r = status::status(&archiver).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", status::render(&r));
+            }
+        }
+        Command::Verify { json } => {
+            let r = verify::verify(&archiver).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("{} windows checked, {} ok", r.windows, r.ok);
+                for m in &r.mismatches {
+                    println!("MISMATCH {}: {}", m.window, m.problem);
+                }
+            }
+            if !r.mismatches.is_empty() {
+                return Err(ArchiveError::VerifyFailed(r.mismatches.len()).into());
+            }
+        }
+        Command::Purge { dry_run } => {
+            let r = purge::purge(&archiver, dry_run).await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+    }
     Ok(())
 }

@@ -1,0 +1,328 @@
+//! The archiver proper: which windows are due, archiving them one by one under the lease,
+//! recording each only after it verified, and marking complete partitions with `_SUCCESS`.
+//! `once`, `backfill` and every tick of `run` go through [`Archiver::run_windows`].
+
+use std::collections::BTreeSet;
+
+use auditlog_common::schema::fields;
+use auditlog_common::store::{ServerInfo, Store};
+use chrono::{DateTime, Utc};
+use mongodb::bson::{self, doc, Document};
+
+use crate::config::Settings;
+use crate::error::{ArchiveError, Result};
+use crate::export::{self, window_filter};
+use crate::guard::{self, GuardReport};
+use crate::metrics::Metrics;
+use crate::progress::Progress;
+use crate::sink::Sink;
+use crate::state::{window_checksum, FileRecord, Lease, State, WindowRecord};
+use crate::window::{due_cutoff, partition_of, windows_covering, windows_in_hour, Window};
+
+/// Everything a command needs, connected.
+pub struct Archiver {
+    pub settings: Settings,
+    pub store: Store,
+    pub server: ServerInfo,
+    pub sink: Sink,
+    pub state: State,
+    pub metrics: Metrics,
+}
+
+/// The outcome of archiving a list of windows.
+#[derive(Debug, Default, Clone)]
+pub struct RunReport {
+    pub archived: usize,
+    pub skipped_already_archived: usize,
+    pub failed: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    pub guard: Option<GuardReport>,
+}
+
+impl Archiver {
+    pub async fn connect(settings: Settings, metrics: Metrics) -> Result<Self> {
+        settings.validate()?;
+        let store = Store::connect(&settings.mongo, "auditlog-archiver").await?;
+        let server = store.server_info().await?;
+        tracing::info!(server = %server.describe(), "connected to MongoDB");
+        let sink = Sink::open(&settings)?;
+        let state = State::new(&store);
+        Ok(Archiver {
+            settings,
+            store,
+            server,
+            sink,
+            state,
+            metrics,
+        })
+    }
+
+    pub fn window_seconds(&self) -> i64 {
+        self.settings.archive_window.seconds()
+    }
+
+    /// Windows ending at or before this instant are due.
+    pub fn cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        due_cutoff(
+            now,
+            self.settings.archive_after.chrono(),
+            self.settings.archive_grace.chrono(),
+        )
+    }
+
+    /// MongoDB's count of the window's events.
+    pub async fn count(&self, w: &Window) -> Result<u64> {
+        self.store
+            .events()
+            .count_documents(window_filter(w))
+            .await
+            .map_err(ArchiveError::mongo("count window events"))
+    }
+
+    /// `created_at` of the oldest event at or after `from`.
+    async fn first_event_from(&self, from: Option<DateTime<Utc>>) -> Result<Option<DateTime<Utc>>> {
+        let filter = match from {
+            Some(t) => doc! { fields::CREATED_AT: { "$gte": bson::DateTime::from_chrono(t) } },
+            None => doc! { fields::CREATED_AT: { "$exists": true } },
+        };
+        let found: Option<Document> = self
+            .store
+            .events()
+            .find_one(filter)
+            .sort(doc! { fields::CREATED_AT: 1 })
+            .projection(doc! { fields::CREATED_AT: 1, fields::ID: 0 })
+            .await
+            .map_err(ArchiveError::mongo("find oldest event"))?;
+        Ok(found
+            .and_then(|d| d.get_datetime(fields::CREATED_AT).ok().copied())
+            .map(|d| d.to_chrono()))
+    }
+
+    /// Unarchived windows that hold events, oldest first, up to `limit` (exclusive end bound);
+    /// also returns the oldest unarchived event. Recorded windows are skipped in runs, so the
+    /// number of queries grows with the gaps, not with the archive's length.
+    pub async fn unarchived(
+        &self,
+        recorded: &BTreeSet<DateTime<Utc>>,
+        limit: Option<DateTime<Utc>>,
+    ) -> Result<(Vec<Window>, Option<DateTime<Utc>>)> {
+        let mut out = vec![];
+        let mut oldest = None;
+        let mut from = None;
+        while let Some(t) = self.first_event_from(from).await? {
+            let mut w = Window::containing(t, self.window_seconds());
+            if recorded.contains(&w.start) {
+                while recorded.contains(&w.start) {
+                    w = w.next();
+                }
+                from = Some(w.start);
+                continue;
+            }
+            if oldest.is_none() {
+                oldest = Some(t);
+            }
+            if limit.is_some_and(|l| w.end > l) {
+                break;
+            }
+            out.push(w);
+            from = Some(w.end);
+        }
+        Ok((out, oldest))
+    }
+
+    /// `once`: guard, archive every due window, guard again.
+    pub async fn once(&self) -> Result<RunReport> {
+        let lease = self.lease().await?;
+        let result = self.once_locked(&lease).await;
+        lease.release().await;
+        self.finish_run(&result);
+        result
+    }
+
+    async fn once_locked(&self, lease: &Lease) -> Result<RunReport> {
+        let recorded = self.state.recorded_starts().await?;
+        let cutoff = self.cutoff(Utc::now());
+        let (due, oldest) = self.unarchived(&recorded, Some(cutoff)).await?;
+        // The guard runs first, so a TTL about to expire unarchived events is raised before the
+        // (possibly long) archive work starts.
+        let before = guard::check(self, oldest, true).await?;
+        self.metrics.due_windows.set(due.len() as i64);
+        let mut report = self.run_windows(due, lease).await?;
+        report.guard = Some(before.clone());
+        if before.triggered {
+            return Err(before.error());
+        }
+        if report.failed > 0 {
+            return Err(ArchiveError::WindowsFailed {
+                failed: report.failed,
+                total: report.failed + report.archived,
+            });
+        }
+        Ok(report)
+    }
+
+    /// `backfill --from --to`: every unarchived window overlapping the range, regardless of age.
+    pub async fn backfill(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<RunReport> {
+        if from >= to {
+            return Err(ArchiveError::Config(format!(
+                "--from ({from}) must be before --to ({to})"
+            )));
+        }
+        let lease = self.lease().await?;
+        let result = async {
+            let now = Utc::now();
+            let recorded = self.state.recorded_starts().await?;
+            let mut todo = vec![];
+            let mut skipped = 0;
+            for w in windows_covering(from, to, self.window_seconds()) {
+                if recorded.contains(&w.start) {
+                    skipped += 1;
+                    continue;
+                }
+                if w.end > now {
+                    tracing::warn!(window = %w.id(), "window has not ended yet; not archived");
+                    continue;
+                }
+                if w.end > self.cutoff(now) {
+                    tracing::warn!(window = %w.id(),
+                        "window ended less than AUDIT_ARCHIVE_GRACE ago: events written late will \
+                         not be in the archive");
+                }
+                if self.count(&w).await? > 0 {
+                    todo.push(w);
+                }
+            }
+            let mut report = self.run_windows(todo, &lease).await?;
+            report.skipped_already_archived = skipped;
+            if report.failed > 0 {
+                return Err(ArchiveError::WindowsFailed {
+                    failed: report.failed,
+                    total: report.failed + report.archived,
+                });
+            }
+            Ok(report)
+        }
+        .await;
+        lease.release().await;
+        self.finish_run(&result);
+        result
+    }
+
+    pub async fn lease(&self) -> Result<Lease> {
+        let ttl = std::time::Duration::from_secs(self.settings.lease_ttl.seconds().unsigned_abs());
+        self.state.acquire_lease(ttl).await
+    }
+
+    fn finish_run(&self, result: &Result<RunReport>) {
+        let label = match result {
+            Ok(_) => "ok",
+            Err(ArchiveError::LeaseBusy { .. }) => "lease_busy",
+            Err(ArchiveError::TtlGuard { .. }) => "ttl_guard",
+            Err(_) => "failed",
+        };
+        self.metrics.runs.with_label_values(&[label]).inc();
+        self.metrics.last_run_seconds.set(Utc::now().timestamp());
+    }
+
+    /// Archives the windows in order. A failing window is logged, counted and left for the
+    /// next run; the others go on.
+    pub async fn run_windows(&self, windows: Vec<Window>, lease: &Lease) -> Result<RunReport> {
+        let mut report = RunReport::default();
+        let mut progress = Progress::new(windows.len() as u64);
+        progress.set_total(windows.len() as u64);
+        for w in windows {
+            lease.check()?;
+            match self.archive_one(&w, lease, &mut progress).await {
+                Ok(rec) => {
+                    report.archived += 1;
+                    report.rows += rec.rows as u64;
+                    report.bytes += rec.bytes as u64;
+                    progress.window_done(&w, rec.rows as u64, rec.bytes as u64, rec.files.len());
+                }
+                Err(e @ ArchiveError::LeaseLost) => return Err(e),
+                Err(e) => {
+                    report.failed += 1;
+                    self.metrics.window_failures.inc();
+                    tracing::error!(window = %w.id(), error = %e, "window not archived; it will be retried on the next run");
+                }
+            }
+        }
+        progress.finish();
+        Ok(report)
+    }
+
+    async fn archive_one(
+        &self,
+        w: &Window,
+        lease: &Lease,
+        progress: &mut Progress,
+    ) -> Result<WindowRecord> {
+        let written = export::write_window(self, w, progress).await?;
+        let files: Vec<FileRecord> = written.files.iter().map(FileRecord::from).collect();
+        let bytes: u64 = written.files.iter().map(|f| f.bytes).sum();
+        let rec = WindowRecord {
+            start: bson::DateTime::from_chrono(w.start),
+            end: bson::DateTime::from_chrono(w.end),
+            source: format!("{}.{}", self.store.db_name, self.store.collection_name),
+            archive_url: self.sink.url.clone(),
+            checksum: window_checksum(&files),
+            files,
+            rows: i64::try_from(written.rows).unwrap_or(i64::MAX),
+            bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+            archived_at: bson::DateTime::now(),
+            archiver_version: env!("CARGO_PKG_VERSION").to_owned(),
+            verified_at: None,
+            purged_at: None,
+            purged_rows: None,
+        };
+        // Another archiver may have taken over while we wrote; it rewrites the same names, so
+        // only the record must not be written twice.
+        lease.check()?;
+        self.state.record(&rec).await?;
+        self.metrics.windows_archived.inc();
+        self.metrics.rows_archived.inc_by(written.rows);
+        self.metrics.bytes_archived.inc_by(bytes);
+        self.metrics.last_archived_end_seconds.set(
+            self.metrics
+                .last_archived_end_seconds
+                .get()
+                .max(w.end.timestamp()),
+        );
+        self.mark_complete_partitions(w, &rec).await?;
+        Ok(rec)
+    }
+
+    /// Writes `_SUCCESS` into each partition holding this window's files once every window
+    /// sharing that partition is archived (or has no events).
+    async fn mark_complete_partitions(&self, w: &Window, rec: &WindowRecord) -> Result<()> {
+        let mut partitions: BTreeSet<String> = BTreeSet::new();
+        for f in &rec.files {
+            if let Some((p, _)) = f.path.rsplit_once('/') {
+                partitions.insert(p.to_owned());
+            }
+        }
+        for hour in w.hours() {
+            let partition = partition_of(hour);
+            if !partitions.contains(&partition) {
+                continue;
+            }
+            let mut complete = true;
+            for other in windows_in_hour(hour, self.window_seconds()) {
+                if other == *w || self.state.get(&other).await?.is_some() {
+                    continue;
+                }
+                if other.end > Utc::now() || self.count(&other).await? > 0 {
+                    complete = false;
+                    break;
+                }
+            }
+            if complete {
+                self.sink
+                    .put_small(&format!("{partition}/_SUCCESS"), b"")
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,265 @@
+//! Event documents → Arrow record batches, and the Parquet schema and writer properties of
+//! DESIGN.md §6:
+//!
+//! | column         | Parquet type                                   | notes                      |
+//! |----------------|------------------------------------------------|----------------------------|
+//! | `id`           | BYTE_ARRAY (UTF8)                              | ObjectId as 24 hex digits  |
+//! | `type`         | BYTE_ARRAY (UTF8), dictionary-encoded          |                            |
+//! | `consumer`     | BYTE_ARRAY (UTF8), dictionary-encoded          |                            |
+//! | `created_at`   | INT64 TIMESTAMP(MILLIS, isAdjustedToUTC=true)  | Spark, Trino, Hive 4       |
+//! | `created_at_ms`| INT64                                          | the same instant as epoch ms, for Hive 3 (which cannot read INT64 timestamps) |
+//! | `payload`      | BYTE_ARRAY (UTF8), nullable                    | relaxed Extended JSON      |
+//!
+//! `payload` is JSON text because Hive cannot read Parquet VARIANT yet; numbers stay numbers
+//! (`1` vs `1.0` is preserved), nested objects and arrays are kept as they are.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use auditlog_common::schema::fields;
+use mongodb::bson::{Bson, Document, RawDocument};
+use parquet::basic::{Compression as PqCompression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::schema::types::ColumnPath;
+
+use crate::config::Compression;
+use crate::error::{ArchiveError, Result};
+
+pub const COL_ID: &str = "id";
+pub const COL_TYPE: &str = "type";
+pub const COL_CONSUMER: &str = "consumer";
+pub const COL_CREATED_AT: &str = "created_at";
+pub const COL_CREATED_AT_MS: &str = "created_at_ms";
+pub const COL_PAYLOAD: &str = "payload";
+
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(COL_ID, DataType::Utf8, false),
+        Field::new(COL_TYPE, DataType::Utf8, false),
+        Field::new(COL_CONSUMER, DataType::Utf8, false),
+        Field::new(
+            COL_CREATED_AT,
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new(COL_CREATED_AT_MS, DataType::Int64, false),
+        Field::new(COL_PAYLOAD, DataType::Utf8, true),
+    ]))
+}
+
+/// Writer properties: compression, row-group size, dictionary only where values repeat, and
+/// file metadata saying which window of which source this is.
+pub fn writer_properties(
+    compression: Compression,
+    row_group_rows: usize,
+    metadata: Vec<KeyValue>,
+) -> Result<WriterProperties> {
+    let codec = match compression {
+        Compression::Snappy => PqCompression::SNAPPY,
+        Compression::Zstd => PqCompression::ZSTD(ZstdLevel::try_new(3)?),
+    };
+    Ok(WriterProperties::builder()
+        // Version 1 data pages: the widest reader support (older Hive and Impala).
+        .set_writer_version(WriterVersion::PARQUET_1_0)
+        .set_compression(codec)
+        .set_max_row_group_row_count(Some(row_group_rows))
+        .set_dictionary_enabled(false)
+        .set_column_dictionary_enabled(ColumnPath::from(COL_TYPE), true)
+        .set_column_dictionary_enabled(ColumnPath::from(COL_CONSUMER), true)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_column_statistics_enabled(ColumnPath::from(COL_PAYLOAD), EnabledStatistics::None)
+        .set_key_value_metadata(Some(metadata))
+        .set_created_by(format!("auditlog-archiver {}", env!("CARGO_PKG_VERSION")))
+        .build())
+}
+
+/// One decoded event row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub id: String,
+    pub created_at_ms: i64,
+    pub r#type: String,
+    pub consumer: String,
+    pub payload: Option<String>,
+}
+
+/// Decodes one stored event. Missing or mistyped required fields are an error naming the
+/// event, never a silently different row.
+pub fn decode(raw: &RawDocument) -> Result<Row> {
+    let id_value = raw
+        .get(fields::ID)
+        .map_err(|e| bad("?", &e.to_string()))?
+        .ok_or_else(|| bad("?", "no _id"))?;
+    let id = match id_value.as_object_id() {
+        Some(oid) => oid.to_hex(),
+        None => match id_value.as_str() {
+            Some(s) => s.to_owned(),
+            None => Bson::try_from(id_value)
+                .map(|b| b.into_relaxed_extjson().to_string())
+                .map_err(|e| bad("?", &e.to_string()))?,
+        },
+    };
+    let str_field = |name: &str| -> Result<String> {
+        raw.get_str(name)
+            .map(str::to_owned)
+            .map_err(|e| bad(&id, &format!("`{name}`: {e}")))
+    };
+    let created_at_ms = raw
+        .get_datetime(fields::CREATED_AT)
+        .map_err(|e| bad(&id, &format!("`created_at`: {e}")))?
+        .timestamp_millis();
+    let payload = match raw
+        .get(fields::PAYLOAD)
+        .map_err(|e| bad(&id, &e.to_string()))?
+    {
+        None => None,
+        Some(v) if v.as_null().is_some() => None,
+        Some(v) => {
+            let bson = Bson::try_from(v).map_err(|e| bad(&id, &format!("`payload`: {e}")))?;
+            Some(payload_json(bson))
+        }
+    };
+    Ok(Row {
+        r#type: str_field(fields::TYPE)?,
+        consumer: str_field(fields::CONSUMER)?,
+        id,
+        created_at_ms,
+        payload,
+    })
+}
+
+/// The JSON text stored in `payload`: relaxed Extended JSON, which is plain JSON for
+/// everything the HTTP API accepts.
+pub fn payload_json(payload: Bson) -> String {
+    payload.into_relaxed_extjson().to_string()
+}
+
+/// Same as [`payload_json`] for a document (tests compare with this).
+pub fn document_payload_json(doc: &Document) -> Option<String> {
+    match doc.get(fields::PAYLOAD) {
+        None | Some(Bson::Null) => None,
+        Some(v) => Some(payload_json(v.clone())),
+    }
+}
+
+fn bad(id: &str, reason: &str) -> ArchiveError {
+    ArchiveError::BadEvent {
+        id: id.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Accumulates rows into one Arrow record batch.
+pub struct BatchBuilder {
+    id: StringBuilder,
+    r#type: StringBuilder,
+    consumer: StringBuilder,
+    created_at: TimestampMillisecondBuilder,
+    created_at_ms: Int64Builder,
+    payload: StringBuilder,
+    rows: usize,
+}
+
+impl BatchBuilder {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            id: StringBuilder::with_capacity(capacity, capacity * 24),
+            r#type: StringBuilder::with_capacity(capacity, capacity * 16),
+            consumer: StringBuilder::with_capacity(capacity, capacity * 16),
+            created_at: TimestampMillisecondBuilder::with_capacity(capacity).with_timezone("UTC"),
+            created_at_ms: Int64Builder::with_capacity(capacity),
+            payload: StringBuilder::with_capacity(capacity, capacity * 64),
+            rows: 0,
+        }
+    }
+
+    pub fn push(&mut self, row: &Row) {
+        self.id.append_value(&row.id);
+        self.r#type.append_value(&row.r#type);
+        self.consumer.append_value(&row.consumer);
+        self.created_at.append_value(row.created_at_ms);
+        self.created_at_ms.append_value(row.created_at_ms);
+        self.payload.append_option(row.payload.as_deref());
+        self.rows += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The batch so far; the builder is empty afterwards.
+    pub fn finish(&mut self) -> Result<RecordBatch> {
+        self.rows = 0;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.id.finish()),
+            Arc::new(self.r#type.finish()),
+            Arc::new(self.consumer.finish()),
+            Arc::new(self.created_at.finish()),
+            Arc::new(self.created_at_ms.finish()),
+            Arc::new(self.payload.finish()),
+        ];
+        Ok(RecordBatch::try_new(schema(), columns)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::{doc, oid::ObjectId, DateTime, RawDocumentBuf};
+
+    #[test]
+    fn decodes_every_field_and_keeps_number_kinds() {
+        let oid = ObjectId::new();
+        let d = doc! {
+            "_id": oid, "type": "login", "consumer": "café ☕",
+            "created_at": DateTime::from_millis(1_714_528_800_000),
+            "payload": { "i": 1, "big": 9_007_199_254_740_993_i64, "f": 1.0, "n": Bson::Null,
+                          "a": [1, "x", { "k": true }], "s": "\u{1F600}\"\\" },
+        };
+        let raw = RawDocumentBuf::from_document(&d).unwrap();
+        let row = decode(&raw).unwrap();
+        assert_eq!(row.id, oid.to_hex());
+        assert_eq!(row.consumer, "café ☕");
+        assert_eq!(row.created_at_ms, 1_714_528_800_000);
+        let p: serde_json::Value = serde_json::from_str(row.payload.as_deref().unwrap()).unwrap();
+        assert_eq!(p["i"], serde_json::json!(1));
+        assert_eq!(p["big"], serde_json::json!(9_007_199_254_740_993_i64));
+        assert!(p["f"].is_f64());
+        assert_eq!(p["a"][2]["k"], serde_json::json!(true));
+        assert_eq!(p["s"], serde_json::json!("\u{1F600}\"\\"));
+    }
+
+    #[test]
+    fn missing_payload_is_null_and_missing_type_is_an_error() {
+        let d = doc! { "_id": ObjectId::new(), "type": "t", "consumer": "c",
+        "created_at": DateTime::from_millis(0) };
+        let raw = RawDocumentBuf::from_document(&d).unwrap();
+        assert_eq!(decode(&raw).unwrap().payload, None);
+        let d = doc! { "_id": ObjectId::new(), "consumer": "c", "created_at": DateTime::from_millis(0) };
+        let raw = RawDocumentBuf::from_document(&d).unwrap();
+        assert!(matches!(decode(&raw), Err(ArchiveError::BadEvent { .. })));
+    }
+
+    #[test]
+    fn batches_have_the_documented_schema() {
+        let mut b = BatchBuilder::new(2);
+        b.push(&Row {
+            id: "a".into(),
+            created_at_ms: 5,
+            r#type: "t".into(),
+            consumer: "c".into(),
+            payload: None,
+        });
+        let batch = b.finish().unwrap();
+        assert_eq!(batch.num_rows(), 1);
+        assert_eq!(batch.schema(), schema());
+        assert!(b.is_empty());
+    }
+}

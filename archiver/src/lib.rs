@@ -1,0 +1,35 @@
+//! `auditlog-archiver`: exports aged events from MongoDB to Parquet files (local directory,
+//! S3 or HDFS) window by window, exactly once, before the TTL index expires them.
+//! DESIGN.md §6 is the design; `docs/archiver.md` is the user's guide.
+//!
+//! # Layout
+//! - [`config`]: every setting (flag + env var) and the subcommands; pure validation.
+//! - [`window`]: UTC windows, when they are due, partition paths and file names.
+//! - [`schedule`]: the cron expression of `run`, parsed as the scheduler parses it.
+//! - [`encode`]: event documents → Arrow batches; the Parquet schema and writer properties.
+//! - [`sink`]: the object store (file, S3, HDFS): atomic publish, listing, footers, checksums.
+//! - [`export`]: archiving one window — stream, write, publish, clean up, read back, compare.
+//! - [`state`]: window records and the lease, in MongoDB.
+//! - [`archive`]: due windows, `once`, `backfill`, recording and `_SUCCESS` markers.
+//! - [`guard`]: the TTL guard.
+//! - [`status`], [`verify`], [`purge`]: the read-only report, the re-check, the deletion.
+//! - [`daemon`]: `run` — scheduler, `/healthz`, `/metrics`, graceful shutdown.
+//! - [`metrics`], [`progress`]: Prometheus metrics; progress bar or log lines.
+//! - [`error`]: typed errors and their exit codes.
+
+pub mod archive;
+pub mod config;
+pub mod daemon;
+pub mod encode;
+pub mod error;
+pub mod export;
+pub mod guard;
+pub mod metrics;
+pub mod progress;
+pub mod purge;
+pub mod schedule;
+pub mod sink;
+pub mod state;
+pub mod status;
+pub mod verify;
+pub mod window;

@@ -1,0 +1,113 @@
+//! `purge`: where the server has no TTL index, events leave MongoDB only here, and only when
+//! their window is archived, its files still read back with the recorded row count, MongoDB
+//! still holds exactly that many events for the window, and the window is older than
+//! `AUDIT_RETENTION_DAYS`. Anything else is skipped with a reason, never deleted.
+
+use chrono::Utc;
+use mongodb::bson::{self, doc};
+use serde::Serialize;
+
+use crate::archive::Archiver;
+use crate::error::{ArchiveError, Result};
+use crate::export::window_filter;
+
+#[derive(Debug, Default, Serialize)]
+pub struct PurgeReport {
+    pub purged_windows: usize,
+    pub purged_rows: u64,
+    pub skipped: Vec<String>,
+    pub dry_run: bool,
+}
+
+pub async fn purge(a: &Archiver, dry_run: bool) -> Result<PurgeReport> {
+    let Some(retention) = a.settings.retention_seconds() else {
+        return Err(ArchiveError::Config(
+            "AUDIT_RETENTION_DAYS is 0 (keep forever): purge has nothing to do".into(),
+        ));
+    };
+    if a.server.supports_ttl() {
+        tracing::info!("this server has TTL indexes; purge only removes what TTL has not yet");
+    }
+    let lease = a.lease().await?;
+    let result = purge_locked(a, retention, dry_run, &lease).await;
+    lease.release().await;
+    result
+}
+
+async fn purge_locked(
+    a: &Archiver,
+    retention_seconds: i64,
+    dry_run: bool,
+    lease: &crate::state::Lease,
+) -> Result<PurgeReport> {
+    let horizon = Utc::now() - chrono::Duration::seconds(retention_seconds);
+    let mut report = PurgeReport {
+        dry_run,
+        ..PurgeReport::default()
+    };
+    for rec in a.state.all().await? {
+        let w = rec.window();
+        if rec.purged_at.is_some() || w.end > horizon {
+            continue;
+        }
+        let mut file_rows = 0i64;
+        let mut unreadable = None;
+        for f in &rec.files {
+            match a.sink.footer_rows(&f.path).await {
+                Ok((r, _)) => file_rows += r as i64,
+                Err(e) => unreadable = Some(format!("{}: {e}", f.path)),
+            }
+        }
+        if let Some(why) = unreadable {
+            report
+                .skipped
+                .push(format!("{}: archive file unreadable ({why})", w.id()));
+            continue;
+        }
+        if file_rows != rec.rows {
+            report.skipped.push(format!(
+                "{}: files hold {file_rows} rows, recorded {}",
+                w.id(),
+                rec.rows
+            ));
+            continue;
+        }
+        let count = a.count(&w).await? as i64;
+        if count != rec.rows {
+            report.skipped.push(format!(
+                "{}: MongoDB holds {count} events but {} were archived; archive it again \
+                 (backfill) before purging",
+                w.id(),
+                rec.rows
+            ));
+            continue;
+        }
+        if dry_run {
+            report.purged_windows += 1;
+            report.purged_rows += count as u64;
+            continue;
+        }
+        lease.check()?;
+        let deleted = a
+            .store
+            .events()
+            .delete_many(window_filter(&w))
+            .await
+            .map_err(ArchiveError::mongo("delete purged window"))?
+            .deleted_count;
+        a.state
+            .mark(
+                rec.start,
+                doc! { "purged_at": bson::DateTime::now(), "purged_rows": deleted as i64 },
+            )
+            .await?;
+        a.metrics.purged_rows.inc_by(deleted);
+        tracing::info!(window = %w.id(), deleted, "purged archived window from MongoDB");
+        report.purged_windows += 1;
+        report.purged_rows += deleted;
+    }
+    for s in &report.skipped {
+        tracing::warn!(reason = %s, "window not purged");
+    }
+    Ok(report)
+}

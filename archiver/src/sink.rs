@@ -1,0 +1,361 @@
+//! Where archive files go: one `object_store` over a local directory, S3 or HDFS, and the few
+//! operations the archiver needs on it — publish atomically, list a partition, delete, read a
+//! file's Parquet footer and checksum.
+//!
+//! Publishing: a file is written under a hidden temporary name (`.part-….parquet.inprogress`)
+//! and renamed into place, so readers never see a partial file. On S3 a rename is a copy plus
+//! a delete, while an upload itself only becomes visible when it completes; there the file is
+//! uploaded straight to its final name, which is just as atomic and half the requests.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+#[allow(deprecated)] // its replacement (a hand-written AsyncFileReader) would add nothing here
+use parquet::arrow::async_reader::ParquetObjectReader;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use sha2::{Digest, Sha256};
+
+use crate::config::Settings;
+use crate::error::{ArchiveError, Result};
+
+/// The archive location, parsed from `AUDIT_ARCHIVE_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveUrl {
+    Local { dir: std::path::PathBuf },
+    S3 { bucket: String, prefix: String },
+    Hdfs { namenode: String, prefix: String },
+}
+
+impl ArchiveUrl {
+    pub fn parse(raw: &str) -> Result<Self> {
+        let bad = |why: &str| ArchiveError::Config(format!("AUDIT_ARCHIVE_URL `{raw}`: {why}"));
+        if !raw.contains("://") {
+            if raw.is_empty() {
+                return Err(bad("empty"));
+            }
+            return Ok(ArchiveUrl::Local { dir: raw.into() });
+        }
+        let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+        let prefix = url.path().trim_matches('/').to_owned();
+        match url.scheme() {
+            "file" => {
+                let dir = url
+                    .to_file_path()
+                    .map_err(|_| bad("file:// URLs need an absolute path"))?;
+                Ok(ArchiveUrl::Local { dir })
+            }
+            "s3" => {
+                let bucket = url
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| bad("s3:// URLs need a bucket: s3://bucket/prefix"))?;
+                Ok(ArchiveUrl::S3 {
+                    bucket: bucket.to_owned(),
+                    prefix,
+                })
+            }
+            "hdfs" | "viewfs" => {
+                let host = url
+                    .host_str()
+                    .ok_or_else(|| bad("hdfs:// URLs need a namenode: hdfs://host:port/path"))?;
+                let namenode = match url.port() {
+                    Some(p) => format!("{}://{host}:{p}", url.scheme()),
+                    None => format!("{}://{host}", url.scheme()),
+                };
+                Ok(ArchiveUrl::Hdfs { namenode, prefix })
+            }
+            other => Err(bad(&format!(
+                "unsupported scheme `{other}` (use a path, file://, s3:// or hdfs://)"
+            ))),
+        }
+    }
+}
+
+/// The opened archive store. Paths given to its methods are relative to
+/// `<archive root>/<db>/<collection>/`.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    store: Arc<dyn ObjectStore>,
+    /// `<db>/<collection>` inside the archive root.
+    base: Path,
+    /// Upload straight to the final name (see the module docs).
+    direct_publish: bool,
+    /// The URL, for logs and state records.
+    pub url: String,
+    /// The directory of a local archive (to clean staging files the store does not list).
+    local_root: Option<std::path::PathBuf>,
+}
+
+/// One published file, as recorded in the window's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileFacts {
+    /// Relative to `<db>/<collection>/`, e.g. `dt=2024-05-01/hour=02/part-…-0000.parquet`.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// SHA-256 of the file's bytes, hex.
+    pub sha256: String,
+}
+
+impl Sink {
+    pub fn open(settings: &Settings) -> Result<Self> {
+        let url = ArchiveUrl::parse(&settings.archive_url)?;
+        let mut local_root = None;
+        let (store, direct_publish): (Arc<dyn ObjectStore>, bool) = match &url {
+            ArchiveUrl::Local { dir } => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    ArchiveError::Config(format!(
+                        "cannot create archive directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+                // fsync: a window is recorded as archived only after its files are durable.
+                let fs = LocalFileSystem::new_with_prefix(dir)?.with_fsync(true);
+                local_root = std::fs::canonicalize(dir).ok();
+                (Arc::new(fs), false)
+            }
+            ArchiveUrl::S3 { bucket, prefix } => {
+                let s3 = &settings.s3;
+                let mut b = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_region(&s3.s3_region)
+                    .with_allow_http(s3.s3_allow_http)
+                    .with_virtual_hosted_style_request(s3.s3_virtual_hosted);
+                if let Some(e) = &s3.s3_endpoint {
+                    b = b.with_endpoint(e);
+                }
+                if let Some(k) = &s3.s3_access_key_id {
+                    b = b.with_access_key_id(k);
+                }
+                if let Some(k) = &s3.s3_secret_access_key {
+                    b = b.with_secret_access_key(k);
+                }
+                let s3_store = b.build()?;
+                (prefixed(Arc::new(s3_store), prefix), true)
+            }
+            ArchiveUrl::Hdfs { namenode, prefix } => {
+                let config = parse_kv(&settings.hdfs_config)?;
+                let hdfs = hdfs_native_object_store::HdfsObjectStoreBuilder::new()
+                    .with_url(namenode.clone())
+                    .with_config(config)
+                    .build()?;
+                (prefixed(Arc::new(hdfs), prefix), false)
+            }
+        };
+        let base = Path::from_iter([
+            settings.mongo.db_name.as_str(),
+            settings.mongo.collection.as_str(),
+        ]);
+        Ok(Sink {
+            store,
+            base,
+            direct_publish,
+            url: settings.archive_url.clone(),
+            local_root,
+        })
+    }
+
+    pub fn path(&self, relative: &str) -> Path {
+        let mut p = self.base.clone();
+        for part in relative.split('/').filter(|s| !s.is_empty()) {
+            p = p.clone().join(part);
+        }
+        p
+    }
+
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// Where a file is written before it is published.
+    pub fn write_location(&self, partition: &str, final_name: &str, temp_name: &str) -> Path {
+        if self.direct_publish {
+            self.path(&format!("{partition}/{final_name}"))
+        } else {
+            self.path(&format!("{partition}/{temp_name}"))
+        }
+    }
+
+    /// Makes a written file visible under its final name.
+    pub async fn publish(&self, written: &Path, final_path: &Path) -> Result<()> {
+        if written != final_path {
+            self.store.rename(written, final_path).await?;
+        }
+        Ok(())
+    }
+
+    /// Names (not paths) of the objects directly inside a partition directory.
+    pub async fn list_names(&self, partition: &str) -> Result<Vec<String>> {
+        let prefix = self.path(partition);
+        let listing = match self.store.list_with_delimiter(Some(&prefix)).await {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(listing
+            .objects
+            .into_iter()
+            .filter_map(|o| o.location.filename().map(str::to_owned))
+            .collect())
+    }
+
+    pub async fn delete(&self, relative: &str) -> Result<()> {
+        match self.store.delete(&self.path(relative)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn put_small(&self, relative: &str, body: &'static [u8]) -> Result<()> {
+        self.store
+            .put(&self.path(relative), PutPayload::from_static(body))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn exists(&self, relative: &str) -> Result<bool> {
+        match self.store.head(&self.path(relative)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Rows and size of a published file, read from its Parquet footer.
+    #[allow(deprecated)]
+    pub async fn footer_rows(&self, relative: &str) -> Result<(u64, u64)> {
+        let path = self.path(relative);
+        let meta = self.store.head(&path).await?;
+        let reader = ParquetObjectReader::new(self.store.clone(), path).with_file_size(meta.size);
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        let rows = builder.metadata().file_metadata().num_rows();
+        Ok((u64::try_from(rows).unwrap_or(0), meta.size))
+    }
+
+    /// SHA-256 of a published file, streamed (memory stays at one chunk).
+    pub async fn sha256(&self, relative: &str) -> Result<String> {
+        let mut stream = self.store.get(&self.path(relative)).await?.into_stream();
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = stream.try_next().await? {
+            hasher.update(&chunk);
+        }
+        Ok(hex(&hasher.finalize()))
+    }
+}
+
+fn prefixed(store: Arc<dyn ObjectStore>, prefix: &str) -> Arc<dyn ObjectStore> {
+    if prefix.is_empty() {
+        store
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    }
+}
+
+fn parse_kv(raw: &str) -> Result<HashMap<String, String>> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .ok_or_else(|| {
+                    ArchiveError::Config(format!("AUDIT_HDFS_CONFIG: `{pair}` is not key=value"))
+                })
+        })
+        .collect()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_of_every_backend_parse() {
+        assert_eq!(
+            ArchiveUrl::parse("./archive").unwrap(),
+            ArchiveUrl::Local {
+                dir: "./archive".into()
+            }
+        );
+        assert_eq!(
+            ArchiveUrl::parse("file:///var/lib/archive").unwrap(),
+            ArchiveUrl::Local {
+                dir: "/var/lib/archive".into()
+            }
+        );
+        assert_eq!(
+            ArchiveUrl::parse("s3://bucket/audit/events").unwrap(),
+            ArchiveUrl::S3 {
+                bucket: "bucket".into(),
+                prefix: "audit/events".into()
+            }
+        );
+        assert_eq!(
+            ArchiveUrl::parse("hdfs://nn:9000/archive").unwrap(),
+            ArchiveUrl::Hdfs {
+                namenode: "hdfs://nn:9000".into(),
+                prefix: "archive".into()
+            }
+        );
+        assert!(ArchiveUrl::parse("ftp://x/y").is_err());
+        assert!(ArchiveUrl::parse("s3:///nobucket").is_err());
+    }
+
+    #[test]
+    fn hdfs_config_pairs() {
+        let m = parse_kv("dfs.a=1, dfs.b = two").unwrap();
+        assert_eq!(m.get("dfs.b").map(String::as_str), Some("two"));
+        assert!(parse_kv("novalue").is_err());
+        assert!(parse_kv("").unwrap().is_empty());
+    }
+}
+
+impl Sink {
+    /// Removes leftovers of interrupted writes of a window in one partition: hidden temporary
+    /// files (ours, and the object store's own staging files) and published files of the
+    /// window that the latest run did not write. Returns how many objects were removed.
+    pub async fn remove_stale(
+        &self,
+        partition: &str,
+        window_prefix: &str,
+        keep: &[String],
+    ) -> Result<usize> {
+        let mut removed = 0;
+        for name in self.list_names(partition).await? {
+            let ours = name.starts_with(window_prefix)
+                || (name.starts_with('.') && name.contains(window_prefix));
+            if ours && !keep.contains(&name) {
+                self.delete(&format!("{partition}/{name}")).await?;
+                removed += 1;
+            }
+        }
+        // The local store hides its own staging files (`name#N`) from listings.
+        if let Some(root) = &self.local_root {
+            let dir = root.join(self.base.as_ref()).join(partition);
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with('.') && name.contains(window_prefix) && name.contains('#') {
+                        let _ = std::fs::remove_file(e.path());
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,121 @@
+//! `status`: what an operator asks first — what is archived, what is due, how far behind,
+//! and how long until TTL would expire the oldest unarchived event.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::archive::Archiver;
+use crate::error::Result;
+use crate::guard::{self, GuardReport};
+use crate::schedule;
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub now: DateTime<Utc>,
+    pub source: String,
+    pub archive_url: String,
+    pub archived_windows: usize,
+    pub archived_rows: i64,
+    pub last_archived_window: Option<WindowSummary>,
+    /// Windows with events, past `archive_after + grace`, not archived yet.
+    pub due_windows: usize,
+    pub oldest_due_window: Option<DateTime<Utc>>,
+    /// How long the oldest due window has been due (0 when nothing is due).
+    pub lag_seconds: i64,
+    pub guard: GuardReport,
+    pub next_scheduled_run: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WindowSummary {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub rows: i64,
+    pub files: usize,
+    pub archived_at: DateTime<Utc>,
+}
+
+pub async fn status(a: &Archiver) -> Result<StatusReport> {
+    let now = Utc::now();
+    let records = a.state.all().await?;
+    let recorded = records.iter().map(|r| r.start.to_chrono()).collect();
+    let cutoff = a.cutoff(now);
+    let (due, oldest) = a.unarchived(&recorded, Some(cutoff)).await?;
+    let guard = guard::check(a, oldest, false).await?;
+    let last = records.iter().max_by_key(|r| r.end).map(|r| WindowSummary {
+        start: r.start.to_chrono(),
+        end: r.end.to_chrono(),
+        rows: r.rows,
+        files: r.files.len(),
+        archived_at: r.archived_at.to_chrono(),
+    });
+    let lag_seconds = due
+        .first()
+        .map(|w| (cutoff - w.end).num_seconds().max(0))
+        .unwrap_or(0);
+    Ok(StatusReport {
+        now,
+        source: format!("{}.{}", a.store.db_name, a.store.collection_name),
+        archive_url: a.sink.url.clone(),
+        archived_windows: records.len(),
+        archived_rows: records.iter().map(|r| r.rows).sum(),
+        last_archived_window: last,
+        due_windows: due.len(),
+        oldest_due_window: due.first().map(|w| w.start),
+        lag_seconds,
+        guard,
+        next_scheduled_run: schedule::parse(&a.settings.archive_schedule)
+            .ok()
+            .and_then(|c| schedule::next_after(&c, now)),
+    })
+}
+
+pub fn render(r: &StatusReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "source:               {}", r.source);
+    let _ = writeln!(s, "archive:              {}", r.archive_url);
+    let _ = writeln!(
+        s,
+        "archived:             {} windows, {} events",
+        r.archived_windows, r.archived_rows
+    );
+    match &r.last_archived_window {
+        Some(w) => {
+            let _ = writeln!(
+                s,
+                "last archived window: {} .. {} ({} events, {} files, at {})",
+                w.start, w.end, w.rows, w.files, w.archived_at
+            );
+        }
+        None => {
+            let _ = writeln!(s, "last archived window: none");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "due windows:          {}{}",
+        r.due_windows,
+        r.oldest_due_window
+            .map(|t| format!(" (oldest starts {t})"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(s, "lag:                  {} s", r.lag_seconds);
+    let g = &r.guard;
+    let expiry = match (g.seconds_left, g.ttl_seconds) {
+        (Some(left), Some(ttl)) => format!(
+            "{left} s left before expiry of the oldest unarchived event ({}; TTL {ttl} s from {:?}){}",
+            g.oldest_unarchived.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            g.ttl_source,
+            if g.triggered { " — TTL GUARD TRIGGERED" } else { "" }
+        ),
+        (None, Some(_)) => "nothing unarchived".into(),
+        _ => "no TTL and no retention: nothing expires".into(),
+    };
+    let _ = writeln!(s, "ttl:                  {expiry}");
+    if let Some(n) = r.next_scheduled_run {
+        let _ = writeln!(s, "next scheduled run:   {n}");
+    }
+    s
+}
