@@ -53,6 +53,8 @@ pub mod codes {
     pub const UNAUTHORIZED: i32 = 13;
     pub const AUTHENTICATION_FAILED: i32 = 18;
     pub const ALREADY_INITIALIZED: i32 = 23;
+    pub const COMMAND_NOT_FOUND: i32 = 59;
+    pub const NO_REPLICATION_ENABLED: i32 = 76;
 }
 
 impl CmdError {
@@ -65,13 +67,18 @@ impl CmdError {
 
     /// Whether waiting and trying again may help. During bootstrap members restart, elect
     /// primaries and learn configurations, so nearly everything is worth retrying until the
-    /// deadline; wrong credentials and missing privileges are not.
+    /// deadline; wrong credentials, missing privileges and a server that cannot be a
+    /// replica-set member (no `--replSet`, or not MongoDB at all) are not.
     pub fn is_retriable(&self) -> bool {
         match self {
             CmdError::Auth(_) => false,
-            CmdError::Server { code, .. } => {
-                !matches!(*code, codes::UNAUTHORIZED | codes::AUTHENTICATION_FAILED)
-            }
+            CmdError::Server { code, .. } => !matches!(
+                *code,
+                codes::UNAUTHORIZED
+                    | codes::AUTHENTICATION_FAILED
+                    | codes::COMMAND_NOT_FOUND
+                    | codes::NO_REPLICATION_ENABLED
+            ),
             CmdError::Unreachable(_) | CmdError::Other(_) => true,
         }
     }
