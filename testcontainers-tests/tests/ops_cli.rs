@@ -246,3 +246,20 @@ async fn bootstrap_with_an_unreadable_keyfile_is_a_configuration_error() {
         run.stderr
     );
 }
+
+#[tokio::test]
+async fn a_missing_tls_file_is_a_configuration_error_not_a_timeout() {
+    let mongo = test_mongo().await;
+    let run = ops(
+        mongo.env(),
+        &["status", "--tls-ca-file=/nonexistent/ca.crt"],
+    )
+    .await;
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("cannot read TLS file /nonexistent/ca.crt"),
+        "{}",
+        run.stderr
+    );
+}

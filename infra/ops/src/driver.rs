@@ -49,6 +49,16 @@ impl DriverCluster {
                 Some(Tls::Enabled(t)) => t,
                 _ => TlsOptions::default(),
             };
+            // The driver reads these only when it connects, and its error then looks like an
+            // unreachable server; a missing file is a configuration error, said at once.
+            for path in [&auth.tls_ca_file, &auth.tls_certificate_key_file]
+                .into_iter()
+                .flatten()
+            {
+                std::fs::File::open(path).map_err(|e| {
+                    OpsError::Config(format!("cannot read TLS file {}: {e}", path.display()))
+                })?;
+            }
             if let Some(ca) = &auth.tls_ca_file {
                 tls.ca_file_path = Some(ca.clone());
             }

@@ -7,7 +7,6 @@ use std::fmt::Write as _;
 
 use auditlog_common::schema::{self, TTL_INDEX_NAME};
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use serde::Serialize;
 
@@ -111,7 +110,14 @@ pub async fn gather(c: &DriverCluster) -> Result<StatusReport, OpsError> {
     };
 
     if server.is_mongos {
-        sharded_parts(c, &mut report, &mut problems).await;
+        sharded_parts(
+            c,
+            &store.db_name,
+            &store.collection_name,
+            &mut report,
+            &mut problems,
+        )
+        .await;
     } else if server.replica_set.is_some() {
         report.replica_set = Some(replset_status(c, &[Target::Router]).await);
     }
@@ -157,7 +163,14 @@ fn days(secs: i64) -> String {
     }
 }
 
-async fn sharded_parts(c: &DriverCluster, report: &mut StatusReport, problems: &mut Vec<String>) {
+/// Everything read through mongos, over the [`Cluster`] trait so it is tested without one.
+async fn sharded_parts<C: Cluster>(
+    c: &C,
+    db_name: &str,
+    collection: &str,
+    report: &mut StatusReport,
+    problems: &mut Vec<String>,
+) {
     match c
         .run(&Target::Router, "admin", doc! { "listShards": 1 })
         .await
@@ -242,7 +255,7 @@ async fn sharded_parts(c: &DriverCluster, report: &mut StatusReport, problems: &
         Err(e) => problems.push(format!("config.collections: {e}")),
     }
 
-    let docs = per_shard_counts(c).await;
+    let docs = per_shard_counts(c, db_name, collection).await;
     if let Err(e) = &docs {
         problems.push(format!("$collStats: {e}"));
     }
@@ -264,21 +277,30 @@ async fn sharded_parts(c: &DriverCluster, report: &mut StatusReport, problems: &
 }
 
 /// Documents per shard of the events collection (`$collStats` answers once per shard).
-async fn per_shard_counts(c: &DriverCluster) -> Result<Vec<(String, i64)>, mongodb::error::Error> {
-    let cursor = c
-        .store()
-        .events()
-        .aggregate(vec![doc! { "$collStats": { "count": {} } }])
+async fn per_shard_counts<C: Cluster>(
+    c: &C,
+    db_name: &str,
+    collection: &str,
+) -> Result<Vec<(String, i64)>, CmdError> {
+    let reply = c
+        .run(
+            &Target::Router,
+            db_name,
+            doc! {
+                "aggregate": collection,
+                "pipeline": [{ "$collStats": { "count": {} } }],
+                "cursor": {},
+            },
+        )
         .await?;
-    let rows: Vec<Document> = cursor.try_collect().await?;
-    Ok(rows
+    Ok(first_batch(&reply)
         .iter()
         .filter_map(|d| Some((d.get_str("shard").ok()?.to_owned(), get_int(d, "count")?)))
         .collect())
 }
 
 /// `replSetGetStatus` from the first of `members` that answers.
-async fn replset_status(c: &DriverCluster, members: &[Target]) -> ReplSetStatus {
+async fn replset_status<C: Cluster>(c: &C, members: &[Target]) -> ReplSetStatus {
     let mut last: Option<CmdError> = None;
     for m in members {
         match c.run(m, "admin", doc! { "replSetGetStatus": 1 }).await {
@@ -442,5 +464,187 @@ fn render_members(out: &mut String, rs: &ReplSetStatus) {
             m.state,
             if m.healthy { "" } else { " (unhealthy)" }
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auditlog_common::schema::{Retention, StorageReport};
+    use auditlog_common::store::ServerInfo;
+    use mongodb::bson::Uuid;
+
+    /// Replies by (target, command name); anything else is "unreachable".
+    struct Scripted(Vec<(Target, &'static str, Document)>);
+
+    impl Cluster for Scripted {
+        async fn run(
+            &self,
+            target: &Target,
+            _db: &str,
+            command: Document,
+        ) -> Result<Document, CmdError> {
+            let name = command.keys().next().cloned().unwrap_or_default();
+            self.0
+                .iter()
+                .find(|(t, n, _)| t == target && *n == name)
+                .map(|(_, _, r)| r.clone())
+                .ok_or_else(|| CmdError::Unreachable(format!("{target}: connection refused")))
+        }
+
+        async fn ensure_storage(
+            &self,
+            _: &ServerInfo,
+            _: Retention,
+        ) -> Result<StorageReport, CmdError> {
+            unreachable!("status does not set anything up")
+        }
+    }
+
+    fn member(name: &str, state: &str, health: f64) -> Document {
+        doc! { "name": name, "stateStr": state, "health": health }
+    }
+
+    fn empty_report() -> StatusReport {
+        StatusReport {
+            server: "mongos".into(),
+            namespace: "dbevents.events".into(),
+            shards: vec![],
+            replica_set: None,
+            balancer: None,
+            shard_key: None,
+            distribution: vec![],
+            documents: Some(5),
+            indexes: vec![],
+            ttl_seconds: None,
+            ttl: "events expire 2592000 s (30 d) after created_at".into(),
+            archive: ArchiveStatus {
+                latest_end: None,
+                lag_seconds: None,
+                note: "no archive recorded".into(),
+            },
+            problems: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn shards_members_primaries_balancer_and_distribution_are_reported() {
+        let uuid = Uuid::new();
+        let router = Target::Router;
+        let m = |h: &str| Target::Member(h.into());
+        let c = Scripted(vec![
+            (
+                router.clone(),
+                "listShards",
+                doc! { "shards": [
+                    { "_id": "shard0", "host": "shard0/a0:27017,a1:27017,a2:27017" },
+                    { "_id": "shard1", "host": "shard1/b0:27017,b1:27017" },
+                ] },
+            ),
+            (
+                m("a0:27017"),
+                "replSetGetStatus",
+                doc! { "set": "shard0", "members": [
+                    member("a0:27017", "PRIMARY", 1.0),
+                    member("a1:27017", "SECONDARY", 1.0),
+                    member("a2:27017", "(not reachable/healthy)", 0.0),
+                ] },
+            ),
+            // b0 is down: the status comes from b1.
+            (
+                m("b1:27017"),
+                "replSetGetStatus",
+                doc! { "set": "shard1", "members": [
+                    member("b0:27017", "(not reachable/healthy)", 0.0),
+                    member("b1:27017", "PRIMARY", 1.0),
+                ] },
+            ),
+            (
+                router.clone(),
+                "balancerStatus",
+                doc! { "mode": "full", "inBalancerRound": false },
+            ),
+            (
+                router.clone(),
+                "find",
+                doc! { "cursor": { "firstBatch": [
+                    { "_id": "dbevents.events", "key": { "consumer": "hashed", "created_at": 1 }, "uuid": uuid },
+                ] } },
+            ),
+            (
+                router.clone(),
+                "aggregate",
+                // Both aggregations answer from this script: chunks carry `_id`/`n`,
+                // $collStats rows carry `shard`/`count`.
+                doc! { "cursor": { "firstBatch": [
+                    { "_id": "shard0", "n": 3 },
+                    { "_id": "shard1", "n": 2 },
+                    { "shard": "shard0", "count": 3_i64 },
+                    { "shard": "shard1", "count": 2_i64 },
+                ] } },
+            ),
+        ]);
+        let mut report = empty_report();
+        let mut problems = vec![];
+        sharded_parts(&c, "dbevents", "events", &mut report, &mut problems).await;
+        assert!(problems.is_empty(), "{problems:?}");
+
+        assert_eq!(report.shards.len(), 2);
+        let s0 = &report.shards[0].replica_set;
+        assert_eq!(s0.primary.as_deref(), Some("a0:27017"));
+        assert!(!s0.members[2].healthy);
+        let s1 = &report.shards[1].replica_set;
+        assert_eq!(s1.primary.as_deref(), Some("b1:27017"));
+        assert_eq!(
+            report.shard_key.as_deref(),
+            Some("{ \"consumer\": \"hashed\", \"created_at\": 1 }")
+        );
+        let dist: Vec<(String, Option<i64>, Option<i64>)> = report
+            .distribution
+            .iter()
+            .map(|d| (d.shard.clone(), d.documents, d.chunks))
+            .collect();
+        assert_eq!(
+            dist,
+            vec![
+                ("shard0".into(), Some(3), Some(3)),
+                ("shard1".into(), Some(2), Some(2)),
+            ]
+        );
+
+        let text = render(&report);
+        assert!(
+            text.contains("  shard1 (shard1/b0:27017,b1:27017)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    a2:27017                                 (not reachable/healthy) (unhealthy)\n"),
+            "{text}"
+        );
+        assert!(text.contains("balancer:    mode full\n"), "{text}");
+        assert!(
+            text.contains("  shard0               documents            3  chunks      3\n"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_shard_with_no_member_answering_is_reported_not_fatal() {
+        let c = Scripted(vec![(
+            Target::Router,
+            "listShards",
+            doc! { "shards": [{ "_id": "shard0", "host": "shard0/a0:27017" }] },
+        )]);
+        let mut report = empty_report();
+        let mut problems = vec![];
+        sharded_parts(&c, "dbevents", "events", &mut report, &mut problems).await;
+        let s0 = &report.shards[0].replica_set;
+        assert!(s0.members.is_empty());
+        assert!(s0.error.as_deref().is_some_and(|e| e.contains("a0:27017")));
+        assert!(
+            problems.iter().any(|p| p.starts_with("balancerStatus")),
+            "{problems:?}"
+        );
+        assert!(render(&report).contains("members unknown: unreachable: a0:27017"));
     }
 }
