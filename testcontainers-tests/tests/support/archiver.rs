@@ -384,3 +384,11 @@ pub async fn window_records(mongo: &TestMongo) -> Vec<Document> {
         .await
         .unwrap()
 }
+
+impl Archiver {
+    pub fn clone_env(&self) -> Self {
+        Archiver {
+            env: self.env.clone(),
+        }
+    }
+}

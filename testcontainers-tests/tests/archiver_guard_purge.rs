@@ -1,0 +1,182 @@
+//! The TTL guard triggers on a crafted state (loud error, non-zero `once`, `status` shows it;
+//! on real MongoDB the TTL is raised with collMod), and `purge` deletes only windows that are
+//! archived, still verify, hold the archived count, and are older than the retention.
+
+#[path = "support/archiver.rs"]
+mod support;
+
+use chrono::{Duration, Utc};
+use mongodb::bson::doc;
+use support::*;
+use testcontainers_tests::mongo::test_mongo;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiver_ttl_guard_triggers_when_unarchived_events_near_expiry() {
+    let mongo = test_mongo().await;
+    // Retention 1 day, safety margin 6 h: an event created 20 h ago expires in 4 h.
+    let old = Utc::now() - Duration::hours(20);
+    insert(
+        &mongo,
+        &[event(old, "near.expiry", "c", Some(doc! { "k": 1 }))],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let archiver = Archiver::new(&mongo, dir.path().to_str().unwrap())
+        .env("AUDIT_RETENTION_DAYS", "1")
+        .env("AUDIT_ARCHIVE_AFTER", "1h")
+        .env("AUDIT_ARCHIVE_SAFETY_MARGIN", "6h");
+
+    let status = archiver.run(&["status", "--json"]).expect_code(0).json();
+    assert_eq!(status["guard"]["triggered"], true, "{status}");
+    let left = status["guard"]["seconds_left"].as_i64().unwrap();
+    assert!((3 * 3600..=4 * 3600 + 60).contains(&left), "{left}");
+    assert_eq!(status["due_windows"], 1);
+    let text = archiver.run(&["status"]).expect_code(0).stdout();
+    assert!(text.contains("TTL GUARD TRIGGERED"), "{text}");
+
+    let ran = archiver.run(&["once"]).expect_code(4);
+    assert!(ran.stderr().contains("TTL GUARD"), "{}", ran.stderr());
+    // The guard does not stop the archiving itself: the window is archived.
+    assert_eq!(window_records(&mongo).await.len(), 1);
+    let status = archiver.run(&["status", "--json"]).expect_code(0).json();
+    assert_eq!(status["guard"]["triggered"], false, "{status}");
+    archiver.run(&["once"]).expect_code(0);
+
+    // With a comfortable margin nothing triggers.
+    let relaxed = Archiver::new(&mongo, dir.path().to_str().unwrap())
+        .env("AUDIT_RETENTION_DAYS", "30")
+        .env("AUDIT_ARCHIVE_AFTER", "1h");
+    insert(&mongo, &[event(old - Duration::hours(2), "x", "c", None)]).await;
+    relaxed.run(&["once"]).expect_code(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiver_ttl_guard_raises_the_ttl_index_on_real_mongodb() {
+    let mongo = test_mongo().await;
+    if !mongo.require_real_mongodb(
+        "archiver_ttl_guard_raises_the_ttl_index_on_real_mongodb",
+        "TTL indexes",
+    ) {
+        return;
+    }
+    let store = mongo.store().await;
+    auditlog_common::schema::ensure_storage(
+        &store,
+        &mongo.server,
+        auditlog_common::schema::Retention::from_days(1),
+    )
+    .await
+    .unwrap();
+    insert(
+        &mongo,
+        &[event(Utc::now() - Duration::hours(20), "t", "c", None)],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let archiver = Archiver::new(&mongo, dir.path().to_str().unwrap())
+        .env("AUDIT_ARCHIVE_AFTER", "1h")
+        .env("AUDIT_ARCHIVE_SAFETY_MARGIN", "6h");
+    archiver.run(&["once"]).expect_code(4);
+    let ttl = auditlog_common::schema::current_ttl(&store)
+        .await
+        .unwrap()
+        .flatten()
+        .unwrap();
+    assert!(ttl >= 20 * 3600 + 12 * 3600, "TTL not raised: {ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiver_purge_deletes_only_archived_verified_windows_past_retention() {
+    let mongo = test_mongo().await;
+    let a = hour_days_ago(4); // archived, past retention: purged
+    let b = hour_days_ago(3); // archived, then a late event arrives: kept
+    let c = hour_days_ago(5); // archived, then its file disappears: kept
+    let d = hour_days_ago(1); // archived, younger than retention: kept
+    let e = hour_days_ago(6); // written after the archive run: never archived, kept
+    let mut docs = vec![];
+    for (base, n) in [(a, 5), (b, 4), (c, 3), (d, 2)] {
+        for i in 0..n {
+            docs.push(event(base + Duration::seconds(i), "p", "c", None));
+        }
+    }
+    insert(&mongo, &docs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archiver = Archiver::new(&mongo, dir.path().to_str().unwrap())
+        .env("AUDIT_RETENTION_DAYS", "2")
+        .env("AUDIT_ARCHIVE_AFTER", "1h");
+    // Archived with a 30-day retention: with 2 days the TTL guard would (rightly) fail the run.
+    archiver
+        .clone_env()
+        .env("AUDIT_RETENTION_DAYS", "30")
+        .run(&["once"])
+        .expect_code(0);
+    assert_eq!(window_records(&mongo).await.len(), 4);
+
+    insert(
+        &mongo,
+        &[event(b + Duration::minutes(30), "late", "c", None)],
+    )
+    .await;
+    insert(&mongo, &[event(e, "unarchived", "c", None)]).await;
+    let root = dir.path().join(&mongo.db_name).join("events");
+    let c_file = root.join(format!(
+        "{}/part-{}-0000.parquet",
+        c.format("dt=%Y-%m-%d/hour=%H"),
+        c.format("%Y%m%dT%H%M%SZ")
+    ));
+    std::fs::remove_file(&c_file).unwrap();
+
+    let count = |from: chrono::DateTime<Utc>| {
+        let mongo = &mongo;
+        async move {
+            mongo
+                .store()
+                .await
+                .events()
+                .count_documents(doc! { "created_at": {
+                    "$gte": mongodb::bson::DateTime::from_millis(from.timestamp_millis()),
+                    "$lt": mongodb::bson::DateTime::from_millis((from + Duration::hours(1)).timestamp_millis()),
+                } })
+                .await
+                .unwrap()
+        }
+    };
+
+    let dry = archiver.run(&["purge", "--dry-run"]).expect_code(0).json();
+    assert_eq!(dry["purged_windows"], 1, "{dry}");
+    assert_eq!(count(a).await, 5, "dry run deleted events");
+
+    let report = archiver.run(&["purge"]).expect_code(0).json();
+    assert_eq!(report["purged_windows"], 1, "{report}");
+    assert_eq!(report["purged_rows"], 5);
+    let skipped = report["skipped"].to_string();
+    assert!(
+        skipped.contains(&b.format("%Y%m%dT%H%M%SZ").to_string()),
+        "{skipped}"
+    );
+    assert!(
+        skipped.contains(&c.format("%Y%m%dT%H%M%SZ").to_string()),
+        "{skipped}"
+    );
+    assert_eq!(count(a).await, 0);
+    assert_eq!(count(b).await, 5);
+    assert_eq!(count(c).await, 3);
+    assert_eq!(count(d).await, 2);
+    assert_eq!(count(e).await, 1);
+    let records = window_records(&mongo).await;
+    let purged: Vec<_> = records
+        .iter()
+        .filter(|r| r.contains_key("purged_at"))
+        .collect();
+    assert_eq!(purged.len(), 1);
+    assert_eq!(purged[0].get_i64("purged_rows").unwrap(), 5);
+
+    // Purging again deletes nothing more; with retention 0 it refuses.
+    let again = archiver.run(&["purge"]).expect_code(0).json();
+    assert_eq!(again["purged_windows"], 0);
+    archiver
+        .clone_env()
+        .env("AUDIT_RETENTION_DAYS", "0")
+        .run(&["purge"])
+        .expect_code(2);
+}
