@@ -100,7 +100,9 @@ async fn store(state: &AppState, event: NewEvent) -> Result<Accepted, ApiError> 
         .map_err(|_| ApiError::Unavailable("the writer stopped before answering".into()))?;
     match outcome {
         WriteOutcome::Stored => Ok(Accepted::Created(ack(&event))),
-        WriteOutcome::Duplicate => resolve_duplicate(state, &event).await,
+        WriteOutcome::Duplicate { after_retry } => {
+            resolve_duplicate(state, &event, after_retry).await
+        }
         WriteOutcome::Rejected(msg) => Err(ApiError::InvalidEvent(format!(
             "the event store refused this event: {msg}"
         ))),
@@ -115,7 +117,11 @@ fn ack(event: &NewEvent) -> EventAck {
     }
 }
 
-async fn resolve_duplicate(state: &AppState, event: &NewEvent) -> Result<Accepted, ApiError> {
+async fn resolve_duplicate(
+    state: &AppState,
+    event: &NewEvent,
+    after_retry: bool,
+) -> Result<Accepted, ApiError> {
     let stored = state
         .events
         .find_one(mongodb::bson::doc! { fields::ID: event.id })
@@ -144,7 +150,7 @@ async fn resolve_duplicate(state: &AppState, event: &NewEvent) -> Result<Accepte
         });
     }
     let stored_at = stored.get_datetime(fields::CREATED_AT).ok().copied();
-    if stored_at == Some(event.created_at) {
+    if after_retry && stored_at == Some(event.created_at) {
         // Our own earlier attempt reached the store although we saw an error: still a 201.
         return Ok(Accepted::Created(ack(event)));
     }

@@ -34,9 +34,9 @@ use crate::metrics::Metrics;
 pub enum WriteOutcome {
     /// Stored with the configured write concern.
     Stored,
-    /// A document with this `_id` already exists (a producer retry, or our own earlier
-    /// attempt that succeeded although we saw an error).
-    Duplicate,
+    /// A document with this `_id` already exists: a producer's retry, or — only possible
+    /// when `after_retry` — our own earlier attempt that succeeded although we saw an error.
+    Duplicate { after_retry: bool },
     /// The store refused this document for good (message from the server).
     Rejected(String),
     /// The store did not take the write before the deadline.
@@ -206,7 +206,7 @@ async fn write_batch(
             Ok(_) => break vec![WriteOutcome::Stored; batch.len()],
             Err(e) => e,
         };
-        if let Some(outcomes) = per_document_outcomes(&err, batch.len()) {
+        if let Some(outcomes) = per_document_outcomes(&err, batch.len(), attempt > 1) {
             break outcomes;
         }
         metrics.store_errors.with_label_values(&["insert"]).inc();
@@ -235,7 +235,11 @@ async fn write_batch(
 
 /// When the failure is a set of per-document write errors (and nothing else), the outcome of
 /// every document; `None` when the batch as a whole must be retried.
-fn per_document_outcomes(err: &mongodb::error::Error, len: usize) -> Option<Vec<WriteOutcome>> {
+fn per_document_outcomes(
+    err: &mongodb::error::Error,
+    len: usize,
+    after_retry: bool,
+) -> Option<Vec<WriteOutcome>> {
     let ErrorKind::InsertMany(failure) = err.kind.as_ref() else {
         return None;
     };
@@ -249,7 +253,7 @@ fn per_document_outcomes(err: &mongodb::error::Error, len: usize) -> Option<Vec<
             continue;
         };
         *slot = if e.code == codes::DUPLICATE_KEY {
-            WriteOutcome::Duplicate
+            WriteOutcome::Duplicate { after_retry }
         } else {
             WriteOutcome::Rejected(format!("{} (code {})", e.message, e.code))
         };
