@@ -211,7 +211,7 @@ async fn ensure_ttl_index(
                 "this server has no TTL indexes: events will not expire from MongoDB by \
                  themselves; archive them and remove them with `auditlog-archiver purge`"
             );
-            steps.push("server has no TTL indexes: created a plain created_at index".into());
+            steps.push("server has no TTL indexes: events expire only through purge".into());
         }
     }
 

@@ -24,7 +24,8 @@ pub enum Backend {
 
 enum Guard {
     None,
-    Container(#[allow(dead_code)] ContainerAsync<Mongo>),
+    // Boxed: the container handle is large and this enum lives in every TestMongo.
+    Container(#[allow(dead_code)] Box<ContainerAsync<Mongo>>),
     FerretDb(FerretDb),
 }
 
@@ -114,7 +115,7 @@ pub async fn test_mongo() -> TestMongo {
         (
             format!("mongodb://{host}:{port}/"),
             Backend::Container,
-            Guard::Container(container),
+            Guard::Container(Box::new(container)),
         )
     } else {
         let f = FerretDb::start().await;

@@ -122,7 +122,7 @@ async fn make_run_serves_healthz_and_prints_the_swagger_ui_address() {
     let port = testcontainers_tests::free_port();
     let log = tempfile::NamedTempFile::new().expect("log file");
     let out = log.reopen().expect("log");
-    let mut child = Command::new("bash")
+    let child = Command::new("bash")
         .arg(testcontainers_tests::repo_root().join("infra/dev/run.sh"))
         .envs(mongo.env())
         .env_remove("AUDIT_API_KEY")
@@ -133,23 +133,26 @@ async fn make_run_serves_healthz_and_prints_the_swagger_ui_address() {
         .process_group(0)
         .spawn()
         .expect("start infra/dev/run.sh");
-    let pgid = i32::try_from(child.id()).expect("pid");
-    struct KillGroup(i32);
-    impl Drop for KillGroup {
+    /// Kills the whole process group (cargo, the service) and reaps the script.
+    struct Group(std::process::Child);
+    impl Drop for Group {
         fn drop(&mut self) {
-            // SAFETY: kill(2) on the process group this test created.
-            unsafe {
-                libc::kill(-self.0, libc::SIGKILL);
+            if let Ok(pgid) = i32::try_from(self.0.id()) {
+                // SAFETY: kill(2) on the process group this test created.
+                unsafe {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
             }
+            let _ = self.0.wait();
         }
     }
-    let _group = KillGroup(pgid);
+    let mut group = Group(child);
 
     let url = format!("http://127.0.0.1:{port}/healthz");
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     let mut healthy = false;
     while std::time::Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Ok(Some(status)) = group.0.try_wait() {
             panic!(
                 "make run exited with {status}:\n{}",
                 std::fs::read_to_string(log.path()).unwrap_or_default()
