@@ -106,6 +106,11 @@ pub struct Config {
     #[arg(long, env = "AUDIT_QUEUE_CAPACITY", default_value_t = 20_000)]
     pub queue_capacity: usize,
 
+    /// Bytes of events queued or being written, at most; beyond this producers get 429. Keeps
+    /// memory bounded whatever the event sizes.
+    #[arg(long, env = "AUDIT_QUEUE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub queue_max_bytes: usize,
+
     /// Most events in one group-commit `insert_many`.
     #[arg(long, env = "AUDIT_BATCH_MAX_EVENTS", default_value_t = 1000)]
     pub batch_max_events: usize,
@@ -157,6 +162,7 @@ impl Config {
             ("AUDIT_MAX_BATCH_EVENTS", self.max_batch_events),
             ("AUDIT_FIND_MAX_LIMIT", self.find_max_limit as usize),
             ("AUDIT_QUEUE_CAPACITY", self.queue_capacity),
+            ("AUDIT_QUEUE_MAX_BYTES", self.queue_max_bytes),
             ("AUDIT_BATCH_MAX_EVENTS", self.batch_max_events),
             ("AUDIT_BATCH_MAX_BYTES", self.batch_max_bytes),
             ("AUDIT_WRITERS", self.writers),

@@ -51,6 +51,7 @@ impl AppState {
         };
         let options = WriterOptions {
             queue_capacity: config.queue_capacity,
+            queue_max_bytes: config.queue_max_bytes,
             batch_max_events: if config.group_commit {
                 config.batch_max_events
             } else {

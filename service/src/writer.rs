@@ -24,7 +24,7 @@ use mongodb::bson::RawDocumentBuf;
 use mongodb::error::ErrorKind;
 use mongodb::options::WriteConcern;
 use mongodb::Collection;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::metrics::Metrics;
@@ -56,6 +56,9 @@ pub enum SubmitError {
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
     pub queue_capacity: usize,
+    /// Bytes of queued and in-flight documents, at most (so memory stays bounded whatever
+    /// the event sizes).
+    pub queue_max_bytes: usize,
     pub batch_max_events: usize,
     pub batch_max_bytes: usize,
     pub concurrency: usize,
@@ -65,6 +68,8 @@ pub struct WriterOptions {
 
 struct Pending {
     doc: RawDocumentBuf,
+    /// Its share of `queue_max_bytes`, given back once the document is answered.
+    _bytes: OwnedSemaphorePermit,
     enqueued: Instant,
     reply: oneshot::Sender<WriteOutcome>,
 }
@@ -73,6 +78,8 @@ struct Pending {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Pending>,
+    /// One permit per KiB of document bytes queued or being written.
+    bytes: Arc<Semaphore>,
 }
 
 impl Writer {
@@ -84,8 +91,10 @@ impl Writer {
     ) -> (Writer, WriterTask) {
         let (tx, rx) = mpsc::channel(options.queue_capacity);
         let (stop, stop_rx) = watch::channel(false);
+        let kib = (options.queue_max_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        let bytes = Arc::new(Semaphore::new(kib));
         let join = tokio::spawn(dispatch(rx, stop_rx, collection, options, metrics));
-        (Writer { tx }, WriterTask { stop, join })
+        (Writer { tx, bytes }, WriterTask { stop, join })
     }
 
     /// Queues a document; the receiver yields its outcome.
@@ -93,9 +102,16 @@ impl Writer {
         &self,
         doc: RawDocumentBuf,
     ) -> Result<oneshot::Receiver<WriteOutcome>, SubmitError> {
+        let kib = u32::try_from(doc.as_bytes().len().div_ceil(1024)).unwrap_or(u32::MAX);
+        let permit = match self.bytes.clone().try_acquire_many_owned(kib) {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(SubmitError::Full),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(SubmitError::Closed),
+        };
         let (reply, rx) = oneshot::channel();
         let pending = Pending {
             doc,
+            _bytes: permit,
             enqueued: Instant::now(),
             reply,
         };
@@ -259,4 +275,47 @@ fn per_document_outcomes(
         };
     }
     Some(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_queue_refuses_events_beyond_its_byte_budget() {
+        // Nothing listens on port 1: every write waits and retries, so the queue only fills.
+        let client = mongodb::Client::with_uri_str(
+            "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200&connectTimeoutMS=200",
+        )
+        .await
+        .unwrap();
+        let options = WriterOptions {
+            queue_capacity: 1000,
+            queue_max_bytes: 64 * 1024,
+            batch_max_events: 1,
+            batch_max_bytes: 1 << 20,
+            concurrency: 1,
+            deadline: Duration::from_secs(30),
+            write_concern: WriteConcern::majority(),
+        };
+        let (writer, _task) = Writer::start(
+            client.database("x").collection("y"),
+            options,
+            Arc::new(Metrics::new().unwrap()),
+        );
+        let mut doc = RawDocumentBuf::new();
+        doc.append("s", "x".repeat(20 * 1024));
+        let mut held = vec![];
+        for _ in 0..3 {
+            held.push(writer.submit(doc.clone()).expect("within the byte budget"));
+        }
+        assert_eq!(
+            writer.submit(doc.clone()).err(),
+            Some(SubmitError::Full),
+            "a fourth 20 KiB event exceeds 64 KiB"
+        );
+        let mut small = RawDocumentBuf::new();
+        small.append("s", "x");
+        assert!(writer.submit(small).is_ok(), "small events still fit");
+    }
 }
