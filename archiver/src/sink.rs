@@ -279,6 +279,42 @@ pub fn hex(bytes: &[u8]) -> String {
     })
 }
 
+impl Sink {
+    /// Removes leftovers of interrupted writes of a window in one partition: hidden temporary
+    /// files (ours, and the object store's own staging files) and published files of the
+    /// window that the latest run did not write. Returns how many objects were removed.
+    pub async fn remove_stale(
+        &self,
+        partition: &str,
+        window_prefix: &str,
+        keep: &[String],
+    ) -> Result<usize> {
+        let mut removed = 0;
+        for name in self.list_names(partition).await? {
+            let ours = name.starts_with(window_prefix)
+                || (name.starts_with('.') && name.contains(window_prefix));
+            if ours && !keep.contains(&name) {
+                self.delete(&format!("{partition}/{name}")).await?;
+                removed += 1;
+            }
+        }
+        // The local store hides its own staging files (`name#N`) from listings.
+        if let Some(root) = &self.local_root {
+            let dir = root.join(self.base.as_ref()).join(partition);
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with('.') && name.contains(window_prefix) && name.contains('#') {
+                        let _ = std::fs::remove_file(e.path());
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,41 +357,5 @@ mod tests {
         assert_eq!(m.get("dfs.b").map(String::as_str), Some("two"));
         assert!(parse_kv("novalue").is_err());
         assert!(parse_kv("").unwrap().is_empty());
-    }
-}
-
-impl Sink {
-    /// Removes leftovers of interrupted writes of a window in one partition: hidden temporary
-    /// files (ours, and the object store's own staging files) and published files of the
-    /// window that the latest run did not write. Returns how many objects were removed.
-    pub async fn remove_stale(
-        &self,
-        partition: &str,
-        window_prefix: &str,
-        keep: &[String],
-    ) -> Result<usize> {
-        let mut removed = 0;
-        for name in self.list_names(partition).await? {
-            let ours = name.starts_with(window_prefix)
-                || (name.starts_with('.') && name.contains(window_prefix));
-            if ours && !keep.contains(&name) {
-                self.delete(&format!("{partition}/{name}")).await?;
-                removed += 1;
-            }
-        }
-        // The local store hides its own staging files (`name#N`) from listings.
-        if let Some(root) = &self.local_root {
-            let dir = root.join(self.base.as_ref()).join(partition);
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                for e in entries.flatten() {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    if name.starts_with('.') && name.contains(window_prefix) && name.contains('#') {
-                        let _ = std::fs::remove_file(e.path());
-                        removed += 1;
-                    }
-                }
-            }
-        }
-        Ok(removed)
     }
 }
