@@ -7,7 +7,7 @@
 #
 # Settings (environment):
 #   BENCH_EVENTS        events to load (default 1000000)
-#   BENCH_PORT          FerretDB port for the benchmark (default 27117; its own data dir)
+#   BENCH_PORT          FerretDB port for the benchmark (default: a free port; own data dir)
 #   BENCH_DIR           scratch directory (default <repo>/data/bench-archive; wiped each run)
 #   BENCH_KEEP_DATA=1   reuse loaded events when the count matches (faster re-runs)
 #   BENCH_COMPRESSION   snappy (default) or zstd, for both tools
@@ -16,7 +16,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 events="${BENCH_EVENTS:-1000000}"
-port="${BENCH_PORT:-27117}"
+port="${BENCH_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 dir="${BENCH_DIR:-$repo/data/bench-archive}"
 compression="${BENCH_COMPRESSION:-snappy}"
 
@@ -29,6 +29,10 @@ if [ "${BENCH_KEEP_DATA:-0}" != 1 ]; then
   rm -rf "$dir"
 fi
 mkdir -p "$dir"
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && [ ! -f "$FERRETDB_DATA_DIR/ferretdb.pid" ]; then
+  log "port $port is served by someone else's server; set BENCH_PORT to a free port"
+  exit 1
+fi
 bash "$repo/infra/dev/ferretdb.sh" start >&2
 trap 'bash "$repo/infra/dev/ferretdb.sh" stop >/dev/null 2>&1 || true' EXIT
 
