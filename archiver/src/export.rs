@@ -56,77 +56,84 @@ pub async fn write_window(a: &Archiver, w: &Window, progress: &mut Progress) -> 
     let mut attempts = 0u32;
     let coll = a.store.events().clone_with_type::<RawDocumentBuf>();
 
-    'query: loop {
-        let mut filter = window_filter(w);
-        if let Some((ts, id)) = &last_key {
-            filter = doc! {
-                fields::CREATED_AT: { "$gte": *ts, "$lt": bson::DateTime::from_chrono(w.end) },
-                "$or": [ { fields::CREATED_AT: { "$gt": *ts } }, { fields::ID: { "$gt": id.clone() } } ],
-            };
-        }
-        let cursor = coll
-            .find(filter)
-            .sort(doc! { fields::CREATED_AT: 1, fields::ID: 1 })
-            .batch_size(a.settings.batch_size)
-            .await;
-        let mut cursor = match cursor {
-            Ok(c) => c,
-            Err(e) if attempts < 5 => {
-                attempts += 1;
-                tracing::warn!(window = %w.id(), error = %e, attempt = attempts, "query failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempts))).await;
-                continue 'query;
+    // MongoDB's count runs beside the stream: on servers that scan (FerretDB) this halves the
+    // wall time, and late writes are still caught because the stream must match it exactly.
+    let count = a.count(w);
+    let stream = async {
+        'query: loop {
+            let mut filter = window_filter(w);
+            if let Some((ts, id)) = &last_key {
+                filter = doc! {
+                    fields::CREATED_AT: { "$gte": *ts, "$lt": bson::DateTime::from_chrono(w.end) },
+                    "$or": [ { fields::CREATED_AT: { "$gt": *ts } }, { fields::ID: { "$gt": id.clone() } } ],
+                };
             }
-            Err(e) => return Err(ArchiveError::mongo("find window events")(e)),
-        };
-        loop {
-            let raw = match cursor.try_next().await {
-                Ok(Some(raw)) => raw,
-                Ok(None) => break 'query,
+            let cursor = coll
+                .find(filter)
+                .sort(doc! { fields::CREATED_AT: 1, fields::ID: 1 })
+                .batch_size(a.settings.batch_size)
+                .await;
+            let mut cursor = match cursor {
+                Ok(c) => c,
                 Err(e) if attempts < 5 => {
                     attempts += 1;
-                    tracing::warn!(window = %w.id(), error = %e, after_rows = streamed,
-                        "cursor lost; resuming after the last archived row");
+                    tracing::warn!(window = %w.id(), error = %e, attempt = attempts, "query failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500 * u64::from(attempts))).await;
                     continue 'query;
                 }
-                Err(e) => return Err(ArchiveError::mongo("read window events")(e)),
+                Err(e) => return Err(ArchiveError::mongo("find window events")(e)),
             };
-            let row = encode::decode(&raw)?;
-            let created = DateTime::<Utc>::from_timestamp_millis(row.created_at_ms)
-                .unwrap_or(DateTime::<Utc>::MIN_UTC);
-            let partition = partition_of(created);
-            // A batch never spans two partitions (files are per partition).
-            if batch_partition.as_deref() != Some(partition.as_str()) && !batch.is_empty() {
-                let rb = batch.finish()?;
-                out.write(batch_partition.as_deref().unwrap_or_default(), &rb)
-                    .await?;
-                progress.rows(rb.num_rows() as u64);
-            }
-            batch_partition = Some(partition);
-            batch.push(&row);
-            streamed += 1;
-            let id = raw
-                .get(fields::ID)
-                .ok()
-                .flatten()
-                .and_then(|v| Bson::try_from(v).ok())
-                .unwrap_or(Bson::Null);
-            last_key = Some((bson::DateTime::from_millis(row.created_at_ms), id));
-            if batch.len() >= a.settings.batch_size as usize {
-                let rb = batch.finish()?;
-                out.write(batch_partition.as_deref().unwrap_or_default(), &rb)
-                    .await?;
-                progress.rows(rb.num_rows() as u64);
+            loop {
+                let raw = match cursor.try_next().await {
+                    Ok(Some(raw)) => raw,
+                    Ok(None) => break 'query,
+                    Err(e) if attempts < 5 => {
+                        attempts += 1;
+                        tracing::warn!(window = %w.id(), error = %e, after_rows = streamed,
+                        "cursor lost; resuming after the last archived row");
+                        tokio::time::sleep(Duration::from_millis(500 * u64::from(attempts))).await;
+                        continue 'query;
+                    }
+                    Err(e) => return Err(ArchiveError::mongo("read window events")(e)),
+                };
+                let row = encode::decode(&raw)?;
+                let created = DateTime::<Utc>::from_timestamp_millis(row.created_at_ms)
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC);
+                let partition = partition_of(created);
+                // A batch never spans two partitions (files are per partition).
+                if batch_partition.as_deref() != Some(partition.as_str()) && !batch.is_empty() {
+                    let rb = batch.finish()?;
+                    out.write(batch_partition.as_deref().unwrap_or_default(), &rb)
+                        .await?;
+                    progress.rows(rb.num_rows() as u64);
+                }
+                batch_partition = Some(partition);
+                batch.push(&row);
+                streamed += 1;
+                let id = raw
+                    .get(fields::ID)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| Bson::try_from(v).ok())
+                    .unwrap_or(Bson::Null);
+                last_key = Some((bson::DateTime::from_millis(row.created_at_ms), id));
+                if batch.len() >= a.settings.batch_size as usize {
+                    let rb = batch.finish()?;
+                    out.write(batch_partition.as_deref().unwrap_or_default(), &rb)
+                        .await?;
+                    progress.rows(rb.num_rows() as u64);
+                }
             }
         }
-    }
-    if !batch.is_empty() {
-        let rb = batch.finish()?;
-        out.write(batch_partition.as_deref().unwrap_or_default(), &rb)
-            .await?;
-        progress.rows(rb.num_rows() as u64);
-    }
+        if !batch.is_empty() {
+            let rb = batch.finish()?;
+            out.write(batch_partition.as_deref().unwrap_or_default(), &rb)
+                .await?;
+            progress.rows(rb.num_rows() as u64);
+        }
+        Ok::<_, ArchiveError>(())
+    };
+    let ((), expected) = tokio::try_join!(stream, count)?;
     let files = out.finish().await?;
 
     // Leftovers of interrupted runs (temporaries, or files of an older run with more parts).
@@ -160,7 +167,6 @@ pub async fn write_window(a: &Archiver, w: &Window, progress: &mut Progress) -> 
         read_back += rows;
         checked.push(f);
     }
-    let expected = a.count(w).await?;
     if read_back != expected || streamed != expected {
         return Err(ArchiveError::CountMismatch {
             window: w.id(),
