@@ -367,8 +367,8 @@ pub async fn existing_indexes(store: &Store) -> Result<Vec<(Document, Option<i64
         .collect())
 }
 
-/// Servers report index key values as int32, int64 or double; compare them as int32.
-fn normalise_keys(keys: &Document) -> Document {
+/// Servers report index and shard key values as int32, int64 or double; compare them as int32.
+pub fn normalise_keys(keys: &Document) -> Document {
     keys.iter()
         .map(|(k, v)| {
             let v = match v {

@@ -3,9 +3,9 @@
 //! the service runs at start). Every step is skipped when already done and reported when the
 //! server lacks the feature.
 
-use auditlog_common::schema::{Retention, ShardKey};
+use auditlog_common::schema::{normalise_keys, Retention, ShardKey};
 use auditlog_common::store::server_info_from_replies;
-use mongodb::bson::{doc, Bson, Document};
+use mongodb::bson::{doc, Document};
 
 use crate::cluster::{first_batch, Cluster, Target};
 use crate::retry::StepError;
@@ -70,7 +70,7 @@ async fn shard_collection<C: Cluster>(
         .await
         .map_err(|e| StepError::from_cmd(STEP, "read config.collections", e))?;
     match sharded_key(&first_batch(&reply)) {
-        Some(key) if normalise(&key) == normalise(&wanted) => {
+        Some(key) if normalise_keys(&key) == normalise_keys(&wanted) => {
             steps.push(format!("collection {ns} already sharded on {key}"));
         }
         Some(key) => {
@@ -112,18 +112,4 @@ fn sharded_key(entries: &[Document]) -> Option<Document> {
         return None;
     }
     e.get_document("key").ok().cloned()
-}
-
-/// Servers store `1` as int32, int64 or double.
-fn normalise(key: &Document) -> Document {
-    key.iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Bson::Int64(n) => Bson::Int32(*n as i32),
-                Bson::Double(n) => Bson::Int32(*n as i32),
-                other => other.clone(),
-            };
-            (k.clone(), v)
-        })
-        .collect()
 }
