@@ -290,15 +290,7 @@ async fn bad_input_gets_a_clear_error_never_a_500() {
         stored(&mongo).await.is_empty(),
         "a refused event was stored"
     );
-    let metrics = api
-        .http
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics_text().await;
     assert!(
         !metrics.contains("status=\"500\""),
         "a 500 was answered:\n{metrics}"
@@ -528,15 +520,7 @@ async fn operations_endpoints_answer_and_storage_is_prepared() {
     let (status, ready) = api.send(api.http.get(api.url("/readyz"))).await;
     assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
 
-    let metrics = api
-        .http
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics_text().await;
     for name in [
         "auditlog_http_requests_total{method=\"POST\",route=\"/v1/event\",status=\"201\"} 1",
         "auditlog_http_request_duration_seconds_bucket",

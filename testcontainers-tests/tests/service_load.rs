@@ -88,15 +88,7 @@ async fn many_concurrent_producers_lose_nothing_and_repeat_nothing() {
     );
     assert_eq!(ids, tally.acked.iter().cloned().collect::<HashSet<_>>());
 
-    let metrics = api
-        .http
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics_text().await;
     let batches = metric(&metrics, "auditlog_write_batch_size_count");
     let events = metric(&metrics, "auditlog_write_batch_size_sum");
     assert_eq!(events, 6400.0);
@@ -116,15 +108,7 @@ async fn without_group_commit_every_event_is_its_own_insert() {
     assert!(tally.errors.is_empty(), "{:?}", tally.errors);
     let docs = stored(&mongo).await;
     assert_eq!(unique_ids(&docs).len(), 320);
-    let metrics = api
-        .http
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics_text().await;
     assert_eq!(metric(&metrics, "auditlog_write_batch_size_count"), 320.0);
 }
 

@@ -55,6 +55,18 @@ impl Api {
         format!("{}{}", self.base, path)
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Answer {
         let resp = req.send().await.expect("HTTP request");
         let status = resp.status().as_u16();
