@@ -201,11 +201,7 @@ async fn find(state: &AppState, request: FindRequest) -> Result<FindResponse, Ap
     query::run(&state.events, &query, state.limits.find_max_time)
         .await
         .map_err(|e| {
-            state
-                .metrics
-                .store_errors
-                .with_label_values(&["find"])
-                .inc();
+            state.metrics.store_error("find");
             if auditlog_common::error::server_error_code(&e) == Some(MAX_TIME_EXPIRED) {
                 ApiError::QueryTimeout {
                     ms: state.limits.find_max_time.as_millis() as u64,

@@ -127,11 +127,7 @@ async fn resolve_duplicate(
         .find_one(mongodb::bson::doc! { fields::ID: event.id })
         .await
         .map_err(|e| {
-            state
-                .metrics
-                .store_errors
-                .with_label_values(&["find"])
-                .inc();
+            state.metrics.store_error("find");
             ApiError::Unavailable(e.to_string())
         })?
         .ok_or_else(|| {

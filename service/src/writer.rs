@@ -225,7 +225,7 @@ async fn write_batch(
         if let Some(outcomes) = per_document_outcomes(&err, batch.len(), attempt > 1) {
             break outcomes;
         }
-        metrics.store_errors.with_label_values(&["insert"]).inc();
+        metrics.store_error("insert");
         let now = Instant::now();
         if now + backoff >= deadline {
             tracing::error!(error = %err, attempts = attempt, events = batch.len(),
