@@ -14,12 +14,6 @@ pub enum StoreError {
         #[source]
         source: mongodb::error::Error,
     },
-    /// The server answered something we cannot interpret.
-    #[error("unexpected MongoDB reply to `{command}`: {detail}")]
-    Reply {
-        command: &'static str,
-        detail: String,
-    },
 }
 
 impl StoreError {
@@ -55,4 +49,16 @@ pub mod codes {
     pub const ALREADY_INITIALIZED: i32 = 23;
     /// The namespace does not exist.
     pub const NAMESPACE_NOT_FOUND: i32 = 26;
+    /// Not authorized for the command.
+    pub const UNAUTHORIZED: i32 = 13;
+    /// Wrong user name, password or keyfile.
+    pub const AUTHENTICATION_FAILED: i32 = 18;
+    /// The server runs without replication (`replSetInitiate` on a standalone).
+    pub const NO_REPLICATION_ENABLED: i32 = 76;
+    /// The operation ran past its `maxTimeMS`.
+    pub const MAX_TIME_EXPIRED: i32 = 50;
+    /// `createUser` for a user that exists.
+    pub const USER_ALREADY_EXISTS: i32 = 51003;
+    /// A write reached a member that is not (or no longer) primary.
+    pub const NOT_WRITABLE_PRIMARY: i32 = 10107;
 }

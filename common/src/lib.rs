@@ -6,12 +6,18 @@
 //!   `AUDIT_DB_NAME`, `AUDIT_COLLECTION`).
 //! - [`store`]: connecting to MongoDB and detecting what the server supports (mongos, TTL).
 //! - [`schema`]: the event document's field names, the indexes, the TTL index and the shard key.
+//! - [`archive_state`]: the names of the archiver's state collections and fields.
+//! - [`retry`]: the one backoff-and-deadline policy every retry loop uses.
+//! - [`shutdown`]: the SIGTERM/SIGINT future both long-running binaries stop on.
 //! - [`telemetry`]: `tracing` set-up shared by the binaries.
-//! - [`error`]: the typed errors of the above.
+//! - [`error`]: the typed errors of the above, and every MongoDB error code we branch on.
 
+pub mod archive_state;
 pub mod error;
+pub mod retry;
 pub mod schema;
 pub mod settings;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 

@@ -16,17 +16,15 @@
 //! Authentication is the cluster's keyfile: the driver implementation logs in as `__system`,
 //! which exists on every member from its first start, so no localhost exception is needed.
 
+use auditlog_common::error::codes;
 use mongodb::bson::{doc, Bson, Document};
 
-use crate::cluster::{codes, get_int, Cluster, CmdError, Target};
+use crate::cluster::{get_int, Cluster, CmdError, Target};
 use crate::error::OpsError;
 use crate::retry::{Deadline, StepError};
 use crate::setup::{self, SetupPlan};
 use crate::steps::Steps;
 use crate::topology::{same_host, ReplSetSpec};
-
-/// `createUser` of an existing user.
-const USER_ALREADY_EXISTS: i32 = 51003;
 
 /// Everything bootstrap is asked to reach.
 #[derive(Debug, Clone)]
@@ -376,7 +374,7 @@ async fn ensure_user_on<C: Cluster>(
         .await;
     match created {
         Ok(_) => steps.push(format!("created admin user {user} on {place}")),
-        Err(e) if e.code() == Some(USER_ALREADY_EXISTS) => {
+        Err(e) if e.code() == Some(codes::USER_ALREADY_EXISTS) => {
             steps.push(format!("admin user {user} already exists on {place}"))
         }
         Err(e) => {

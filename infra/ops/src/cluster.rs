@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use auditlog_common::error::codes;
 use auditlog_common::schema::{Retention, StorageReport};
 use auditlog_common::store::ServerInfo;
 use mongodb::bson::{Bson, Document};
@@ -46,15 +47,6 @@ pub enum CmdError {
     /// Anything else the driver reports.
     #[error("{0}")]
     Other(String),
-}
-
-/// Server error codes bootstrap branches on.
-pub mod codes {
-    pub const UNAUTHORIZED: i32 = 13;
-    pub const AUTHENTICATION_FAILED: i32 = 18;
-    pub const ALREADY_INITIALIZED: i32 = 23;
-    pub const COMMAND_NOT_FOUND: i32 = 59;
-    pub const NO_REPLICATION_ENABLED: i32 = 76;
 }
 
 impl CmdError {

@@ -151,7 +151,6 @@ impl Cluster for DriverCluster {
                 StoreError::Command { source, .. } | StoreError::Config(source) => {
                     CmdError::from(source)
                 }
-                other => CmdError::Other(other.to_string()),
             })
     }
 }

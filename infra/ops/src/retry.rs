@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use auditlog_common::retry::Backoff;
 use tokio::time::Instant;
 
 use crate::cluster::CmdError;
@@ -58,23 +59,22 @@ impl Deadline {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StepError>>,
     {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF).until(self.at);
         loop {
             match attempt().await {
                 Ok(v) => return Ok(v),
                 Err(StepError::Fatal(e)) => return Err(e),
                 Err(StepError::Wait(reason)) => {
-                    let now = Instant::now();
-                    if now + backoff > self.at {
+                    let retry_in_ms = backoff.next_delay().as_millis() as u64;
+                    let Some(wait) = backoff.next_wait() else {
                         return Err(OpsError::Deadline {
                             step: step.to_owned(),
                             reason,
-                            elapsed_secs: (now - self.started).as_secs(),
+                            elapsed_secs: self.started.elapsed().as_secs(),
                         });
-                    }
-                    tracing::info!(step, %reason, retry_in_ms = backoff.as_millis() as u64, "waiting");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    };
+                    tracing::info!(step, %reason, retry_in_ms, "waiting");
+                    tokio::time::sleep(wait).await;
                 }
             }
         }

@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use auditlog_common::archive_state::{fields, WINDOWS_COLLECTION as ARCHIVE_WINDOWS};
 use auditlog_common::schema::{self, TTL_INDEX_NAME};
 use chrono::{DateTime, Utc};
 use mongodb::bson::{doc, Bson, Document};
@@ -13,9 +14,6 @@ use serde::Serialize;
 use crate::cluster::{first_batch, get_int, Cluster, CmdError, Target};
 use crate::driver::DriverCluster;
 use crate::error::OpsError;
-
-/// Collection where the archiver records archived windows (`_id` = window start, `end`).
-pub const ARCHIVE_WINDOWS: &str = "archive_windows";
 
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
@@ -360,11 +358,11 @@ async fn archive_status(c: &DriverCluster, problems: &mut Vec<String>) -> Archiv
     }
     let latest = db
         .collection::<Document>(ARCHIVE_WINDOWS)
-        .find_one(doc! { "end": { "$exists": true } })
-        .sort(doc! { "end": -1 })
+        .find_one(doc! { fields::END: { "$exists": true } })
+        .sort(doc! { fields::END: -1 })
         .await;
     match latest {
-        Ok(Some(w)) => match w.get_datetime("end") {
+        Ok(Some(w)) => match w.get_datetime(fields::END) {
             Ok(end) => {
                 let end: DateTime<Utc> =
                     DateTime::from_timestamp_millis(end.timestamp_millis()).unwrap_or_default();
