@@ -10,6 +10,11 @@
 //! - `{created_at: 1, _id: 1}` — finds by time range only, and the archiver's keyset scans;
 //! - `{created_at: 1}` — the TTL index. MongoDB refuses a second index on the same key with
 //!   other options, so retention is changed on this index with `collMod`, never by dropping it.
+//!
+//! Retention rule: set-up (service start, `auditlog-ops db setup`, which the chart runs on every
+//! `helm upgrade`) only ever creates the TTL index or *raises* its TTL. Lowering it could expire
+//! events the archiver has not exported yet — or undo a raise by the archiver's TTL guard — so
+//! only an explicit `auditlog-ops retention set --days N`, which checks the archive first, may.
 
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::IndexOptions;
@@ -46,24 +51,42 @@ pub fn ttl_index_key() -> Document {
 }
 
 /// Shard keys operators can choose from.
+///
+/// `_id` is unique only per shard on a sharded cluster, so a producer's retry (same `id`) is
+/// recognised as a duplicate only if it routes to the shard that holds the first copy. Every
+/// field of the key must therefore be the same on a retry: `consumer` and `_id` are (the
+/// producer sends both), `created_at` is not (the server assigns it per attempt). Ids are
+/// unique per consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ShardKey {
-    /// `{consumer: "hashed", created_at: 1}`: even spread, and a busy consumer still splits
-    /// into many chunks (MongoDB ≥ 4.4).
+    /// `{consumer: "hashed", _id: 1}` (default): even spread over shards, a consumer's queries
+    /// go to the shards of its hash range, a retry lands on the first copy's shard, and as
+    /// ObjectIds grow with time a busy consumer still splits into many chunks (MongoDB ≥ 4.4).
     #[default]
-    HashedConsumerCreatedAt,
+    HashedConsumerId,
     /// `{consumer: "hashed"}`: each consumer is one chunk, which cannot be split.
     HashedConsumer,
+    /// `{consumer: "hashed", created_at: 1}`: the key of auditlog ≤ 0.1. Not safe for producer
+    /// retries: a retry gets a new `created_at` and may land on another shard as a second copy.
+    /// Kept so existing clusters are recognised; `db setup` reports it with the
+    /// `reshardCollection` command that moves to the default.
+    HashedConsumerCreatedAt,
 }
 
 impl ShardKey {
     pub fn key(self) -> Document {
         match self {
+            ShardKey::HashedConsumerId => doc! { fields::CONSUMER: "hashed", fields::ID: 1 },
+            ShardKey::HashedConsumer => doc! { fields::CONSUMER: "hashed" },
             ShardKey::HashedConsumerCreatedAt => {
                 doc! { fields::CONSUMER: "hashed", fields::CREATED_AT: 1 }
             }
-            ShardKey::HashedConsumer => doc! { fields::CONSUMER: "hashed" },
         }
+    }
+
+    /// Whether a producer's retry of an event always routes to the shard of its first copy.
+    pub fn retries_are_idempotent(self) -> bool {
+        !matches!(self, ShardKey::HashedConsumerCreatedAt)
     }
 }
 
@@ -107,43 +130,18 @@ pub struct StorageReport {
     pub ttl: Option<TtlState>,
 }
 
-/// What to do when the TTL index exists with another retention than the configured one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExistingTtl {
-    /// Change it with `collMod` (an operator's explicit `db setup` / `retention set`).
-    Apply,
-    /// Leave it and log a warning. Used at service start: a restart must not undo a retention
-    /// an operator or the archiver's TTL guard raised on purpose (lowering it could expire
-    /// events that are not archived yet).
-    Keep,
-}
+/// The command that lowers retention on purpose; named in every warning about a TTL kept higher
+/// than configured.
+pub const LOWER_RETENTION_COMMAND: &str = "auditlog-ops retention set --days N";
 
-/// Makes the events collection ready: query indexes and the TTL index, changing an existing
-/// TTL to `retention`. Idempotent: running it on a ready collection changes nothing.
+/// Makes the events collection ready: query indexes and the TTL index. An existing TTL is
+/// raised to `retention` when it is lower, and kept (with a warning naming
+/// [`LOWER_RETENTION_COMMAND`]) when it is higher. Idempotent: running it on a ready
+/// collection changes nothing.
 pub async fn ensure_storage(
     store: &Store,
     server: &ServerInfo,
     retention: Retention,
-) -> Result<StorageReport, StoreError> {
-    ensure_storage_with(store, server, retention, ExistingTtl::Apply).await
-}
-
-/// As [`ensure_storage`], but an existing TTL index keeps its retention (see
-/// [`ExistingTtl::Keep`]); the service runs this at start.
-pub async fn ensure_storage_at_start(
-    store: &Store,
-    server: &ServerInfo,
-    retention: Retention,
-) -> Result<StorageReport, StoreError> {
-    ensure_storage_with(store, server, retention, ExistingTtl::Keep).await
-}
-
-/// Makes the events collection ready; `existing_ttl` says whether a differing TTL is changed.
-pub async fn ensure_storage_with(
-    store: &Store,
-    server: &ServerInfo,
-    retention: Retention,
-    existing_ttl: ExistingTtl,
 ) -> Result<StorageReport, StoreError> {
     let coll = store.events();
     let mut report = StorageReport::default();
@@ -174,17 +172,8 @@ pub async fn ensure_storage_with(
         .iter()
         .find(|(k, _)| *k == ttl_index_key())
         .map(|(_, expire)| *expire);
-    report.ttl = Some(
-        ensure_ttl_index(
-            store,
-            server,
-            retention,
-            current_ttl,
-            existing_ttl,
-            &mut report.steps,
-        )
-        .await?,
-    );
+    report.ttl =
+        Some(ensure_ttl_index(store, server, retention, current_ttl, &mut report.steps).await?);
     Ok(report)
 }
 
@@ -195,7 +184,6 @@ async fn ensure_ttl_index(
     retention: Retention,
     // None: no such index; Some(None): plain index; Some(Some(n)): TTL of n seconds.
     current: Option<Option<i64>>,
-    existing_ttl: ExistingTtl,
     steps: &mut Vec<String>,
 ) -> Result<TtlState, StoreError> {
     let key = ttl_index_key();
@@ -252,21 +240,42 @@ async fn ensure_ttl_index(
                 expire_after_seconds: secs,
             })
         }
-        (Some(Some(cur)), Some(secs)) if existing_ttl == ExistingTtl::Keep => {
+        (Some(None), Some(secs)) => {
+            // A plain index on a server with TTL: retention was "forever". Expiring now would
+            // be lowering it.
+            tracing::warn!(
+                configured_seconds = secs,
+                "the created_at index has no TTL (events are kept forever); keeping it \
+                 (set-up never lowers retention; expire events on purpose with \
+                 `{LOWER_RETENTION_COMMAND}`)"
+            );
+            steps.push(format!(
+                "index {key} kept without TTL (events kept forever), not the configured {secs} s: \
+                 set-up never lowers retention (use `{LOWER_RETENTION_COMMAND}`)"
+            ));
+            Ok(TtlState::Disabled)
+        }
+        (Some(Some(cur)), Some(secs)) if cur > secs => {
             tracing::warn!(
                 expire_after_seconds = cur,
                 configured_seconds = secs,
-                "the TTL index expires events after {cur} s, not the configured {secs} s; \
-                 leaving it (change it with `auditlog-ops retention set` or `db setup`)"
+                "the TTL index expires events after {cur} s, longer than the configured {secs} s; \
+                 keeping it (set-up never lowers retention: an archiver's TTL guard or an \
+                 operator raised it; lower it on purpose with `{LOWER_RETENTION_COMMAND}`)"
             );
-            steps.push(format!("TTL index kept at {cur} s (configured {secs} s)"));
+            steps.push(format!(
+                "TTL index kept at {cur} s, above the configured {secs} s: set-up never lowers \
+                 retention (use `{LOWER_RETENTION_COMMAND}`)"
+            ));
             Ok(TtlState::Active {
                 expire_after_seconds: cur,
             })
         }
-        (Some(_), Some(secs)) => {
+        (Some(Some(cur)), Some(secs)) => {
             set_ttl(store, secs).await?;
-            steps.push(format!("changed TTL of {key} to {secs} s with collMod"));
+            steps.push(format!(
+                "raised TTL of {key} from {cur} s to {secs} s with collMod"
+            ));
             Ok(TtlState::Active {
                 expire_after_seconds: secs,
             })
@@ -278,7 +287,7 @@ async fn ensure_ttl_index(
                 tracing::warn!(
                     expire_after_seconds = cur,
                     "retention is set to forever but the TTL index still expires events after \
-                     {cur} s; raise it with `auditlog-ops retention set --days N`"
+                     {cur} s; raise it with `{LOWER_RETENTION_COMMAND}`"
                 );
                 steps.push(format!(
                     "TTL index kept at {cur} s (retention forever requested)"

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use auditlog_common::schema::{ensure_storage_at_start, Retention};
+use auditlog_common::schema::{ensure_storage, Retention};
 use auditlog_common::store::Store;
 use poem::http::HeaderValue;
 use poem::listener::TcpAcceptor;
@@ -152,7 +152,7 @@ async fn prepare_storage(store: Store, retention: Retention) {
     ) -> Result<(), auditlog_common::StoreError> {
         let info = store.server_info().await?;
         tracing::info!(server = %info.describe(), "connected to MongoDB");
-        let report = ensure_storage_at_start(store, &info, retention).await?;
+        let report = ensure_storage(store, &info, retention).await?;
         for step in report.steps {
             tracing::info!("storage: {step}");
         }

@@ -23,8 +23,9 @@ fn plan() -> BootstrapPlan {
         setup: SetupPlan {
             db_name: "dbevents".into(),
             collection: "events".into(),
-            shard_key: ShardKey::HashedConsumerCreatedAt,
+            shard_key: ShardKey::default(),
             retention: Retention::from_days(30),
+            reshard: false,
         },
     }
 }
@@ -60,7 +61,9 @@ fn after_replsets(users_on: &[&str]) -> Vec<(String, Document)> {
         w("router", doc! { "enableSharding": "dbevents" }),
         w(
             "router",
-            doc! { "shardCollection": "dbevents.events", "key": { "consumer": "hashed", "created_at": 1 } },
+            // The default key routes a producer's retry (same consumer, same id) to the shard
+            // of the first copy, whatever created_at the retry got.
+            doc! { "shardCollection": "dbevents.events", "key": { "consumer": "hashed", "_id": 1 } },
         ),
         w("router", doc! { "ensureStorage": 30 * 86_400_i64 }),
     ]);
@@ -101,10 +104,7 @@ fn healthy() -> FakeCluster {
         .with_router_user("root")
         .with_set_user("s0", "root")
         .with_set_user("s1", "root")
-        .with_sharded(
-            "dbevents.events",
-            doc! { "consumer": "hashed", "created_at": 1 },
-        )
+        .with_sharded("dbevents.events", doc! { "consumer": "hashed", "_id": 1 })
 }
 
 async fn bootstrap(c: &FakeCluster, deadline: Duration) -> (Result<(), OpsError>, Vec<String>) {
@@ -164,7 +164,7 @@ async fn fully_initiated_cluster_gets_no_write_on_a_rerun() {
         .map(|s| s.target)
         .collect();
     assert_eq!(config_reads, vec!["c2:27019", "a1:27018", "b2:27018"]);
-    assert!(lines.iter().any(|l| l == "collection dbevents.events already sharded on { \"consumer\": \"hashed\", \"created_at\": 1 }"), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "collection dbevents.events already sharded on { \"consumer\": \"hashed\", \"_id\": 1 }"), "{lines:?}");
     assert!(lines.iter().any(|l| l == "shard s1 already in the cluster"));
 }
 
@@ -358,5 +358,57 @@ async fn setup_shards_on_the_selected_key() {
             ),
             w("router", doc! { "ensureStorage": 0_i64 }),
         ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn setup_on_the_old_default_key_warns_that_retries_are_not_idempotent_and_how_to_reshard() {
+    let c = FakeCluster::new().with_sharded(
+        "dbevents.events",
+        doc! { "consumer": "hashed", "created_at": 1 },
+    );
+    let steps = Steps::default();
+    setup::run(&c, &plan().setup, &steps).await.expect("setup");
+    assert_eq!(
+        c.writes(),
+        vec![w("router", doc! { "ensureStorage": 30 * 86_400_i64 })],
+        "without --reshard nothing is moved"
+    );
+    let line = &steps.lines()[0];
+    assert!(line.starts_with("WARNING"), "{line}");
+    assert!(line.contains("NOT idempotent"), "{line}");
+    assert!(
+        line.contains(
+            r#"reshardCollection: "dbevents.events", key: { "consumer": "hashed", "_id": 1 }"#
+        ),
+        "{line}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn setup_with_reshard_moves_the_collection_to_the_configured_key() {
+    let c = FakeCluster::new().with_sharded(
+        "dbevents.events",
+        doc! { "consumer": "hashed", "created_at": 1 },
+    );
+    let mut p = plan().setup;
+    p.reshard = true;
+    setup::run(&c, &p, &Steps::default()).await.expect("setup");
+    assert_eq!(
+        c.writes(),
+        vec![
+            w(
+                "router",
+                doc! { "reshardCollection": "dbevents.events", "key": { "consumer": "hashed", "_id": 1 } }
+            ),
+            w("router", doc! { "ensureStorage": 30 * 86_400_i64 }),
+        ]
+    );
+    let again = Steps::default();
+    setup::run(&c, &p, &again).await.expect("second setup");
+    assert!(
+        again.lines()[0].contains("already sharded"),
+        "{:?}",
+        again.lines()
     );
 }

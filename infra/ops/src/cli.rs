@@ -102,6 +102,12 @@ pub struct SetupArgs {
     /// Days an event stays in MongoDB before the TTL index removes it; 0 keeps events forever.
     #[arg(long, env = "AUDIT_RETENTION_DAYS", default_value_t = 30)]
     pub retention_days: u32,
+
+    /// When the collection is already sharded on another key, reshard it to the configured key
+    /// (`reshardCollection`, MongoDB ≥ 5.0; copies the whole collection). Without it the
+    /// difference is reported with the command to run.
+    #[arg(long, env = "AUDIT_RESHARD")]
+    pub reshard: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -147,8 +153,19 @@ pub struct StatusArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RetentionSetArgs {
     /// New retention in days (at least 1: MongoDB cannot turn a TTL index back into a plain one).
+    /// This is the only command that lowers retention; `db setup` and the service only raise it.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub days: u32,
+
+    /// Refuse when the oldest event that is not archived yet would expire within this margin
+    /// from now under the new retention (e.g. `1d`, `6h`).
+    #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
+    pub margin: Duration,
+
+    /// Change retention even when unarchived events would expire (they are lost from MongoDB
+    /// without a Parquet copy).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[cfg(test)]

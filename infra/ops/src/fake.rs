@@ -315,6 +315,17 @@ impl State {
                 Ok(doc! { "cursor": { "firstBatch": batch, "id": 0_i64 }, "ok": 1 })
             }
             "enableSharding" => Ok(doc! { "ok": 1 }),
+            "reshardCollection" => {
+                let ns = cmd.get_str("reshardCollection").unwrap_or_default();
+                match &self.sharded {
+                    Some((n, _)) if n == ns => {
+                        let key = cmd.get_document("key").unwrap().clone();
+                        self.sharded = Some((ns.to_owned(), key));
+                        Ok(doc! { "ok": 1 })
+                    }
+                    _ => Err(err(26, "NamespaceNotFound", "not sharded")),
+                }
+            }
             "shardCollection" => {
                 let ns = cmd
                     .get_str("shardCollection")

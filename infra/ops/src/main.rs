@@ -62,6 +62,7 @@ async fn run(cli: Cli) -> Result<(), OpsError> {
         collection: cli.mongo.collection.clone(),
         shard_key: s.shard_key,
         retention: Retention::from_days(s.retention_days),
+        reshard: s.reshard,
     };
     match &cli.command {
         Command::Cluster {
@@ -116,7 +117,12 @@ async fn run(cli: Cli) -> Result<(), OpsError> {
         Command::Retention {
             command: RetentionCommand::Set(r),
         } => {
-            println!("{}", retention::set(cluster.store(), r.days).await?);
+            let change = retention::RetentionChange {
+                days: r.days,
+                margin: r.margin,
+                force: r.force,
+            };
+            println!("{}", retention::set(cluster.store(), change).await?);
         }
     }
     Ok(())

@@ -18,6 +18,9 @@ pub struct SetupPlan {
     pub collection: String,
     pub shard_key: ShardKey,
     pub retention: Retention,
+    /// Reshard a collection sharded on another key (`reshardCollection`, MongoDB ≥ 5.0),
+    /// instead of only reporting it.
+    pub reshard: bool,
 }
 
 const STEP: &str = "db setup";
@@ -73,13 +76,35 @@ async fn shard_collection<C: Cluster>(
         Some(key) if normalise_keys(&key) == normalise_keys(&wanted) => {
             steps.push(format!("collection {ns} already sharded on {key}"));
         }
+        Some(key) if plan.reshard => {
+            c.run(
+                &Target::Router,
+                "admin",
+                doc! { "reshardCollection": &ns, "key": wanted.clone() },
+            )
+            .await
+            .map_err(|e| StepError::from_cmd(STEP, "reshardCollection", e))?;
+            steps.push(format!("resharded collection {ns} from {key} to {wanted}"));
+        }
         Some(key) => {
-            // Resharding moves every document; that is an operator's decision, not a side
-            // effect of an upgrade hook.
-            tracing::warn!(%ns, current = %key, configured = %wanted, "collection sharded on another key");
+            // Resharding copies every document; that is an operator's decision, not a side
+            // effect of an upgrade hook — but it must not go unnoticed either.
+            let command = format!(
+                "db.adminCommand({{reshardCollection: \"{ns}\", key: {}}})",
+                wanted
+            );
+            let risk = if is_legacy_key(&key) {
+                "producer retries are NOT idempotent on this key (a retry gets a new created_at \
+                 and can land on another shard as a second copy); "
+            } else {
+                ""
+            };
+            tracing::warn!(%ns, current = %key, configured = %wanted, %command,
+                "collection sharded on another key; {risk}reshard it");
             steps.push(format!(
-                "collection {ns} is sharded on {key}, not the configured {wanted}: left as it is \
-                 (change it with reshardCollection if intended)"
+                "WARNING: collection {ns} is sharded on {key}, not the configured {wanted}: \
+                 {risk}reshard it with `auditlog-ops db setup --reshard` or `{command}` \
+                 (MongoDB ≥ 5.0; copies the collection)"
             ));
         }
         None => {
@@ -102,6 +127,11 @@ async fn shard_collection<C: Cluster>(
         }
     }
     Ok(())
+}
+
+/// Whether `key` is the pre-0.2 default `{consumer: "hashed", created_at: 1}`.
+fn is_legacy_key(key: &Document) -> bool {
+    normalise_keys(key) == normalise_keys(&ShardKey::HashedConsumerCreatedAt.key())
 }
 
 /// The shard key of a `config.collections` entry, unless the entry is dropped or (MongoDB
