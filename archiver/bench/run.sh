@@ -3,7 +3,9 @@
 # FerretDB, archives them to local Parquet files with the release build of
 # `auditlog-archiver once`, and runs the peer a user would pick instead — pymongoarrow's
 # find_arrow_all + pyarrow.parquet.write_table — on the same data. Prints events/s and peak
-# RSS of both, side by side, with the ratios.
+# RSS of both, side by side, with the ratios. FerretDB is started and stopped with
+# infra/dev/ferretdb.sh (its own port and data dir); the archiver binary is wherever cargo puts
+# it (CARGO_TARGET_DIR is honoured).
 #
 # Settings (environment):
 #   BENCH_EVENTS        events to load (default 1000000)
@@ -39,10 +41,13 @@ trap 'bash "$repo/infra/dev/ferretdb.sh" stop >/dev/null 2>&1 || true' EXIT
 python="$(bash "$repo/infra/dev/python-env.sh")"
 log "building auditlog-archiver (release)"
 (cd "$repo" && cargo build --release --quiet -p auditlog-archiver)
+# shellcheck source=infra/dev/lib/cargo.sh
+source "$repo/infra/dev/lib/cargo.sh"
+archiver_bin="$(cargo_bin auditlog-archiver release)"
 
 export MONGODB_URI="mongodb://127.0.0.1:$port/"
 export AUDIT_DB_NAME="bench"
 export AUDIT_COLLECTION="events"
 export BENCH_EVENTS="$events" BENCH_DIR="$dir" BENCH_COMPRESSION="$compression"
-export ARCHIVER_BIN="$repo/target/release/auditlog-archiver"
+export ARCHIVER_BIN="$archiver_bin"
 "$python" "$here/bench.py"

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Owns the local HDFS for development and tests (its pid file, data and log under
+# $HDFS_DATA_DIR; started and stopped through infra/dev/lib/server.sh).
 # A real HDFS for development and tests: Hadoop's MiniDFSCluster (one NameNode, one DataNode,
 # simple auth, everything on 127.0.0.1), built from Maven Central artifacts by the small Maven
 # project in infra/dev/hdfs/. Also Hadoop's own Parquet reader, to prove Hadoop reads our files.
@@ -7,7 +9,9 @@
 #                                 pom.xml and sources are unchanged)
 #   infra/dev/hdfs.sh start       start the cluster unless ours is already running; wait until
 #                                 the NameNode answers; print its URL (hdfs://127.0.0.1:PORT)
-#   infra/dev/hdfs.sh stop        stop it and delete its data
+#   infra/dev/hdfs.sh stop        stop it and delete its data (`make stop` and the end of
+#                                 `make test` run this)
+#   infra/dev/hdfs.sh pid         print the pid of the cluster `start` started (exit 1: none)
 #   infra/dev/hdfs.sh status      exit 0 when it is running and answers
 #   infra/dev/hdfs.sh url         print the running cluster's URL (exit 1 when not running)
 #   infra/dev/hdfs.sh dump PATH.. print every row of every Parquet file under PATH (hdfs://...,
@@ -44,7 +48,11 @@ cluster_dir="$data_dir/cluster"
 stamp_file="$tools_dir/.stamp"
 main_class="dev.auditlog.hdfs.MiniDfs"
 
-log() { printf 'hdfs.sh: %s\n' "$*" >&2; }
+# shellcheck source=infra/dev/lib/server.sh
+source "$here/lib/server.sh"
+srv_define "HDFS MiniDFSCluster" hdfs.sh "$data_dir" "$pid_file" "$log_file" "$main_class"
+SRV_LOCK_TIMEOUT="$start_timeout"
+log() { srv_log "$@"; }
 die() { log "$*"; exit 1; }
 
 classpath() { printf '%s' "$tools_dir/build/classes:$tools_dir/lib/*"; }
@@ -67,7 +75,7 @@ install() {
   fi
   command -v mvn >/dev/null || die "Maven is required (apt-get install maven)"
   log "building HDFS dev tools into $tools_dir (the first build downloads ~100 MB from Maven Central)"
-  rm -rf "$tools_dir/lib" "$tools_dir/build"
+  rm -rf "${tools_dir:?}/lib" "${tools_dir:?}/build"
   mkdir -p "$tools_dir"
   if ! mvn -B -Dstyle.color=never -f "$project/pom.xml" -Dtools.dir="$tools_dir" \
     compile dependency:copy-dependencies >"$tools_dir/mvn.log" 2>&1; then
@@ -78,29 +86,7 @@ install() {
   log "built ($(find "$tools_dir/lib" -name '*.jar' | wc -l) jars)"
 }
 
-# Is $1 the pid of our MiniDfs?
-is_ours() {
-  [ -n "${1:-}" ] && [ -r "/proc/$1/cmdline" ] &&
-    tr '\0' ' ' <"/proc/$1/cmdline" | grep -q -- "$main_class"
-}
-
-running_pid() {
-  [ -f "$pid_file" ] || return 1
-  local pid
-  pid="$(cat "$pid_file")"
-  is_ours "$pid" || return 1
-  echo "$pid"
-}
-
-# Alive and not a zombie. (Right after launch $1 may still be the forking shell, before it
-# execs java, so this deliberately does not check the command line.)
-alive() {
-  local state
-  state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
-  [ -n "$state" ] && [ "$state" != Z ]
-}
-
-port_answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_answers() { srv_port_answers "$1"; }
 
 current_url() {
   [ -s "$url_file" ] || return 1
@@ -111,21 +97,15 @@ current_url() {
   echo "$url"
 }
 
-status() { running_pid >/dev/null && current_url >/dev/null; }
-
-lock() {
-  mkdir -p "$data_dir"
-  exec 9>"$data_dir/.lock"
-  flock -w "$start_timeout" 9 || die "timed out waiting for another hdfs.sh start/stop"
-}
+status() { srv_pid >/dev/null && current_url >/dev/null; }
 
 start() {
   install
-  lock
+  srv_lock || exit 1
   local pid url
-  if pid="$(running_pid)"; then
+  if pid="$(srv_pid)"; then
     # Ours is running (maybe still starting, if an earlier start gave up waiting).
-    wait_up "$pid"
+    srv_wait_up "$pid" "$start_timeout" current_url || exit 1
     url="$(current_url)"
     if [ "$port" != 0 ] && [ "${url##*:}" != "$port" ]; then
       log "WARNING: running cluster is at $url, not on HDFS_PORT=$port (stop it first to change)"
@@ -140,65 +120,26 @@ start() {
   rm -rf "$cluster_dir" "$data_dir/tmp" "$url_file" "$pid_file"
   mkdir -p "$cluster_dir" "$data_dir/tmp"
   log "starting MiniDFSCluster (data in $cluster_dir, log: $log_file)"
-  # setsid: the cluster outlives this script and the caller's process group. 9>&-: it must not
-  # inherit (and so hold) our lock.
-  # shellcheck disable=SC2086
-  (cd "$data_dir" && exec setsid java $java_opts -Djava.net.preferIPv4Stack=true \
+  # shellcheck disable=SC2086  # java_opts is a list of options
+  srv_launch java $java_opts -Djava.net.preferIPv4Stack=true \
     -Dtest.build.data="$data_dir/tmp/test-data" -Dtest.build.dir="$data_dir/tmp/test-dir" \
     -Djava.io.tmpdir="$data_dir/tmp" \
     -cp "$(classpath)" "$main_class" \
-    --port "$port" --base-dir "$cluster_dir" --url-file "$url_file" --block-size "$block_size" \
-    >"$log_file" 2>&1 </dev/null 9>&-) &
-  pid=$!
-  echo "$pid" >"$pid_file"
-  wait_up "$pid"
+    --port "$port" --base-dir "$cluster_dir" --url-file "$url_file" --block-size "$block_size"
+  srv_wait_up "$SRV_LAUNCHED" "$start_timeout" current_url || exit 1
   url="$(current_url)"
-  log "up at $url (pid $pid)"
+  log "up at $url (pid $SRV_LAUNCHED)"
   echo "$url"
 }
 
-wait_up() {
-  local pid="$1" deadline=$((SECONDS + start_timeout))
-  while [ $SECONDS -lt $deadline ]; do
-    if current_url >/dev/null; then
-      return 0
-    fi
-    if ! alive "$pid"; then
-      log "MiniDfs exited during start; last log lines:"
-      tail -n 40 "$log_file" >&2 || true
-      rm -f "$pid_file"
-      exit 1
-    fi
-    sleep 0.3
-  done
-  log "MiniDfs did not come up within ${start_timeout}s; last log lines:"
-  tail -n 40 "$log_file" >&2 || true
-  exit 1
-}
-
 stop() {
-  lock
-  local pid
-  if pid="$(running_pid)"; then
-    log "stopping pid $pid"
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 150); do
-      is_ours "$pid" || break
-      sleep 0.2
-    done
-    if is_ours "$pid"; then
-      log "still running after 30s; killing"
-      kill -KILL "$pid" 2>/dev/null || true
-      sleep 0.5
-    fi
-  else
-    log "not running"
-  fi
-  rm -rf "$pid_file" "$url_file" "$cluster_dir" "$data_dir/tmp"
+  srv_lock || exit 1
+  srv_stop 30
+  rm -rf "$url_file" "$cluster_dir" "$data_dir/tmp"
 }
 
 url() {
-  running_pid >/dev/null || die "not running (infra/dev/hdfs.sh start)"
+  srv_pid >/dev/null || die "not running (infra/dev/hdfs.sh start)"
   current_url || die "running but not answering yet"
 }
 
@@ -215,12 +156,13 @@ case "$cmd" in
   install) install ;;
   start) start ;;
   stop) stop ;;
+  pid) srv_pid ;;
   status) status ;;
   url) url ;;
   dump) dump "$@" ;;
   classpath) install && classpath && echo ;;
   *)
-    echo "usage: $0 {install|start|stop|status|url|dump PATH...|classpath}" >&2
+    echo "usage: $0 {install|start|stop|pid|status|url|dump PATH...|classpath}" >&2
     exit 2
     ;;
 esac

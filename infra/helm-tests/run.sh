@@ -17,7 +17,7 @@ repo="$(cd "$here/../.." && pwd)"
 chart="$repo/helm/auditlog"
 out="$repo/target/helm-tests/rendered"
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one.
-KUBE_VERSIONS=(${KUBE_VERSIONS:-1.27.0 1.33.0})
+read -r -a KUBE_VERSIONS <<<"${KUBE_VERSIONS:-1.27.0 1.33.0}"
 
 bash "$here/install-tools.sh"
 export HELM="$repo/target/tools/bin/helm"

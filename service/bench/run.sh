@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Ingest benchmark on the local store: builds auditlog-service and auditlog-bench-ingest in
 # release mode, starts a private FerretDB (free port, temporary data directory), runs the
-# benchmark, and removes the FerretDB again. Figures go to stdout.
+# benchmark, and removes the FerretDB again. Figures go to stdout. FerretDB runs through
+# infra/dev/ferretdb.sh serve; the binaries are wherever cargo puts them (CARGO_TARGET_DIR).
 #
 #   service/bench/run.sh                      # defaults: 5 s per figure, 1,16,64,256 producers
 #   BENCH_SECONDS=10 service/bench/run.sh
@@ -12,23 +13,27 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 cd "$repo"
 
+# shellcheck source=infra/dev/lib/cargo.sh
+source "$repo/infra/dev/lib/cargo.sh"
 cargo build --release --quiet -p auditlog-service --bin auditlog-service --bin auditlog-bench-ingest
+bench_bin="$(cargo_bin auditlog-bench-ingest release)"
 
 if [ -z "${MONGODB_URI:-}" ]; then
-  ferretdb="$(bash infra/dev/ferretdb.sh path)"
+  bash infra/dev/ferretdb.sh install
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   data="$(mktemp -d -t auditlog-bench-XXXXXX)"
-  "$ferretdb" --handler=sqlite --sqlite-url="file:$data/" --state-dir="$data" \
-    --listen-addr="127.0.0.1:$port" --debug-addr=- --telemetry=disable --log-level=warn \
-    >"$data/ferretdb.log" 2>&1 </dev/null &
+  # ferretdb.sh serve execs FerretDB: $! is FerretDB's pid.
+  bash infra/dev/ferretdb.sh serve "$data" "$port" >"$data/ferretdb.log" 2>&1 </dev/null &
   ferret_pid=$!
   trap 'kill "$ferret_pid" 2>/dev/null || true; wait "$ferret_pid" 2>/dev/null || true; rm -rf "$data"' EXIT
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
+  for _ in $(seq 1 150); do
+    python3 infra/dev/mongo_ping.py 127.0.0.1 "$port" && break
+    kill -0 "$ferret_pid" 2>/dev/null || { cat "$data/ferretdb.log" >&2; exit 1; }
+    sleep 0.2
   done
   export MONGODB_URI="mongodb://127.0.0.1:$port/"
-  echo "FerretDB $("$ferretdb" --version 2>/dev/null | sed -n 's/^version:[[:space:]]*//p' | head -n1) on 127.0.0.1:$port (SQLite in $data)"
+  ferretdb="$(bash infra/dev/ferretdb.sh path)"
+  echo "FerretDB $("$ferretdb" --version 2>/dev/null | sed -n 's/^version:[[:space:]]*//p' | sed -n 1p) on 127.0.0.1:$port (SQLite in $data)"
 fi
 
-target/release/auditlog-bench-ingest "$@"
+"$bench_bin" "$@"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Opens the service's Swagger UI (/docs) in headless Chromium and checks that it renders
 # every operation and the Authorize button (the API-key scheme). Installs Debian's
-# `chromium` package when no Chromium is found, starts a private FerretDB and the service,
-# and cleans both up. Exit 0 when the page renders everything, 1 otherwise.
+# `chromium` package when no Chromium is found, starts a private FerretDB (infra/dev/ferretdb.sh
+# serve) and the service (wherever cargo puts it), and cleans both up. Exit 0 when the page
+# renders everything, 1 otherwise.
 #
 #   service/tests-browser/check_docs.sh
 set -euo pipefail
@@ -21,7 +22,10 @@ if [ -z "$browser" ]; then
   browser="$(command -v chromium)"
 fi
 
+# shellcheck source=infra/dev/lib/cargo.sh
+source "$repo/infra/dev/lib/cargo.sh"
 cargo build --quiet -p auditlog-service --bin auditlog-service
+service_bin="$(cargo_bin auditlog-service)"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 work="$(mktemp -d -t auditlog-docs-XXXXXX)"
 pids=()
@@ -31,17 +35,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ferretdb="$(bash infra/dev/ferretdb.sh path)"
+bash infra/dev/ferretdb.sh install
 db_port="$(free_port)"
-"$ferretdb" --handler=sqlite --sqlite-url="file:$work/" --state-dir="$work" \
-  --listen-addr="127.0.0.1:$db_port" --debug-addr=- --telemetry=disable --log-level=warn \
-  >"$work/ferretdb.log" 2>&1 </dev/null &
+# ferretdb.sh serve execs FerretDB: $! is FerretDB's pid.
+bash infra/dev/ferretdb.sh serve "$work/ferretdb" "$db_port" >"$work/ferretdb.log" 2>&1 </dev/null &
 pids+=($!)
 
 port="$(free_port)"
 MONGODB_URI="mongodb://127.0.0.1:$db_port/" AUDIT_DB_NAME=docs AUDIT_API_KEY=docs-check \
   AUDIT_LISTEN_ADDR="127.0.0.1:$port" AUDIT_LOG_FORMAT=text \
-  target/debug/auditlog-service run >"$work/service.log" 2>&1 </dev/null &
+  "$service_bin" run >"$work/service.log" 2>&1 </dev/null &
 pids+=($!)
 for _ in $(seq 1 200); do
   curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break

@@ -1,7 +1,12 @@
 //! A private FerretDB process (SQLite backend) on a free port in a temporary directory,
 //! killed when dropped.
+//!
+//! FerretDB is started the one way every script here starts it: `infra/dev/ferretdb.sh serve
+//! DIR PORT`, which builds the pinned FerretDB on first use and then `exec`s it with its flags
+//! in the foreground — so the child this harness spawns *is* FerretDB once it answers, and
+//! killing the child stops it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -18,7 +23,6 @@ pub struct FerretDb {
 impl FerretDb {
     /// Starts FerretDB and waits until it accepts connections.
     pub async fn start() -> Self {
-        let bin = binary_path();
         // A port taken between free_port() and the bind shows up as a failed start: try again.
         for _ in 0..5 {
             let dir = tempfile::Builder::new()
@@ -28,17 +32,12 @@ impl FerretDb {
             let port = free_port();
             let log = std::fs::File::create(dir.path().join("ferretdb.log"))
                 .expect("cannot create FerretDB log file");
-            let child = Command::new(&bin)
-                .arg("--handler=sqlite")
-                .arg(format!("--sqlite-url=file:{}/", dir.path().display()))
-                .arg(format!("--state-dir={}", dir.path().display()))
-                .arg(format!("--listen-addr=127.0.0.1:{port}"))
-                .args(["--debug-addr=-", "--telemetry=disable", "--log-level=warn"])
+            let child = command(dir.path(), port)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(log))
                 .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", script().display()));
             let mut db = FerretDb {
                 child,
                 port,
@@ -49,8 +48,8 @@ impl FerretDb {
             }
         }
         panic!(
-            "FerretDB ({}) did not start after 5 attempts",
-            bin.display()
+            "FerretDB ({} serve) did not start after 5 attempts",
+            script().display()
         );
     }
 
@@ -60,15 +59,25 @@ impl FerretDb {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
+            // Only once the script has exec'd FerretDB (before that, a connection could reach
+            // someone else's listener on a clashing port).
+            if self.is_ferretdb()
+                && tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                    .await
+                    .is_ok()
             {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         false
+    }
+
+    /// Whether the child process is FerretDB itself (`ferretdb.sh serve` has exec'd it).
+    fn is_ferretdb(&self) -> bool {
+        std::fs::read(format!("/proc/{}/cmdline", self.child.id()))
+            .map(|c| String::from_utf8_lossy(&c).contains("--listen-addr="))
+            .unwrap_or(false)
     }
 
     pub fn port(&self) -> u16 {
@@ -91,22 +100,51 @@ impl Drop for FerretDb {
     }
 }
 
+fn script() -> PathBuf {
+    repo_root().join("infra/dev/ferretdb.sh")
+}
+
+/// The command that runs FerretDB in the foreground on `127.0.0.1:port` with its data in
+/// `dir`: `bash infra/dev/ferretdb.sh serve DIR PORT` (which execs the binary, so the spawned
+/// child's pid is FerretDB's). Builds FerretDB first if needed (once per test process).
+/// `FERRETDB_BIN` in the environment makes the script use that binary instead.
+pub fn command(dir: &Path, port: u16) -> Command {
+    install();
+    let mut cmd = Command::new("bash");
+    cmd.arg(script())
+        .arg("serve")
+        .arg(dir)
+        .arg(port.to_string());
+    cmd
+}
+
+/// Builds the pinned FerretDB unless it is there (`infra/dev/ferretdb.sh install`), once per
+/// test process, so parallel tests do not each wait on the build inside their start timeout.
+fn install() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(script())
+            .arg("install")
+            .stdin(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script().display()));
+        assert!(status.success(), "{} install failed", script().display());
+    });
+}
+
 /// The FerretDB binary: `FERRETDB_BIN`, else the one `infra/dev/ferretdb.sh` builds (building
-/// it on first use).
+/// it on first use). Prefer [`command`], which also writes the flags.
 pub fn binary_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        if let Ok(p) = std::env::var("FERRETDB_BIN") {
-            return PathBuf::from(p);
-        }
-        let script = repo_root().join("infra/dev/ferretdb.sh");
         let out = Command::new("bash")
-            .arg(&script)
+            .arg(script())
             .arg("path")
             .stderr(Stdio::inherit())
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(out.status.success(), "{} path failed", script.display());
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script().display()));
+        assert!(out.status.success(), "{} path failed", script().display());
         PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
     })
     .clone()
