@@ -165,7 +165,9 @@ impl Drop for RunningBinary {
 }
 
 /// Builds `bin` once per test process (cargo is quick when it is up to date) and returns its
-/// path in the same target directory and profile as the running test.
+/// path in the same target directory and profile as the running test. The directory comes from
+/// the test executable's own path, so `CARGO_TARGET_DIR` (which the nested `cargo build`
+/// inherits) and `build.target-dir` are honoured without asking cargo.
 pub fn build(bin: &str) -> PathBuf {
     static BUILT: Mutex<Option<HashSet<String>>> = Mutex::new(None);
     let dir = target_profile_dir();
@@ -184,6 +186,12 @@ pub fn build(bin: &str) -> PathBuf {
             .status()
             .unwrap_or_else(|e| panic!("cannot run cargo build: {e}"));
         assert!(status.success(), "cargo build --bin {bin} failed");
+        assert!(
+            path.exists(),
+            "cargo build --bin {bin} succeeded but {} does not exist: was the test built with \
+             another CARGO_TARGET_DIR than the one in this environment?",
+            path.display()
+        );
         built.insert(bin.to_owned());
     }
     path
