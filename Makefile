@@ -3,10 +3,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 CARGO ?= cargo
-# Tests and benchmarks put their helper tools here (FerretDB, helm, venvs, Hadoop jars).
-TOOLS := target/tools
+# Helper tools (FerretDB, helm, venvs, Hadoop jars) live in <repo>/target/tools, whatever
+# CARGO_TARGET_DIR says; scripts ask cargo where our own binaries are.
 
-.PHONY: help run test tools test-rust test-helm test-browser lint fmt bench-ingest bench-archive stop clean-data
+.PHONY: help run stop test tools test-rust test-helm test-browser test-mongodb lint fmt bench-ingest bench-archive clean-data
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -14,25 +14,29 @@ help: ## List the targets
 run: ## Start the service on 127.0.0.1:8080 (starts a local FerretDB unless MONGODB_URI is set)
 	@bash infra/dev/run.sh
 
-tools: ## Install what the tests need (FerretDB, Python venv, Hadoop MiniDFS, S3 server, helm)
+stop: ## Stop every local server make run or make test started (service, FerretDB, HDFS, S3)
+	@bash infra/dev/stop.sh
+
+tools: ## Install what the tests need (FerretDB, Python venv, Hadoop MiniDFS, helm, Chromium)
 	bash infra/dev/install-tools.sh
 
-test: tools ## Run every test: Rust unit + end-to-end, Helm chart checks, Swagger UI in Chromium
-	$(MAKE) test-rust
-	$(MAKE) test-helm
-	$(MAKE) test-browser
+test: ## Run every test: Rust unit + end-to-end, Helm chart checks, Swagger UI in Chromium
+	@bash infra/dev/test.sh
 
 test-rust: ## Rust unit and end-to-end tests (each test starts its own FerretDB)
-	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace --no-fail-fast
+	@bash infra/dev/test.sh rust
 
 test-helm: ## helm lint, helm template over several value sets, strict schema validation, chart tests
-	bash infra/helm-tests/run.sh
+	@bash infra/dev/test.sh helm
 
 test-browser: ## Open /docs in headless Chromium and check the operations render
-	bash service/tests-browser/check_docs.sh
+	@bash infra/dev/test.sh browser
+
+test-mongodb: ## Every Rust test, ignored ones included, against MONGODB_URI (a real mongod/mongos)
+	@bash infra/dev/test.sh mongodb
 
 lint: ## rustfmt check and clippy with warnings as errors
+	@bash infra/dev/prereqs.sh lint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
@@ -44,9 +48,6 @@ bench-ingest: ## Ingest benchmark: events/s and latency, group commit on and off
 
 bench-archive: ## Archive benchmark: events/s and peak RSS vs pymongoarrow + pyarrow
 	bash archiver/bench/run.sh
-
-stop: ## Stop the local FerretDB started by `make run`
-	bash infra/dev/ferretdb.sh stop
 
 clean-data: stop ## Remove local data (FerretDB files, archives)
 	rm -rf data archive
