@@ -3,8 +3,8 @@
 # auditlog-ops. Build:  docker build -t auditlog:0.1.0 .
 # The Helm chart and infra/compose set the command of each container explicitly.
 
-# The toolchain the project is developed and tested with. The floor is the highest
-# rust-version among the locked dependencies (1.89 today; the workspace itself says 1.88).
+# The toolchain the project is developed and tested with. The floor is 1.89: the workspace's
+# rust-version (Cargo.toml), which is also the highest rust-version among the locked crates.
 ARG RUST_VERSION=1.95
 
 # ---- build --------------------------------------------------------------------------------
@@ -35,6 +35,7 @@ LABEL org.opencontainers.image.title="auditlog" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=builder /out/ /usr/local/bin/
 USER 65532:65532
-# 8080: auditlog-service API; 9090: auditlog-archiver /healthz and /metrics.
-EXPOSE 8080 9090
+# 8080: auditlog-service API; 9464: auditlog-archiver /healthz and /metrics (its default
+# AUDIT_ARCHIVER_LISTEN_ADDR; the Helm chart and infra/compose set 9090 explicitly).
+EXPOSE 8080 9464
 ENTRYPOINT ["/usr/local/bin/auditlog-service"]
