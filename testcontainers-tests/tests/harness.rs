@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use mongodb::bson::doc;
 use testcontainers_tests::binary::Spawn;
-use testcontainers_tests::mongo::{test_mongo, Backend};
+use testcontainers_tests::ferretdb::FerretDb;
+use testcontainers_tests::mongo::test_mongo;
 
 #[tokio::test]
 async fn a_document_written_through_one_connection_is_read_through_another() {
@@ -52,26 +53,31 @@ async fn two_tests_get_different_databases() {
     );
 }
 
+/// The harness's own FerretDB, started directly (whatever backend `test_mongo` would pick):
+/// the process it holds is FerretDB itself (so killing it stops the server), and after drop
+/// neither the process nor the port is left.
 #[tokio::test]
-async fn the_ferretdb_it_started_is_gone_after_the_test() {
-    let mongo = test_mongo().await;
-    let Some(ferret) = mongo.ferretdb() else {
-        println!(
-            "SKIPPED the_ferretdb_it_started_is_gone_after_the_test: the harness used {:?}, not a FerretDB of its own",
-            mongo.backend
-        );
-        return;
-    };
-    assert_eq!(mongo.backend, Backend::FerretDb);
+async fn a_ferretdb_the_harness_starts_is_gone_after_drop() {
+    let ferret = FerretDb::start().await;
     let (pid, port) = (ferret.pid(), ferret.port());
     assert!(
         process_alive(pid),
         "FerretDB not running while the test holds it"
     );
-    drop(mongo);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .unwrap_or_default();
+    assert!(
+        cmdline.contains(&format!("--listen-addr=127.0.0.1:{port}")),
+        "process {pid} is not the FerretDB serving port {port}: {cmdline}"
+    );
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("FerretDB accepts connections while the test holds it");
+    drop(ferret);
     assert!(
         !process_alive(pid),
-        "FerretDB process {pid} still alive after the test"
+        "FerretDB process {pid} still alive after drop"
     );
     let refused = tokio::time::timeout(
         Duration::from_secs(2),
@@ -80,10 +86,7 @@ async fn the_ferretdb_it_started_is_gone_after_the_test() {
     .await
     .map(|r| r.is_err())
     .unwrap_or(true);
-    assert!(
-        refused,
-        "port {port} still accepts connections after the test"
-    );
+    assert!(refused, "port {port} still accepts connections after drop");
 }
 
 /// True while a process exists and is not a zombie.
@@ -112,7 +115,8 @@ async fn the_service_binary_answers_healthz() {
 }
 
 /// `make run` is `infra/dev/run.sh`: with `MONGODB_URI` given it starts no store of its own,
-/// generates an API key, prints where Swagger UI is, and serves `/healthz`.
+/// generates an API key, prints where Swagger UI is, and serves `/healthz`; `make stop`
+/// (`run.sh stop`) stops the service, and make run then exits 0.
 #[tokio::test]
 async fn make_run_serves_healthz_and_prints_the_swagger_ui_address() {
     use std::os::unix::process::CommandExt;
@@ -122,11 +126,14 @@ async fn make_run_serves_healthz_and_prints_the_swagger_ui_address() {
     let port = testcontainers_tests::free_port();
     let log = tempfile::NamedTempFile::new().expect("log file");
     let out = log.reopen().expect("log");
+    let run_dir = tempfile::tempdir().expect("run dir");
     let child = Command::new("bash")
         .arg(testcontainers_tests::repo_root().join("infra/dev/run.sh"))
         .envs(mongo.env())
         .env_remove("AUDIT_API_KEY")
         .env("AUDIT_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        // Its own pid file, so it neither sees nor is seen by a `make run` on this machine.
+        .env("AUDITLOG_RUN_DIR", run_dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::from(out.try_clone().expect("log")))
         .stderr(Stdio::from(out))
@@ -173,5 +180,35 @@ async fn make_run_serves_healthz_and_prints_the_swagger_ui_address() {
     assert!(
         output.contains("(generated; set AUDIT_API_KEY"),
         "no generated API key printed:\n{output}"
+    );
+
+    // `make stop` stops the service through its pid file, and make run then ends successfully.
+    let stop = Command::new("bash")
+        .arg(testcontainers_tests::repo_root().join("infra/dev/run.sh"))
+        .arg("stop")
+        .env("AUDITLOG_RUN_DIR", run_dir.path())
+        .output()
+        .expect("run infra/dev/run.sh stop");
+    let said = String::from_utf8_lossy(&stop.stdout);
+    assert!(
+        stop.status.success() && said.starts_with("stopped auditlog-service (pid "),
+        "run.sh stop did not stop the service: {said}{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    let ended = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Ok(Some(status)) = group.0.try_wait() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < ended,
+            "make run still running after its service was stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        status.success(),
+        "make run exited with {status} after a normal stop:\n{}",
+        std::fs::read_to_string(log.path()).unwrap_or_default()
     );
 }
