@@ -9,7 +9,9 @@
 //!    a time (MongoDB accepts one new voting member per reconfiguration);
 //! 2. mongos answers and is a mongos;
 //! 3. the admin user (role `root`) through mongos — stored on the config servers — and on each
-//!    shard's primary for direct maintenance, each only if missing;
+//!    shard's primary for direct maintenance, each only if missing; then one custom role and
+//!    one user per component (service, archiver) through mongos ([`crate::roles`]), so only
+//!    this Job ever uses root;
 //! 4. `addShard` with the full member list for every shard mongos does not list;
 //! 5. `db setup` ([`crate::setup`]).
 //!
@@ -22,6 +24,7 @@ use mongodb::bson::{doc, Bson, Document};
 use crate::cluster::{get_int, Cluster, CmdError, Target};
 use crate::error::OpsError;
 use crate::retry::{Deadline, StepError};
+use crate::roles::{self, AppUser};
 use crate::setup::{self, SetupPlan};
 use crate::steps::Steps;
 use crate::topology::{same_host, ReplSetSpec};
@@ -33,6 +36,8 @@ pub struct BootstrapPlan {
     pub shard_replsets: Vec<ReplSetSpec>,
     /// Username and password of the admin user to create, if any.
     pub admin: Option<(String, String)>,
+    /// The service's and the archiver's own users (least privilege), if given.
+    pub app_users: Vec<AppUser>,
     pub setup: SetupPlan,
 }
 
@@ -63,6 +68,17 @@ pub async fn run<C: Cluster>(
                 .await?
         }
         None => steps.push("no admin username given: no user created"),
+    }
+
+    if plan.app_users.is_empty() {
+        steps.push("no component users given: the service and the archiver use the credentials in their own MONGODB_URI");
+    } else {
+        let (db, coll) = (&plan.setup.db_name, &plan.setup.collection);
+        deadline
+            .retry("component users", || {
+                roles::ensure(c, &plan.app_users, db, coll, steps)
+            })
+            .await?;
     }
 
     deadline

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::fake::FakeCluster;
+use crate::roles::Component;
 
 fn plan() -> BootstrapPlan {
     BootstrapPlan {
@@ -20,6 +21,18 @@ fn plan() -> BootstrapPlan {
             "s1/b0:27018,b1:27018,b2:27018".parse().unwrap(),
         ],
         admin: Some(("root".into(), "secret".into())),
+        app_users: vec![
+            AppUser {
+                component: Component::Service,
+                username: "auditlog-service".into(),
+                password: "s-pw".into(),
+            },
+            AppUser {
+                component: Component::Archiver,
+                username: "auditlog-archiver".into(),
+                password: "a-pw".into(),
+            },
+        ],
         setup: SetupPlan {
             db_name: "dbevents".into(),
             collection: "events".into(),
@@ -46,9 +59,34 @@ fn create_user() -> Document {
     doc! { "createUser": "root", "pwd": "secret", "roles": [{ "role": "root", "db": "admin" }] }
 }
 
+/// The custom role and the user of one component, as a fresh cluster gets them.
+fn component_user(c: Component, user: &str, pwd: &str) -> [(String, Document); 2] {
+    let role = c.role_name();
+    [
+        w(
+            "router",
+            doc! { "createRole": role, "privileges": c.privileges("dbevents", "events"), "roles": [] },
+        ),
+        w(
+            "router",
+            doc! { "createUser": user, "pwd": pwd, "roles": [{ "role": role, "db": "admin" }] },
+        ),
+    ]
+}
+
 /// The writes a fresh cluster needs after its replica sets exist.
 fn after_replsets(users_on: &[&str]) -> Vec<(String, Document)> {
     let mut v: Vec<_> = users_on.iter().map(|t| w(t, create_user())).collect();
+    v.extend(component_user(
+        Component::Service,
+        "auditlog-service",
+        "s-pw",
+    ));
+    v.extend(component_user(
+        Component::Archiver,
+        "auditlog-archiver",
+        "a-pw",
+    ));
     v.extend([
         w(
             "router",
@@ -105,6 +143,16 @@ fn healthy() -> FakeCluster {
         .with_set_user("s0", "root")
         .with_set_user("s1", "root")
         .with_sharded("dbevents.events", doc! { "consumer": "hashed", "_id": 1 })
+        .with_role(
+            "auditlogService",
+            Component::Service.privileges("dbevents", "events"),
+        )
+        .with_role(
+            "auditlogArchiver",
+            Component::Archiver.privileges("dbevents", "events"),
+        )
+        .with_router_user_role("auditlog-service", "auditlogService")
+        .with_router_user_role("auditlog-archiver", "auditlogArchiver")
 }
 
 async fn bootstrap(c: &FakeCluster, deadline: Duration) -> (Result<(), OpsError>, Vec<String>) {
@@ -410,5 +458,42 @@ async fn setup_with_reshard_moves_the_collection_to_the_configured_key() {
         again.lines()[0].contains("already sharded"),
         "{:?}",
         again.lines()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn component_roles_and_users_are_brought_to_what_is_wanted_without_touching_passwords() {
+    // The service's role lacks a privilege (an older release) and the archiver's user was
+    // given another role by hand.
+    let c = healthy()
+        .with_role(
+            "auditlogService",
+            vec![doc! { "resource": { "db": "dbevents", "collection": "events" }, "actions": ["insert"] }],
+        )
+        .with_router_user_role("auditlog-archiver", "readWriteAnyDatabase");
+    let (r, lines) = bootstrap(&c, Duration::from_secs(60)).await;
+    r.expect("bootstrap");
+    let writes: Vec<_> = c
+        .writes()
+        .into_iter()
+        .filter(|(_, cmd)| !cmd.contains_key("ensureStorage"))
+        .collect();
+    assert_eq!(
+        writes,
+        vec![
+            w(
+                "router",
+                doc! { "updateRole": "auditlogService", "privileges": Component::Service.privileges("dbevents", "events"), "roles": [] }
+            ),
+            w(
+                "router",
+                doc! { "updateUser": "auditlog-archiver", "roles": [{ "role": "auditlogArchiver", "db": "admin" }] }
+            ),
+        ],
+        "{lines:?}"
+    );
+    assert!(
+        !writes.iter().any(|(_, cmd)| cmd.contains_key("pwd")),
+        "a re-run must not rewrite passwords"
     );
 }

@@ -76,7 +76,7 @@ pub enum ClusterCommand {
     /// Idempotently brings a sharded cluster up: waits for members, initiates the
     /// config-server and shard replica sets with all their members, creates the admin user,
     /// adds missing shards to mongos (`MONGODB_URI`), then runs `db setup`.
-    Bootstrap(BootstrapArgs),
+    Bootstrap(Box<BootstrapArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +134,32 @@ pub struct BootstrapArgs {
     /// Password of the administrative user.
     #[arg(long, env = "MONGODB_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+
+    /// The service's own user (custom role `auditlogService`: insert and find on the events
+    /// collection, its indexes, read the archive state), created if missing.
+    #[arg(
+        long,
+        env = "AUDIT_SERVICE_MONGODB_USERNAME",
+        requires = "service_password"
+    )]
+    pub service_username: Option<String>,
+
+    /// Password of the service's user (set when the user is created, never rewritten).
+    #[arg(long, env = "AUDIT_SERVICE_MONGODB_PASSWORD", hide_env_values = true)]
+    pub service_password: Option<String>,
+
+    /// The archiver's own user (custom role `auditlogArchiver`: find on events, `collMod` for
+    /// the TTL guard, read-write on its state collections), created if missing.
+    #[arg(
+        long,
+        env = "AUDIT_ARCHIVER_MONGODB_USERNAME",
+        requires = "archiver_password"
+    )]
+    pub archiver_username: Option<String>,
+
+    /// Password of the archiver's user (set when the user is created, never rewritten).
+    #[arg(long, env = "AUDIT_ARCHIVER_MONGODB_PASSWORD", hide_env_values = true)]
+    pub archiver_password: Option<String>,
 
     /// How long to keep waiting and retrying before giving up (e.g. `90s`, `10m`).
     #[arg(long, env = "AUDIT_BOOTSTRAP_DEADLINE", default_value = "10m", value_parser = humantime::parse_duration)]

@@ -38,6 +38,10 @@ struct State {
     not_mongos: bool,
     shards: Vec<(String, String)>,
     router_users: Vec<String>,
+    /// Roles of mongos users, as `createUser`/`updateUser` set them.
+    router_user_roles: HashMap<String, Bson>,
+    /// Custom roles on mongos: name → privileges.
+    roles: HashMap<String, Bson>,
     sharded: Option<(String, Document)>,
     fail_once: Vec<String>,
     log: Vec<Sent>,
@@ -54,6 +58,7 @@ const READS: &[&str] = &[
     "buildInfo",
     "replSetGetConfig",
     "usersInfo",
+    "rolesInfo",
     "listShards",
     "find",
 ];
@@ -142,6 +147,23 @@ impl FakeCluster {
 
     pub fn with_shard(self, name: &str, conn: &str) -> Self {
         self.with(|s| s.shards.push((name.into(), conn.into())))
+    }
+
+    /// A custom role on mongos with these privileges.
+    pub fn with_role(self, name: &str, privileges: Vec<Document>) -> Self {
+        self.with(|s| {
+            let p = Bson::Array(privileges.into_iter().map(Bson::Document).collect());
+            s.roles.insert(name.into(), p);
+        })
+    }
+
+    /// A mongos user holding exactly this custom role.
+    pub fn with_router_user_role(self, user: &str, role: &str) -> Self {
+        self.with(|s| {
+            s.router_users.push(user.into());
+            let roles = Bson::Array(vec![Bson::Document(doc! { "role": role, "db": "admin" })]);
+            s.router_user_roles.insert(user.into(), roles);
+        })
     }
 
     pub fn with_router_user(self, user: &str) -> Self {
@@ -283,7 +305,66 @@ impl State {
             "hello" if self.not_mongos => Ok(doc! { "isWritablePrimary": true, "ok": 1 }),
             "hello" => Ok(doc! { "isWritablePrimary": true, "msg": "isdbgrid", "ok": 1 }),
             "buildInfo" => Ok(doc! { "version": "7.0.14", "ok": 1 }),
-            "usersInfo" | "createUser" => users(&mut self.router_users, cmd),
+            "usersInfo" | "createUser" => {
+                let mut reply = users(&mut self.router_users, cmd)?;
+                if let Ok(u) = cmd.get_str("createUser") {
+                    let roles = cmd.get("roles").cloned().unwrap_or(Bson::Array(vec![]));
+                    self.router_user_roles.insert(u.to_owned(), roles);
+                } else if let Ok(found) = reply.get_array_mut("users") {
+                    for u in found.iter_mut().filter_map(Bson::as_document_mut) {
+                        let name = u.get_str("user").unwrap_or_default().to_owned();
+                        let roles = self.router_user_roles.get(&name).cloned();
+                        u.insert("roles", roles.unwrap_or(Bson::Array(vec![])));
+                    }
+                }
+                Ok(reply)
+            }
+            "updateUser" => {
+                let u = cmd.get_str("updateUser").unwrap_or_default().to_owned();
+                if !self.router_users.contains(&u) {
+                    return Err(err(11, "UserNotFound", "no such user"));
+                }
+                let roles = cmd.get("roles").cloned().unwrap_or(Bson::Array(vec![]));
+                self.router_user_roles.insert(u, roles);
+                Ok(doc! { "ok": 1 })
+            }
+            "rolesInfo" => {
+                let name = cmd
+                    .get_document("rolesInfo")
+                    .and_then(|d| d.get_str("role"))
+                    .unwrap_or_default();
+                let found: Vec<Bson> = self
+                    .roles
+                    .get(name)
+                    .map(|p| {
+                        Bson::Document(
+                            doc! { "role": name, "db": "admin", "privileges": p.clone() },
+                        )
+                    })
+                    .into_iter()
+                    .collect();
+                Ok(doc! { "roles": found, "ok": 1 })
+            }
+            "createRole" | "updateRole" => {
+                let creating = cmd.contains_key("createRole");
+                let name = cmd
+                    .get_str(if creating { "createRole" } else { "updateRole" })
+                    .unwrap_or_default()
+                    .to_owned();
+                if creating == self.roles.contains_key(&name) {
+                    return Err(if creating {
+                        err(51002, "Location51002", "Role already exists")
+                    } else {
+                        err(31, "RoleNotFound", "no such role")
+                    });
+                }
+                let privileges = cmd
+                    .get("privileges")
+                    .cloned()
+                    .unwrap_or(Bson::Array(vec![]));
+                self.roles.insert(name, privileges);
+                Ok(doc! { "ok": 1 })
+            }
             "listShards" => Ok(doc! {
                 "shards": self.shards.iter().map(|(n, h)| Bson::Document(doc! { "_id": n, "host": h, "state": 1 })).collect::<Vec<_>>(),
                 "ok": 1,

@@ -11,6 +11,7 @@
 //! - [`setup`]: `db setup` (sharding, then the shared `ensure_storage`).
 //! - [`status`]: `status` and `status --json`.
 //! - [`retention`]: `retention set`.
+//! - [`roles`]: the service's and the archiver's custom roles and users (least privilege).
 //! - [`error`]: typed errors and their exit codes.
 
 mod bootstrap;
@@ -20,6 +21,7 @@ mod driver;
 mod error;
 mod retention;
 mod retry;
+mod roles;
 mod setup;
 mod status;
 mod steps;
@@ -72,6 +74,7 @@ async fn run(cli: Cli) -> Result<(), OpsError> {
                 config_replset: b.config_replset.clone(),
                 shard_replsets: b.shard_replsets.clone(),
                 admin: b.admin_username.clone().zip(b.admin_password.clone()),
+                app_users: app_users(b),
                 setup: plan(&b.setup),
             };
             tracing::info!(
@@ -132,4 +135,30 @@ fn print_steps(steps: &Steps) {
     for line in steps.lines() {
         println!("- {line}");
     }
+}
+
+/// The component users `cluster bootstrap` was given.
+fn app_users(b: &cli::BootstrapArgs) -> Vec<roles::AppUser> {
+    let given = [
+        (
+            roles::Component::Service,
+            &b.service_username,
+            &b.service_password,
+        ),
+        (
+            roles::Component::Archiver,
+            &b.archiver_username,
+            &b.archiver_password,
+        ),
+    ];
+    given
+        .into_iter()
+        .filter_map(|(component, user, pwd)| {
+            Some(roles::AppUser {
+                component,
+                username: user.clone()?,
+                password: pwd.clone()?,
+            })
+        })
+        .collect()
 }
