@@ -7,6 +7,8 @@
 //! - [`binary`]: builds and starts a binary of the workspace with given environment variables on
 //!   a free port, waits for its `/healthz`, and stops it when dropped.
 //! - [`ferretdb`]: starting and stopping a private FerretDB process.
+//! - [`proxy`]: a fault-injecting MongoDB wire proxy, so tests can script what only a cluster
+//!   does (elections, per-document shard errors, write-concern errors, lost replies).
 //!
 //! Tests that need what FerretDB lacks (TTL expiry, sharding) call
 //! [`mongo::TestMongo::require_real_mongodb`], which prints why the test is skipped.
@@ -14,6 +16,7 @@
 pub mod binary;
 pub mod ferretdb;
 pub mod mongo;
+pub mod proxy;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
