@@ -343,7 +343,7 @@ def test_writable_paths_are_volumes():
 def test_generated_secrets_are_kept_and_reuse_the_cluster_copy():
     docs = render("default")
     secrets = {d["metadata"]["name"]: d for d in of_kind(docs, "Secret")}
-    assert set(secrets) == {"auditlog-mongodb", "auditlog-api-key"}
+    assert set(secrets) == {"auditlog-mongodb", "auditlog-mongodb-service", "auditlog-mongodb-archiver", "auditlog-api-key"}
     for s in secrets.values():
         assert s["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     m = secrets["auditlog-mongodb"]["data"]
@@ -356,7 +356,11 @@ def test_generated_secrets_are_kept_and_reuse_the_cluster_copy():
     # template reads the existing Secret first. Check the template does that, per Secret.
     src = (CHART / "templates" / "secrets.yaml").read_text()
     blocks = src.split("---")
-    for name_helper in ("auditlog.mongodb.secretName", "auditlog.apiKey.secretName"):
+    for component in ("service", "archiver"):
+        u = secrets["auditlog-mongodb-%s" % component]["data"]
+        assert base64.b64decode(u["username"]).decode() == "auditlog-%s" % component
+        assert len(base64.b64decode(u["password"])) >= 24
+    for name_helper in ("auditlog.mongodb.secretName", "auditlog.componentUser.secretName", "auditlog.apiKey.secretName"):
         block = next(b for b in blocks if name_helper in b)
         assert re.search(r'lookup "v1" "Secret" \.Release\.Namespace \$name', block), name_helper
         assert "get $old" in block and "randAlphaNum" in block
@@ -378,7 +382,8 @@ def test_existing_secrets_make_the_chart_render_none_of_its_own():
                 if "secret" in vol:
                     refs.add((vol["secret"]["secretName"], None))
     names = {n for n, _ in refs}
-    assert names == {"auditlog-mongodb-credentials", "auditlog-api-keys", "auditlog-archive-s3", "auditlog-mongodb-tls"}
+    assert names == {"auditlog-mongodb-credentials", "auditlog-service-db-user", "auditlog-archiver-db-user",
+                     "auditlog-api-keys", "auditlog-archive-s3", "auditlog-mongodb-tls"}
     assert ("auditlog-api-keys", "keys") in refs
 
 
@@ -396,6 +401,102 @@ def test_service_gets_api_key_and_mongos_uri_from_secrets():
     assert env["AUDIT_LISTEN_ADDR"]["value"] == "0.0.0.0:8080"
     assert env["AUDIT_WRITE_CONCERN"]["value"] == "majority"
     assert "AUDIT_MAX_BODY_BYTES" not in env  # null keeps the binary's default
+
+
+def secret_refs(doc):
+    """Names of the Secrets a workload's containers read (env and volumes)."""
+    names = set()
+    for _, c in containers(doc):
+        for e in c.get("env", []):
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                names.add(ref["name"])
+        for e in c.get("envFrom", []):
+            if "secretRef" in e:
+                names.add(e["secretRef"]["name"])
+    for vol in pod_spec(doc).get("volumes", []):
+        if "secret" in vol:
+            names.add(vol["secret"]["secretName"])
+    return names
+
+
+@pytest.mark.parametrize("value_set", ["default", "archiver-cronjob-hdfs"])
+def test_each_component_reads_only_its_own_mongodb_user_and_only_bootstrap_reads_root(value_set):
+    docs = render(value_set)
+    workloads = [d for d in docs if d["kind"] in WORKLOAD_KINDS]
+    service = one(docs, "Deployment", "auditlog-service")
+    assert "auditlog-mongodb-service" in secret_refs(service)
+    archiver = next(d for d in workloads if d["metadata"]["name"] == "auditlog-archiver")
+    assert "auditlog-mongodb-archiver" in secret_refs(archiver)
+    for d in workloads:
+        refs = secret_refs(d)
+        name = d["metadata"]["name"]
+        if name not in ("auditlog-service", "auditlog-bootstrap"):
+            assert "auditlog-mongodb-service" not in refs, name
+        if name not in ("auditlog-archiver", "auditlog-bootstrap"):
+            assert "auditlog-mongodb-archiver" not in refs, name
+        if "auditlog-mongodb" in refs:
+            # Root (and the keyfile) only where MongoDB itself runs and in the bootstrap Job.
+            comp = pod_labels(d)["app.kubernetes.io/component"]
+            assert comp in {"bootstrap", "configsvr", "shard", "mongos"}, (name, comp)
+    env = env_of(pod_spec(service)["containers"][0])
+    assert env["MONGODB_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "auditlog-mongodb-service", "key": "username"}
+    job = next(d for d in workloads if d["kind"] == "Job" and "bootstrap" in d["metadata"]["name"])
+    jenv = env_of(pod_spec(job)["containers"][0])
+    for component in ("SERVICE", "ARCHIVER"):
+        ref = jenv["AUDIT_%s_MONGODB_PASSWORD" % component]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "auditlog-mongodb-%s" % component.lower(), "key": "password"}
+
+
+def test_network_policies_only_when_enabled_and_only_the_listed_peers():
+    assert of_kind(render("default"), "NetworkPolicy") == []
+    docs = render("default", ("networkPolicy.enabled=true", "mongodb.metrics.enabled=true"))
+    policies = {d["metadata"]["name"]: d["spec"] for d in of_kind(docs, "NetworkPolicy")}
+    assert set(policies) == {"auditlog-mongos", "auditlog-mongodb"}
+
+    def components(selector):
+        (expr,) = selector["matchExpressions"]
+        assert expr["key"] == "app.kubernetes.io/component" and expr["operator"] == "In"
+        return set(expr["values"])
+
+    for name, targets, peers in [
+        ("auditlog-mongos", {"mongos"}, {"service", "archiver", "bootstrap"}),
+        ("auditlog-mongodb", {"configsvr", "shard"}, {"mongos", "configsvr", "shard", "bootstrap"}),
+    ]:
+        spec = policies[name]
+        assert components(spec["podSelector"]) == targets
+        mongo_rule = next(r for r in spec["ingress"] if r["ports"][0]["port"] == 27017)
+        (peer,) = mongo_rule["from"]
+        assert components(peer["podSelector"]) == peers
+        assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
+        assert any(r["ports"][0]["port"] == 9216 for r in spec["ingress"]), "exporters stay scrapeable"
+    # Every pod the policies name really carries that component label.
+    labels = {pod_labels(d)["app.kubernetes.io/component"] for d in docs if d["kind"] in WORKLOAD_KINDS}
+    assert {"mongos", "configsvr", "shard", "service", "archiver", "bootstrap"} <= labels
+
+
+def test_monitoring_objects_only_when_enabled_with_the_four_alerts():
+    assert of_kind(render("default"), "PrometheusRule") == []
+    assert of_kind(render("default"), "ServiceMonitor") == []
+    docs = render("default", ("monitoring.serviceMonitor.enabled=true", "monitoring.prometheusRule.enabled=true",
+                              "monitoring.serviceMonitor.labels.release=kps"))
+    (sm,) = of_kind(docs, "ServiceMonitor")
+    assert sm["metadata"]["labels"]["release"] == "kps"
+    assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    # It selects the Services that exist, by their port name.
+    services = [d for d in of_kind(docs, "Service") if d["metadata"]["labels"].get("app.kubernetes.io/component") in ("service", "archiver")]
+    assert services and all(any(p["name"] == sm["spec"]["endpoints"][0]["port"] for p in s["spec"]["ports"]) for s in services)
+    (rule,) = of_kind(docs, "PrometheusRule")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(alerts) == {"AuditlogUnarchivedEventsNearExpiry", "AuditlogArchiveLagging",
+                           "AuditlogServerErrors", "AuditlogWriteQueueNearlyFull"}
+    near = alerts["AuditlogUnarchivedEventsNearExpiry"]["expr"]
+    assert "auditlog_archive_ttl_headroom_seconds" in near and "< 21600" in near
+    assert "auditlog_archiver_ttl_guard_triggered_total" in near
+    assert "2 * max(auditlog_archive_schedule_period_seconds" in alerts["AuditlogArchiveLagging"]["expr"]
+    assert 'status=~"5.."' in alerts["AuditlogServerErrors"]["expr"]
+    assert "> 0.8" in alerts["AuditlogWriteQueueNearlyFull"]["expr"]
+    assert 'namespace="audit"' in near
 
 
 # -------------------------------------------------------------------- the service
@@ -489,8 +590,23 @@ def test_archiver_s3_credentials_from_secret():
     assert env["AUDIT_ARCHIVE_URL"]["value"] == "s3://audit-archive/prod"
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "auditlog-archiver-s3"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "auditlog-archiver-s3"
-    assert env["AWS_REGION"]["value"] == "eu-west-1"
-    assert env["AWS_ENDPOINT"]["value"] == "https://minio.example.internal:9000"
+    # The binary's own variables, which win over its defaults (a bare AWS_REGION lost to the
+    # binary's built-in us-east-1).
+    assert env["AUDIT_S3_REGION"]["value"] == "eu-west-1"
+    assert env["AUDIT_S3_ENDPOINT"]["value"] == "https://minio.example.internal:9000"
+    assert env["AUDIT_S3_ALLOW_HTTP"]["value"] == "false"
+
+
+@pytest.mark.parametrize("sets, allow", [
+    (("archiver.s3.endpoint=http://minio.storage:9000",), "true"),
+    (("archiver.s3.endpoint=https://minio.storage:9000",), "false"),
+    (("archiver.s3.endpoint=http://minio.storage:9000", "archiver.s3.allowHttp=false"), "false"),
+    (("archiver.s3.allowHttp=true",), "true"),
+])
+def test_plain_http_s3_endpoints_are_allowed_by_the_chart(sets, allow):
+    docs = render("default", ("archiver.url=s3://bucket/p",) + sets)
+    env = env_of(pod_spec(one(docs, "Deployment", "auditlog-archiver"))["containers"][0])
+    assert env["AUDIT_S3_ALLOW_HTTP"]["value"] == allow
 
 
 # ------------------------------------------------------------------ PDBs and labels

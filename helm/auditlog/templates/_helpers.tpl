@@ -125,6 +125,12 @@ Comma-separated member list of one replica set:
 {{- default (printf "%s-mongodb" (include "auditlog.fullname" .)) .Values.mongodb.auth.existingSecret }}
 {{- end }}
 
+{{/* The Secret of a component's own MongoDB user; dict "ctx" . "component" "service"|"archiver". */}}
+{{- define "auditlog.componentUser.secretName" -}}
+{{- $u := get .ctx.Values.mongodb.auth .component -}}
+{{- default (printf "%s-mongodb-%s" (include "auditlog.fullname" .ctx) .component) $u.existingSecret }}
+{{- end }}
+
 {{- define "auditlog.apiKey.secretName" -}}
 {{- default (printf "%s-api-key" (include "auditlog.fullname" .)) .Values.service.apiKey.existingSecret }}
 {{- end }}
@@ -165,22 +171,25 @@ Comma-separated member list of one replica set:
 {{- end }}
 
 {{/*
-Environment giving MONGODB_URI to the service, the archiver and the helm test: the mongos
-Service with the admin credentials from the Secret (Kubernetes expands $(VAR) of earlier
-entries), or the external URI from its Secret.
+Environment giving MONGODB_URI to the service or the archiver (dict "ctx" . "component"
+"service"|"archiver"): the mongos Service with that component's own user from its Secret
+(least privilege; Kubernetes expands $(VAR) of earlier entries), or the external URI from its
+Secret.
 */}}
 {{- define "auditlog.mongodbEnv" -}}
+{{- $secret := include "auditlog.componentUser.secretName" . -}}
+{{- with .ctx }}
 {{- if .Values.mongodb.enabled }}
 - name: MONGODB_USERNAME
   valueFrom:
     secretKeyRef:
-      name: {{ include "auditlog.mongodb.secretName" . }}
-      key: mongodb-root-username
+      name: {{ $secret }}
+      key: username
 - name: MONGODB_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ include "auditlog.mongodb.secretName" . }}
-      key: mongodb-root-password
+      name: {{ $secret }}
+      key: password
 - name: MONGODB_URI
   value: {{ printf "mongodb://$(MONGODB_USERNAME):$(MONGODB_PASSWORD)@%s:%d/?authSource=admin%s" (include "auditlog.mongos.host" .) (int .Values.mongodb.mongos.service.port) (include "auditlog.tls.uriOptions" .) | quote }}
 {{- else }}
@@ -200,6 +209,7 @@ entries), or the external URI from its Secret.
   value: {{ .Values.logging.format | quote }}
 - name: AUDIT_RETENTION_DAYS
   value: {{ .Values.retentionDays | quote }}
+{{- end }}
 {{- end }}
 
 {{- define "auditlog.tls.uriOptions" -}}
@@ -504,7 +514,7 @@ containers:
     command: ["/usr/local/bin/auditlog-archiver"]
     args: [{{ .cmd | quote }}]
     env:
-      {{- include "auditlog.mongodbEnv" $ctx | nindent 6 }}
+      {{- include "auditlog.mongodbEnv" (dict "ctx" $ctx "component" "archiver") | nindent 6 }}
       - name: AUDIT_ARCHIVE_URL
         value: {{ include "auditlog.archiver.url" $ctx | quote }}
       {{- if eq .cmd "run" }}
@@ -539,13 +549,20 @@ containers:
             name: {{ include "auditlog.archiver.s3SecretName" $ctx }}
             key: AWS_SECRET_ACCESS_KEY
       {{- end }}
+      {{- /* The binary's own variables: they win over AWS_* and its built-in defaults. */}}
       {{- with $a.s3.region }}
-      - name: AWS_REGION
+      - name: AUDIT_S3_REGION
         value: {{ . | quote }}
       {{- end }}
       {{- with $a.s3.endpoint }}
-      - name: AWS_ENDPOINT
+      - name: AUDIT_S3_ENDPOINT
         value: {{ . | quote }}
+      {{- end }}
+      {{- $allowHttp := $a.s3.allowHttp }}
+      {{- if kindIs "invalid" $allowHttp }}{{ $allowHttp = hasPrefix "http://" $a.s3.endpoint }}{{ end }}
+      {{- if or $allowHttp $a.s3.endpoint }}
+      - name: AUDIT_S3_ALLOW_HTTP
+        value: {{ $allowHttp | quote }}
       {{- end }}
       {{- if $a.hdfs.configMap }}
       - name: HADOOP_CONF_DIR
