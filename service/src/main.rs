@@ -21,22 +21,11 @@ async fn main() -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(&config.listen_addr)
         .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "listening; Swagger UI at /docs");
-    auditlog_service::server::run(listener, config, shutdown_signal()).await?;
+    auditlog_service::server::run(
+        listener,
+        config,
+        auditlog_common::shutdown::shutdown_signal(),
+    )
+    .await?;
     Ok(())
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the service");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
 }

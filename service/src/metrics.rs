@@ -94,12 +94,12 @@ impl Metrics {
         })
     }
 
-    /// The Prometheus text exposition of every metric.
     /// Counts one failed store operation (`find`, `insert`).
     pub fn store_error(&self, operation: &str) {
         self.store_errors.with_label_values(&[operation]).inc();
     }
 
+    /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;

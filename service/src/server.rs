@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use auditlog_common::retry::Backoff;
 use auditlog_common::schema::{ensure_storage, Retention};
 use auditlog_common::store::Store;
 use poem::http::HeaderValue;
@@ -37,6 +38,9 @@ pub enum ServeError {
 }
 
 const REQUEST_ID: &str = "x-request-id";
+
+/// How often storage set-up is retried in the background when it failed at start.
+const STORAGE_RETRY_EVERY: Duration = Duration::from_secs(5);
 
 /// The whole application as one endpoint.
 pub fn app(state: Arc<AppState>) -> impl Endpoint {
@@ -161,11 +165,15 @@ async fn prepare_storage(store: Store, retention: Retention) {
     if let Err(e) = attempt(&store, retention).await {
         tracing::warn!(error = %e, "storage set-up failed at start; retrying in the background");
         tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
+            let mut backoff = Backoff::constant(STORAGE_RETRY_EVERY);
+            while backoff.wait().await {
                 match attempt(&store, retention).await {
                     Ok(()) => break,
-                    Err(e) => tracing::warn!(error = %e, "storage set-up failed; retrying in 5 s"),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "storage set-up failed; retrying in {} s",
+                        backoff.next_delay().as_secs()
+                    ),
                 }
             }
         });

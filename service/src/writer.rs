@@ -8,26 +8,34 @@
 //! batches grow by themselves and many producers share one round trip.
 //!
 //! A batch that fails as a whole (network, no primary, write concern not met) is retried with
-//! backoff, with the same documents and therefore the same `_id`s, until the deadline of its
-//! oldest event; a retry that finds its own earlier attempt stored gets a duplicate-key error
-//! for that document, which the caller resolves ([`WriteOutcome::Duplicate`]). Per-document
-//! errors are final. The queue is bounded: when it is full, `submit` fails at once (429).
+//! common's [`Backoff`] (50 ms doubling to 1 s), with the same documents and therefore the
+//! same `_id`s, until the deadline of its oldest event; a retry that finds its own earlier
+//! attempt stored gets a duplicate-key error for that document, which the caller resolves
+//! ([`WriteOutcome::Duplicate`]). Per-document errors are final. The queue is bounded: when
+//! it is full, `submit` fails at once (429).
 //!
 //! Shutdown ([`WriterTask::shutdown`]): the queue stops taking new events, the dispatcher
 //! writes what is queued, waits for the batches in flight and returns.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use auditlog_common::error::codes;
+use auditlog_common::retry::Backoff;
 use mongodb::bson::RawDocumentBuf;
 use mongodb::error::ErrorKind;
 use mongodb::options::WriteConcern;
 use mongodb::Collection;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::metrics::Metrics;
+
+/// First wait before retrying a batch that failed as a whole.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+/// Longest wait between two attempts at a batch.
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// What became of one submitted document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,11 +216,9 @@ async fn write_batch(
         .map(|p| p.enqueued)
         .min()
         .unwrap_or_else(Instant::now);
-    let deadline = oldest + options.deadline;
-    let mut backoff = Duration::from_millis(50);
-    let mut attempt = 0u32;
+    // 50 ms doubling to 1 s, never past the deadline of the oldest event.
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX).until(oldest + options.deadline);
     let outcomes: Vec<WriteOutcome> = loop {
-        attempt += 1;
         let result = collection
             .insert_many(batch.iter().map(|p| &p.doc))
             .ordered(false)
@@ -222,21 +228,20 @@ async fn write_batch(
             Ok(_) => break vec![WriteOutcome::Stored; batch.len()],
             Err(e) => e,
         };
+        let attempt = backoff.attempts() + 1;
         if let Some(outcomes) = per_document_outcomes(&err, batch.len(), attempt > 1) {
             break outcomes;
         }
         metrics.store_error("insert");
-        let now = Instant::now();
-        if now + backoff >= deadline {
+        let Some(wait) = backoff.next_wait() else {
             tracing::error!(error = %err, attempts = attempt, events = batch.len(),
                 "giving up on a batch: the store did not take it before the deadline");
             break vec![WriteOutcome::Unavailable(err.to_string()); batch.len()];
-        }
+        };
         // Rate-limited by the backoff itself: one line per attempt, not per event.
-        tracing::warn!(error = %err, attempt, events = batch.len(), retry_in_ms = backoff.as_millis() as u64,
+        tracing::warn!(error = %err, attempt, events = batch.len(), retry_in_ms = wait.as_millis() as u64,
             "insert failed; retrying with the same ids");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        tokio::time::sleep(wait).await;
     };
     let mut stored = 0u64;
     for (pending, outcome) in batch.into_iter().zip(outcomes) {
