@@ -4,14 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use auditlog_common::error::{codes, server_error_code};
 use poem::web::Data;
 use poem_openapi::param::Query;
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, Tags};
 
 use crate::auth::ApiKeyAuth;
-use crate::body::{BatchBody, EventBody, FindBody, OptionalFindBody};
+use crate::body::{BodyFormat, JsonBody, OptionalFindBody};
 use crate::error::{ApiError, ErrorResponse};
+use crate::event::EventIn;
 use crate::ingest::{self, Accepted, BatchResponse, EventAck};
 use crate::query::{self, FindQuery, FindRequest, FindResponse};
 use crate::state::AppState;
@@ -68,9 +70,9 @@ impl Api {
         &self,
         _auth: ApiKeyAuth,
         state: Data<&Arc<AppState>>,
-        body: EventBody,
+        body: JsonBody<EventIn>,
     ) -> Result<PostEventResponse, ErrorResponse> {
-        match ingest::ingest_json(&state, &body.0).await? {
+        match ingest::ingest_json(&state, &body.bytes).await? {
             Accepted::Created(ack) => Ok(PostEventResponse::Created(Json(ack))),
             Accepted::AlreadyStored(ack) => Ok(PostEventResponse::AlreadyStored(Json(ack))),
         }
@@ -87,12 +89,10 @@ impl Api {
         &self,
         _auth: ApiKeyAuth,
         state: Data<&Arc<AppState>>,
-        body: BatchBody,
+        body: JsonBody<Vec<EventIn>>,
     ) -> Result<Json<BatchResponse>, ErrorResponse> {
-        let items = match &body {
-            BatchBody::Json(b) => ingest::split_batch(b, false, state.limits.max_batch_events)?,
-            BatchBody::Ndjson(b) => ingest::split_batch(b, true, state.limits.max_batch_events)?,
-        };
+        let ndjson = body.format == BodyFormat::Ndjson;
+        let items = ingest::split_batch(&body.bytes, ndjson, state.limits.max_batch_events)?;
         Ok(Json(ingest::ingest_batch(&state, items).await))
     }
 
@@ -137,7 +137,7 @@ impl Api {
         let request = if body.0.iter().all(u8::is_ascii_whitespace) {
             from_query
         } else {
-            query::merge(from_query, query::parse_find_body(&body.0)?)?
+            query::merge(from_query, FindRequest::from_json(&body.0)?)?
         };
         Ok(Json(find(&state, request).await?))
     }
@@ -150,9 +150,9 @@ impl Api {
         &self,
         _auth: ApiKeyAuth,
         state: Data<&Arc<AppState>>,
-        body: FindBody,
+        body: JsonBody<FindRequest>,
     ) -> Result<Json<FindResponse>, ErrorResponse> {
-        let request = query::parse_find_body(&body.0)?;
+        let request = FindRequest::from_json(&body.bytes)?;
         Ok(Json(find(&state, request).await?))
     }
 
@@ -202,7 +202,7 @@ async fn find(state: &AppState, request: FindRequest) -> Result<FindResponse, Ap
         .await
         .map_err(|e| {
             state.metrics.store_error("find");
-            if auditlog_common::error::server_error_code(&e) == Some(MAX_TIME_EXPIRED) {
+            if server_error_code(&e) == Some(codes::MAX_TIME_EXPIRED) {
                 ApiError::QueryTimeout {
                     ms: state.limits.find_max_time.as_millis() as u64,
                 }
@@ -211,9 +211,6 @@ async fn find(state: &AppState, request: FindRequest) -> Result<FindResponse, Ap
             }
         })
 }
-
-/// MongoDB's `MaxTimeMSExpired`.
-const MAX_TIME_EXPIRED: i32 = 50;
 
 /// The OpenAPI service: operations, security scheme, title and version.
 pub fn api_service() -> OpenApiService<Api, ()> {

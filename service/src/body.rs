@@ -1,13 +1,15 @@
-//! Request bodies: reading them with a size cap enforced while reading (and after gzip or
-//! deflate decompression, which the `Compression` middleware applies before us), and the
-//! payload types the OpenAPI operations take, whose parsing is ours so that every mistake
-//! gets the API's error shape.
+//! Request bodies: the one extractor of the OpenAPI operations' bodies, [`JsonBody`], which
+//! checks the media type and reads the body with a size cap enforced while reading (and after
+//! gzip, deflate, br or zstd decompression, which the `Compression` middleware applies before
+//! us). Parsing is left to the handlers, so that every mistake gets the API's error shape.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
+use mime::Mime;
 use poem::http::header;
 use poem::{Request, RequestBody};
-use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchemaRef, Registry};
+use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use tokio::io::AsyncReadExt;
@@ -17,8 +19,11 @@ use crate::event::EventIn;
 use crate::query::FindRequest;
 use crate::state::AppState;
 
-/// Content encodings the `Compression` middleware decodes.
+/// Content encodings the `Compression` middleware decodes, and `identity`.
 const DECODED_ENCODINGS: [&str; 5] = ["gzip", "deflate", "br", "zstd", "identity"];
+
+/// Subtypes of `application/` taken as NDJSON (one JSON value per line).
+const NDJSON_SUBTYPES: [&str; 4] = ["x-ndjson", "ndjson", "jsonl", "x-jsonlines"];
 
 /// Reads the whole body, refusing more than `max_bytes` (after decompression).
 pub async fn read_capped(
@@ -33,7 +38,8 @@ pub async fn read_capped(
     if let Some(enc) = &encoding {
         if !DECODED_ENCODINGS.contains(&enc.as_str()) {
             return Err(ApiError::UnsupportedMediaType(format!(
-                "Content-Encoding {enc:?} is not supported; use gzip, deflate, br or none"
+                "Content-Encoding {enc:?} is not supported; use {} or none",
+                DECODED_ENCODINGS.join(", ")
             )));
         }
     }
@@ -74,37 +80,25 @@ fn state(req: &Request) -> Result<&Arc<AppState>, ApiError> {
         .ok_or_else(|| ApiError::Internal("application state missing".into()))
 }
 
-fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
-}
-
-fn is_ndjson(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    matches!(
-        essence.as_str(),
-        "application/x-ndjson"
-            | "application/ndjson"
-            | "application/jsonl"
-            | "application/x-jsonlines"
-    )
-}
-
 fn content_type(req: &Request) -> Option<&str> {
     req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
+}
+
+/// The media type of the body; `None` when Content-Type is missing or not a media type.
+fn media_type(req: &Request) -> Option<Mime> {
+    content_type(req)?.parse().ok()
+}
+
+/// `application/json` or any `application/*+json`.
+fn is_json(media: &Mime) -> bool {
+    media.type_() == mime::APPLICATION
+        && (media.subtype() == mime::JSON || media.suffix() == Some(mime::JSON))
+}
+
+fn is_ndjson(media: &Mime) -> bool {
+    media.type_() == mime::APPLICATION && NDJSON_SUBTYPES.contains(&media.subtype().as_str())
 }
 
 fn wrong_type(req: &Request, expected: &str) -> ApiError {
@@ -116,131 +110,92 @@ fn wrong_type(req: &Request, expected: &str) -> ApiError {
     }
 }
 
-fn request_meta(content: Vec<MetaMediaType>) -> Option<MetaRequest> {
-    Some(MetaRequest {
-        description: None,
-        content,
-        required: true,
-    })
+/// What a [`JsonBody`] is declared as in the OpenAPI document.
+pub trait BodySchema: Type {
+    /// Whether the body may also be NDJSON (`application/x-ndjson`, one element per line).
+    const NDJSON: bool = false;
 }
 
-/// The body of `POST /v1/event`: one JSON event, read but not yet parsed.
-pub struct EventBody(pub Vec<u8>);
+/// `POST /v1/event`: one event.
+impl BodySchema for EventIn {}
 
-impl<'a> ApiExtractor<'a> for EventBody {
+/// `POST /v1/events`: a JSON array of events, or NDJSON.
+impl BodySchema for Vec<EventIn> {
+    const NDJSON: bool = true;
+}
+
+/// `POST /v1/find`: the filters as a JSON object.
+impl BodySchema for FindRequest {}
+
+/// How a [`JsonBody`] was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    Json,
+    Ndjson,
+}
+
+/// A request body declared as `T` in the OpenAPI document: the media type checked and the
+/// bytes read with the size cap, but not yet parsed.
+pub struct JsonBody<T> {
+    pub bytes: Vec<u8>,
+    pub format: BodyFormat,
+    schema: PhantomData<fn() -> T>,
+}
+
+impl<'a, T: BodySchema> ApiExtractor<'a> for JsonBody<T> {
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
     type ParamType = ();
     type ParamRawType = ();
 
     fn register(registry: &mut Registry) {
-        EventIn::register(registry);
+        T::register(registry);
     }
 
     fn request_meta() -> Option<MetaRequest> {
-        request_meta(vec![MetaMediaType {
+        let mut content = vec![MetaMediaType {
             content_type: "application/json",
-            schema: EventIn::schema_ref(),
-        }])
-    }
-
-    async fn from_request(
-        req: &'a Request,
-        body: &mut RequestBody,
-        _: ExtractParamOptions<()>,
-    ) -> poem::Result<Self> {
-        if !content_type(req).is_some_and(is_json) {
-            return Err(wrong_type(req, "application/json").into());
-        }
-        let max = state(req)?.limits.max_body_bytes;
-        Ok(EventBody(read_capped(req, body, max).await?))
-    }
-}
-
-/// The body of `POST /v1/events`: a JSON array of events, or NDJSON (one event per line).
-pub enum BatchBody {
-    Json(Vec<u8>),
-    Ndjson(Vec<u8>),
-}
-
-impl<'a> ApiExtractor<'a> for BatchBody {
-    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
-    type ParamType = ();
-    type ParamRawType = ();
-
-    fn register(registry: &mut Registry) {
-        EventIn::register(registry);
-    }
-
-    fn request_meta() -> Option<MetaRequest> {
-        request_meta(vec![
-            MetaMediaType {
-                content_type: "application/json",
-                schema: Vec::<EventIn>::schema_ref(),
-            },
-            MetaMediaType {
+            schema: T::schema_ref(),
+        }];
+        if T::NDJSON {
+            content.push(MetaMediaType {
                 content_type: "application/x-ndjson",
-                schema: MetaSchemaRef::Inline(Box::new(
-                    poem_openapi::registry::MetaSchema::new_with_format("string", "ndjson"),
-                )),
-            },
-        ])
-    }
-
-    async fn from_request(
-        req: &'a Request,
-        body: &mut RequestBody,
-        _: ExtractParamOptions<()>,
-    ) -> poem::Result<Self> {
-        let ct = content_type(req);
-        let ndjson = ct.is_some_and(is_ndjson);
-        if !ndjson && !ct.is_some_and(is_json) {
-            return Err(wrong_type(req, "application/json or application/x-ndjson").into());
+                schema: MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format(
+                    "string", "ndjson",
+                ))),
+            });
         }
-        let max = state(req)?.limits.max_body_bytes;
-        let bytes = read_capped(req, body, max).await?;
-        Ok(if ndjson {
-            BatchBody::Ndjson(bytes)
-        } else {
-            BatchBody::Json(bytes)
+        Some(MetaRequest {
+            description: None,
+            content,
+            required: true,
         })
     }
-}
-
-/// The body of `POST /v1/find` (and of the seed's `GET /v1/find` with a JSON body).
-pub struct FindBody(pub Vec<u8>);
-
-impl<'a> ApiExtractor<'a> for FindBody {
-    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
-    type ParamType = ();
-    type ParamRawType = ();
-
-    fn register(registry: &mut Registry) {
-        FindRequest::register(registry);
-    }
-
-    fn request_meta() -> Option<MetaRequest> {
-        request_meta(vec![MetaMediaType {
-            content_type: "application/json",
-            schema: FindRequest::schema_ref(),
-        }])
-    }
 
     async fn from_request(
         req: &'a Request,
         body: &mut RequestBody,
         _: ExtractParamOptions<()>,
     ) -> poem::Result<Self> {
-        if !content_type(req).is_some_and(is_json) {
-            return Err(wrong_type(req, "application/json").into());
-        }
+        let format = match media_type(req) {
+            Some(m) if is_json(&m) => BodyFormat::Json,
+            Some(m) if T::NDJSON && is_ndjson(&m) => BodyFormat::Ndjson,
+            _ if T::NDJSON => {
+                return Err(wrong_type(req, "application/json or application/x-ndjson").into())
+            }
+            _ => return Err(wrong_type(req, "application/json").into()),
+        };
         let max = state(req)?.limits.max_body_bytes;
-        Ok(FindBody(read_capped(req, body, max).await?))
+        Ok(JsonBody {
+            bytes: read_capped(req, body, max).await?,
+            format,
+            schema: PhantomData,
+        })
     }
 }
 
 /// The optional JSON body of `GET /v1/find` (the seed's form). Not declared in the OpenAPI
 /// document: GET bodies are legal but many clients cannot send them, so the query
-/// parameters are the documented form.
+/// parameters are the documented form. Empty when the request has no body.
 pub struct OptionalFindBody(pub Vec<u8>);
 
 impl<'a> poem::FromRequest<'a> for OptionalFindBody {
@@ -254,12 +209,50 @@ impl<'a> poem::FromRequest<'a> for OptionalFindBody {
         if !has_body {
             return Ok(OptionalFindBody(Vec::new()));
         }
-        if let Some(ct) = content_type(req) {
-            if !is_json(ct) {
-                return Err(wrong_type(req, "application/json").into());
-            }
+        if content_type(req).is_some() && !media_type(req).is_some_and(|m| is_json(&m)) {
+            return Err(wrong_type(req, "application/json").into());
         }
         let max = state(req)?.limits.max_body_bytes;
         Ok(OptionalFindBody(read_capped(req, body, max).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn media(ct: &str) -> Mime {
+        ct.parse().unwrap_or_else(|e| panic!("{ct}: {e}"))
+    }
+
+    #[test]
+    fn json_and_ndjson_media_types() {
+        for ct in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/json;charset=UTF-8",
+            "application/vnd.api+json",
+            "application/problem+json; charset=utf-8",
+        ] {
+            assert!(is_json(&media(ct)), "{ct}");
+            assert!(!is_ndjson(&media(ct)), "{ct}");
+        }
+        for ct in [
+            "application/x-ndjson",
+            "application/ndjson; charset=utf-8",
+            "application/jsonl",
+            "Application/X-JSONLines",
+        ] {
+            assert!(is_ndjson(&media(ct)), "{ct}");
+            assert!(!is_json(&media(ct)), "{ct}");
+        }
+        for ct in [
+            "text/plain",
+            "text/json",
+            "application/jsonx",
+            "application/xml",
+        ] {
+            assert!(!is_json(&media(ct)) && !is_ndjson(&media(ct)), "{ct}");
+        }
     }
 }

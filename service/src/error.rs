@@ -29,6 +29,9 @@ pub enum ApiError {
     /// The JSON is well-formed but the event is not acceptable (names the field or key path).
     #[error("{0}")]
     InvalidEvent(String),
+    /// The JSON is well-formed but is not a find body (not an object, or an unknown field).
+    #[error("{0}")]
+    InvalidQuery(String),
     /// The body is bigger than `AUDIT_MAX_BODY_BYTES` (after decompression).
     #[error("request body exceeds {max_bytes} bytes")]
     BodyTooLarge { max_bytes: usize },
@@ -68,7 +71,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::MalformedJson(_) | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidEvent(_) | ApiError::InvalidQuery(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::BodyTooLarge { .. } | ApiError::TooManyEvents { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -91,6 +96,7 @@ impl ApiError {
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::BadQuery(_) => "bad_query",
             ApiError::InvalidEvent(_) => "invalid_event",
+            ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::TooManyEvents { .. } => "too_many_events",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -133,7 +139,8 @@ pub struct ErrorBody {
 
 #[derive(Debug, Clone, Object)]
 pub struct ErrorDetail {
-    /// Machine-readable, stable: `malformed_json`, `invalid_event`, `id_conflict`, ...
+    /// Machine-readable, stable: `malformed_json`, `invalid_event`, `invalid_query`,
+    /// `id_conflict`, ...
     pub code: String,
     /// Human-readable; names the field, key path or limit at fault.
     pub message: String,
@@ -162,7 +169,8 @@ pub enum ErrorResponse {
     /// Content-Type or Content-Encoding not accepted.
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
-    /// Well-formed JSON, unacceptable event (field, size, depth, key path named).
+    /// Well-formed JSON, unacceptable event (field, size, depth, key path named) or find body
+    /// (not an object, unknown field).
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
     /// Write queue full; retry after the given seconds.

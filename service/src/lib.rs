@@ -5,7 +5,7 @@
 //! - [`server`]: builds the application and serves it on a bound listener until shutdown.
 //! - [`api`]: the OpenAPI operations (thin handlers).
 //! - [`auth`]: `X-Api-Key` checking, in constant time, against one or more keys.
-//! - [`body`]: reading request bodies with a size cap (after decompression too).
+//! - [`body`]: the one request-body extractor: media type, size cap (after decompression too).
 //! - [`event`]: validating incoming events and converting them to and from BSON.
 //! - [`ingest`]: storing one event or a batch, idempotent retries with producer ids.
 //! - [`writer`]: the bounded queue and group commit into `insert_many`, retries, shutdown.

@@ -12,11 +12,15 @@
 //! Filters follow the indexes of `auditlog_common::schema`: equality on `consumer` or `type`,
 //! sort on `created_at, _id`, range on `created_at`.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{doc, Bson, Document};
+use poem_openapi::registry::Registry;
 use poem_openapi::{Enum, Object};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use auditlog_common::schema::fields;
@@ -38,11 +42,22 @@ pub enum Order {
     Desc,
 }
 
+/// `order` in a find body: the same spellings as the query parameter.
+impl<'de> Deserialize<'de> for Order {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        parse_order(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+// Parsed by `FindRequest::from_json`; the doc comment below is the OpenAPI description.
 /// The JSON body form of a find (every field optional), as in the seed's example.
-#[derive(Debug, Clone, Default, Object)]
+#[derive(Debug, Clone, Default, Object, Deserialize)]
 #[oai(rename = "FindRequest", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct FindRequest {
     #[oai(rename = "type")]
+    #[serde(rename = "type")]
     pub kind: Option<String>,
     pub consumer: Option<String>,
     /// Inclusive lower bound, ISO 8601 (e.g. `2022-05-22T00:00:00Z`).
@@ -54,6 +69,53 @@ pub struct FindRequest {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     pub order: Option<Order>,
+}
+
+impl FindRequest {
+    /// Parses the JSON body form. Like the query parameters, a field of the wrong type or with
+    /// a bad value is `bad_query` (400); a body that is not a JSON object, or names a field a
+    /// find does not take, is `invalid_query` (422); malformed JSON is `malformed_json`.
+    pub fn from_json(bytes: &[u8]) -> Result<FindRequest, ApiError> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::MalformedJson(format!("request body is not valid JSON: {e}")))?;
+        let Value::Object(body) = &value else {
+            return Err(ApiError::InvalidQuery(
+                "a find body must be a JSON object".into(),
+            ));
+        };
+        let fields = Self::fields();
+        if let Some(unknown) = body.keys().find(|k| !fields.contains(&k.as_str())) {
+            return Err(ApiError::InvalidQuery(format!(
+                "unknown field `{unknown}`; a find takes only {}",
+                fields.join(", ")
+            )));
+        }
+        FindRequest::deserialize(&value).map_err(|e| {
+            // serde does not name the field at fault: it is the first that fails on its own.
+            let alone = |(k, v): &(&String, &Value)| {
+                let one = serde_json::Map::from_iter([((*k).clone(), (*v).clone())]);
+                FindRequest::deserialize(&Value::Object(one)).is_err()
+            };
+            match body.iter().find(alone) {
+                Some((field, _)) => ApiError::BadQuery(format!("`{field}`: {e}")),
+                None => ApiError::BadQuery(format!("invalid find body: {e}")),
+            }
+        })
+    }
+
+    /// The fields of the body form, in declaration order, as the derived OpenAPI schema names
+    /// them (checked against the derived `Deserialize` by a test).
+    fn fields() -> &'static [&'static str] {
+        static FIELDS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+            Registry::new()
+                .create_fake_schema::<FindRequest>()
+                .properties
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect()
+        });
+        &FIELDS
+    }
 }
 
 /// One page of results.
@@ -146,65 +208,7 @@ pub fn parse_datetime(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
     )))
 }
 
-/// Parses the JSON body form; unknown fields are refused like in events.
-pub fn parse_find_body(bytes: &[u8]) -> Result<FindRequest, ApiError> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::MalformedJson(format!("request body is not valid JSON: {e}")))?;
-    let Value::Object(obj) = value else {
-        return Err(ApiError::InvalidEvent(
-            "a find body must be a JSON object".into(),
-        ));
-    };
-    const ALLOWED: [&str; 7] = [
-        "type",
-        "consumer",
-        "created_from",
-        "created_to",
-        "limit",
-        "cursor",
-        "order",
-    ];
-    if let Some(unknown) = obj.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
-        return Err(ApiError::InvalidEvent(format!(
-            "unknown field `{unknown}`; a find takes only {}",
-            ALLOWED.join(", ")
-        )));
-    }
-    let string = |name: &str| -> Result<Option<String>, ApiError> {
-        match obj.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(ApiError::BadQuery(format!("`{name}` must be a string"))),
-        }
-    };
-    let limit = match obj.get("limit") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(
-            n.as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| ApiError::BadQuery("`limit` must be a positive integer".into()))?,
-        ),
-        Some(_) => {
-            return Err(ApiError::BadQuery(
-                "`limit` must be a positive integer".into(),
-            ))
-        }
-    };
-    let order = match string("order")?.as_deref() {
-        None => None,
-        Some(o) => Some(parse_order(o)?),
-    };
-    Ok(FindRequest {
-        kind: string("type")?,
-        consumer: string("consumer")?,
-        created_from: string("created_from")?,
-        created_to: string("created_to")?,
-        limit,
-        cursor: string("cursor")?,
-        order,
-    })
-}
-
+/// Parses `order`, in any letter case.
 pub fn parse_order(s: &str) -> Result<Order, ApiError> {
     match s.to_ascii_lowercase().as_str() {
         "asc" => Ok(Order::Asc),
@@ -444,11 +448,75 @@ mod tests {
             consumer: Some("c1".into()),
             ..Default::default()
         };
-        let b = parse_find_body(br#"{"type": "t1", "consumer": "c1"}"#).unwrap();
+        let b = FindRequest::from_json(br#"{"type": "t1", "consumer": "c1"}"#).unwrap();
         let m = merge(a.clone(), b).unwrap();
         assert_eq!(m.kind.as_deref(), Some("t1"));
-        let c = parse_find_body(br#"{"consumer": "c2"}"#).unwrap();
+        let c = FindRequest::from_json(br#"{"consumer": "c2"}"#).unwrap();
         assert!(merge(a, c).is_err());
-        assert!(parse_find_body(br#"{"consumr": "c2"}"#).is_err());
+    }
+
+    #[test]
+    fn find_bodies_parse_with_the_codes_of_the_query_parameters() {
+        let r = FindRequest::from_json(
+            br#"{"type": "t", "consumer": null, "created_from": "2022-05-22", "limit": 5, "cursor": "", "order": "DESC"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.kind.as_deref(), Some("t"));
+        assert_eq!(r.consumer, None);
+        assert_eq!(r.limit, Some(5));
+        assert_eq!(
+            r.order,
+            Some(Order::Desc),
+            "order in any case, as in the query"
+        );
+        let unknown = "unknown field `consumr`; a find takes only type, consumer, created_from";
+        for (body, code, words) in [
+            (&br#"{"consumr": "c2"}"#[..], "invalid_query", unknown),
+            (br#"[1]"#, "invalid_query", "must be a JSON object"),
+            (br#"{"type": "t","#, "malformed_json", "not valid JSON"),
+            (
+                br#"{"limit": "many"}"#,
+                "bad_query",
+                "`limit`: invalid type",
+            ),
+            (br#"{"limit": -1}"#, "bad_query", "`limit`: invalid value"),
+            (br#"{"limit": 4294967296}"#, "bad_query", "4294967296"),
+            (
+                br#"{"cursor": "", "type": 5}"#,
+                "bad_query",
+                "`type`: invalid type",
+            ),
+            (
+                br#"{"order": "sideways"}"#,
+                "bad_query",
+                "`order` must be asc or desc",
+            ),
+        ] {
+            let err = FindRequest::from_json(body).unwrap_err();
+            let body = String::from_utf8_lossy(body);
+            assert_eq!(err.code(), code, "{body}: {err}");
+            assert!(err.to_string().contains(words), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_schema_and_the_parser_know_the_same_fields() {
+        assert_eq!(
+            FindRequest::fields(),
+            [
+                "type",
+                "consumer",
+                "created_from",
+                "created_to",
+                "limit",
+                "cursor",
+                "order"
+            ]
+        );
+        for field in FindRequest::fields() {
+            let body = format!("{{{field:?}: null}}");
+            let parsed = serde_json::from_str::<FindRequest>(&body);
+            assert!(parsed.is_ok(), "serde does not know {field}: {parsed:?}");
+        }
     }
 }

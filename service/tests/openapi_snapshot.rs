@@ -14,11 +14,20 @@ fn openapi_document_matches_the_snapshot() {
     }
     let snapshot = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    assert_eq!(
-        snapshot.trim_end(),
-        spec.trim_end(),
-        "the OpenAPI document changed; review the diff and rerun with UPDATE_SNAPSHOTS=1"
+    let (old, new): (Vec<_>, Vec<_>) = (
+        snapshot.trim_end().lines().collect(),
+        spec.trim_end().lines().collect(),
     );
+    if let Some(line) = (0..old.len().max(new.len())).find(|&i| old.get(i) != new.get(i)) {
+        let show = |doc: &[&str]| doc[line.min(doc.len())..doc.len().min(line + 5)].join("\n");
+        panic!(
+            "the OpenAPI document changed at line {}; review the diff and rerun with \
+             UPDATE_SNAPSHOTS=1\n--- snapshot:\n{}\n--- now:\n{}",
+            line + 1,
+            show(&old),
+            show(&new)
+        );
+    }
 }
 
 #[test]
