@@ -33,6 +33,59 @@ pub fn server_error_code(err: &mongodb::error::Error) -> Option<i32> {
     }
 }
 
+/// Whether a server error code means "not now" rather than "not this": elections, stepdowns,
+/// shutdowns, routing-table refreshes and network trouble between mongos and a shard. Writes
+/// and reads failing with these are retried with the same ids until their deadline; anything
+/// else is the request's own fault and final. (The driver's own `RetryableWriteError` label
+/// covers the same ground for whole commands; a mongos reports per-document errors without it.)
+pub fn is_transient_code(code: i32) -> bool {
+    matches!(
+        code,
+        6 // HostUnreachable
+            | 7 // HostNotFound
+            | 89 // NetworkTimeout
+            | 91 // ShutdownInProgress
+            | 112 // WriteConflict
+            | 133 // FailedToSatisfyReadPreference
+            | 150 // StaleEpoch
+            | 189 // PrimarySteppedDown
+            | 262 // ExceededTimeLimit
+            | 9001 // SocketException
+            | 10107 // NotWritablePrimary
+            | 11600 // InterruptedAtShutdown
+            | 11602 // InterruptedDueToReplStateChange
+            | 13388 // StaleConfig
+            | 13435 // NotPrimaryNoSecondaryOk
+            | 13436 // NotPrimaryOrSecondary
+            | 63 // StaleShardVersion
+            | 64 // WriteConcernFailed
+            | 100 // UnsatisfiableWriteConcern (a replica set with too few members up)
+    )
+}
+
+/// Whether a failed operation is worth retrying: a transient server code, a
+/// `RetryableWriteError`/`RetryableReadError`/`TransientTransactionError` label, or no answer at
+/// all (I/O, server selection, pool cleared).
+pub fn is_transient(err: &mongodb::error::Error) -> bool {
+    use mongodb::error::ErrorKind;
+    if [
+        "RetryableWriteError",
+        "RetryableReadError",
+        "TransientTransactionError",
+    ]
+    .iter()
+    .any(|l| err.contains_label(l))
+    {
+        return true;
+    }
+    match err.kind.as_ref() {
+        ErrorKind::Io(_)
+        | ErrorKind::ServerSelection { .. }
+        | ErrorKind::ConnectionPoolCleared { .. } => true,
+        _ => server_error_code(err).is_some_and(is_transient_code),
+    }
+}
+
 /// MongoDB server error codes the project branches on.
 pub mod codes {
     /// The server does not implement the command or option (FerretDB: TTL, sharding).

@@ -122,20 +122,39 @@ async fn resolve_duplicate(
     event: &NewEvent,
     after_retry: bool,
 ) -> Result<Accepted, ApiError> {
-    let stored = state
+    let read_error = |e: mongodb::error::Error| {
+        state.metrics.store_error("find");
+        ApiError::Unavailable(e.to_string())
+    };
+    // By `_id` *and* `consumer`: the shard key's prefix, so on a sharded cluster the read goes
+    // to the one shard that holds the first copy instead of to every shard.
+    let consumer = event
+        .doc
+        .get_str(fields::CONSUMER)
+        .map_err(|e| ApiError::Internal(format!("our own document has no consumer: {e}")))?;
+    let found = state
         .events
-        .find_one(mongodb::bson::doc! { fields::ID: event.id })
+        .find_one(mongodb::bson::doc! { fields::ID: event.id, fields::CONSUMER: consumer })
         .await
-        .map_err(|e| {
-            state.metrics.store_error("find");
-            ApiError::Unavailable(e.to_string())
-        })?
-        .ok_or_else(|| {
-            ApiError::Unavailable(format!(
+        .map_err(read_error)?;
+    let Some(stored) = found else {
+        // The id is taken by another consumer's event (ids are unique per consumer), or the
+        // copy cannot be read yet.
+        let other = state
+            .events
+            .find_one(mongodb::bson::doc! { fields::ID: event.id })
+            .await
+            .map_err(read_error)?;
+        return Err(match other {
+            Some(_) => ApiError::IdConflict {
+                id: event.id.to_hex(),
+            },
+            None => ApiError::Unavailable(format!(
                 "event {} was reported as existing but cannot be read back; retry",
                 event.id
-            ))
-        })?;
+            )),
+        });
+    };
     let ours = event
         .doc
         .to_document()

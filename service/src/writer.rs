@@ -11,8 +11,11 @@
 //! common's [`Backoff`] (50 ms doubling to 1 s), with the same documents and therefore the
 //! same `_id`s, until the deadline of its oldest event; a retry that finds its own earlier
 //! attempt stored gets a duplicate-key error for that document, which the caller resolves
-//! ([`WriteOutcome::Duplicate`]). Per-document errors are final. The queue is bounded: when
-//! it is full, `submit` fails at once (429).
+//! ([`WriteOutcome::Duplicate`]). Per-document errors are final when they are the event's own
+//! fault; a transient one (a shard's election reported by mongos: NotWritablePrimary,
+//! InterruptedDueToReplStateChange, …) and a write-concern error send just the documents
+//! concerned again, under the same deadline. The queue is bounded: when it is full, `submit`
+//! fails at once (429).
 //!
 //! Shutdown ([`WriterTask::shutdown`]): the queue stops taking new events, the dispatcher
 //! writes what is queued, waits for the batches in flight and returns.
@@ -20,7 +23,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use auditlog_common::error::codes;
+use auditlog_common::error::{codes, is_transient_code};
 use auditlog_common::retry::Backoff;
 use mongodb::bson::RawDocumentBuf;
 use mongodb::error::ErrorKind;
@@ -218,33 +221,58 @@ async fn write_batch(
         .unwrap_or_else(Instant::now);
     // 50 ms doubling to 1 s, never past the deadline of the oldest event.
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX).until(oldest + options.deadline);
-    let outcomes: Vec<WriteOutcome> = loop {
+    let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; batch.len()];
+    // Indexes (into `batch`) still to be written; it only shrinks, so every document in it was
+    // part of every earlier attempt.
+    let mut todo: Vec<usize> = (0..batch.len()).collect();
+    loop {
         let result = collection
-            .insert_many(batch.iter().map(|p| &p.doc))
+            .insert_many(todo.iter().map(|&i| &batch[i].doc))
             .ordered(false)
             .write_concern(options.write_concern.clone())
             .await;
         let err = match result {
-            Ok(_) => break vec![WriteOutcome::Stored; batch.len()],
+            Ok(_) => {
+                for &i in &todo {
+                    outcomes[i] = Some(WriteOutcome::Stored);
+                }
+                break;
+            }
             Err(e) => e,
         };
         let attempt = backoff.attempts() + 1;
-        if let Some(outcomes) = per_document_outcomes(&err, batch.len(), attempt > 1) {
-            break outcomes;
+        if let Some(per_doc) = per_document_outcomes(&err, todo.len(), attempt > 1) {
+            let mut again = Vec::new();
+            for (&i, outcome) in todo.iter().zip(per_doc) {
+                match outcome {
+                    Some(o) => outcomes[i] = Some(o),
+                    None => again.push(i),
+                }
+            }
+            todo = again;
+            if todo.is_empty() {
+                break;
+            }
         }
         metrics.store_error("insert");
         let Some(wait) = backoff.next_wait() else {
-            tracing::error!(error = %err, attempts = attempt, events = batch.len(),
-                "giving up on a batch: the store did not take it before the deadline");
-            break vec![WriteOutcome::Unavailable(err.to_string()); batch.len()];
+            tracing::error!(error = %err, attempts = attempt, events = todo.len(),
+                "giving up: the store did not take these events before the deadline");
+            for &i in &todo {
+                outcomes[i] = Some(WriteOutcome::Unavailable(err.to_string()));
+            }
+            break;
         };
         // Rate-limited by the backoff itself: one line per attempt, not per event.
-        tracing::warn!(error = %err, attempt, events = batch.len(), retry_in_ms = wait.as_millis() as u64,
+        tracing::warn!(error = %err, attempt, events = todo.len(), retry_in_ms = wait.as_millis() as u64,
             "insert failed; retrying with the same ids");
         tokio::time::sleep(wait).await;
-    };
+    }
     let mut stored = 0u64;
     for (pending, outcome) in batch.into_iter().zip(outcomes) {
+        let outcome = outcome.unwrap_or_else(|| {
+            WriteOutcome::Unavailable("the writer lost track of this event".into())
+        });
         if outcome == WriteOutcome::Stored {
             stored += 1;
         }
@@ -254,29 +282,41 @@ async fn write_batch(
     metrics.events_stored.inc_by(stored);
 }
 
-/// When the failure is a set of per-document write errors (and nothing else), the outcome of
-/// every document; `None` when the batch as a whole must be retried.
+/// When the failure reports per-document results (a bulk write error, possibly with a
+/// write-concern error), the final outcome of each of the `len` documents sent, or `None` for
+/// a document to send again: one refused for a transient reason (a shard's election, seen
+/// through mongos), or one applied without the requested write concern (sent again, it meets
+/// its own copy as a duplicate, which the caller resolves to "stored"). `None` as a whole when
+/// the failure is not per-document: the whole attempt is retried.
 fn per_document_outcomes(
     err: &mongodb::error::Error,
     len: usize,
     after_retry: bool,
-) -> Option<Vec<WriteOutcome>> {
+) -> Option<Vec<Option<WriteOutcome>>> {
     let ErrorKind::InsertMany(failure) = err.kind.as_ref() else {
         return None;
     };
-    if failure.write_concern_error.is_some() {
-        return None;
-    }
-    let errors = failure.write_errors.as_ref()?;
-    let mut outcomes = vec![WriteOutcome::Stored; len];
-    for e in errors {
+    // Documents without their own error were applied; with a write-concern error they are not
+    // known to be durable yet.
+    let applied = if failure.write_concern_error.is_some() {
+        None
+    } else {
+        Some(WriteOutcome::Stored)
+    };
+    let mut outcomes = vec![applied; len];
+    for e in failure.write_errors.iter().flatten() {
         let Some(slot) = outcomes.get_mut(e.index) else {
             continue;
         };
         *slot = if e.code == codes::DUPLICATE_KEY {
-            WriteOutcome::Duplicate { after_retry }
+            Some(WriteOutcome::Duplicate { after_retry })
+        } else if is_transient_code(e.code) {
+            None
         } else {
-            WriteOutcome::Rejected(format!("{} (code {})", e.message, e.code))
+            Some(WriteOutcome::Rejected(format!(
+                "{} (code {})",
+                e.message, e.code
+            )))
         };
     }
     Some(outcomes)

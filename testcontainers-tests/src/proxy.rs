@@ -41,6 +41,11 @@ pub enum Fault {
     /// mongos does when some shards failed: the others stored, `writeErrors` for the listed
     /// indexes (with the original indexes) and `n` counting only the stored ones.
     WriteErrors { indexes: Vec<usize>, code: i32 },
+    /// For `insert`: as [`Fault::WriteErrors`], for every document whose `consumer` is this
+    /// one — but only the first time the proxy sees each such document (by `_id`), so a
+    /// retry of it goes through. Whatever way the caller batches, each of those documents fails
+    /// exactly once.
+    FailEachDocumentOnce { consumer: String, code: i32 },
     /// Forward, then add a `writeConcernError` to the (successful) reply.
     WriteConcernError { code: i32, code_name: String },
     /// Forward, wait for the server's reply, then drop both connections without answering:
@@ -104,6 +109,10 @@ struct Shared {
     seen: HashMap<String, usize>,
     /// Faults applied per command name.
     applied: HashMap<String, usize>,
+    /// `_id`s already failed by [`Fault::FailEachDocumentOnce`].
+    failed_once: std::collections::HashSet<String>,
+    /// Documents refused with injected write errors so far.
+    documents_failed: usize,
 }
 
 /// A running proxy; it stops accepting and drops every connection when dropped.
@@ -205,6 +214,11 @@ impl WireProxy {
     /// How many requests of this command the proxy has seen.
     pub fn seen(&self, command: &str) -> usize {
         self.lock().seen.get(command).copied().unwrap_or(0)
+    }
+
+    /// How many documents were refused with injected per-document write errors.
+    pub fn documents_failed(&self) -> usize {
+        self.lock().documents_failed
     }
 
     /// How many times a fault was applied to this command.
@@ -425,8 +439,23 @@ async fn serve(mut client: TcpStream, mut server: TcpStream, shared: Arc<Mutex<S
                 }
                 continue;
             }
+            (Some(Fault::FailEachDocumentOnce { consumer, code }), Some(mut msg)) => {
+                let indexes = first_sightings(&shared, &msg, &consumer);
+                let (kept, dropped) = split_insert(&mut msg, &indexes);
+                count_failed(&shared, dropped.len());
+                let frame = msg.to_frame(request.request_id(), 0);
+                (
+                    frame,
+                    After::WriteErrors {
+                        kept,
+                        dropped,
+                        code,
+                    },
+                )
+            }
             (Some(Fault::WriteErrors { indexes, code }), Some(mut msg)) => {
                 let (kept, dropped) = split_insert(&mut msg, &indexes);
+                count_failed(&shared, dropped.len());
                 let frame = msg.to_frame(request.request_id(), 0);
                 (
                     frame,
@@ -507,6 +536,38 @@ enum After {
     },
 }
 
+fn insert_documents(msg: &OpMsg) -> Vec<Document> {
+    if let Some((_, docs)) = msg.sequences.iter().find(|(n, _)| n == "documents") {
+        return docs.clone();
+    }
+    msg.body
+        .get_array("documents")
+        .map(|a| a.iter().filter_map(|b| b.as_document().cloned()).collect())
+        .unwrap_or_default()
+}
+
+/// Indexes of the insert's documents of `consumer` not failed before (and marks them failed).
+fn first_sightings(shared: &Mutex<Shared>, msg: &OpMsg, consumer: &str) -> Vec<usize> {
+    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    insert_documents(msg)
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.get_str("consumer") == Ok(consumer))
+        .filter(|(_, d)| {
+            let id = d.get("_id").map(|b| b.to_string()).unwrap_or_default();
+            s.failed_once.insert(id)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn count_failed(shared: &Mutex<Shared>, n: usize) {
+    shared
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .documents_failed += n;
+}
+
 /// Removes the listed documents from an insert; returns the original indexes kept and dropped.
 fn split_insert(msg: &mut OpMsg, indexes: &[usize]) -> (Vec<usize>, Vec<usize>) {
     let mut kept = Vec::new();
@@ -563,6 +624,9 @@ fn merge_write_errors(body: &mut Document, kept: &[usize], dropped: &[usize], co
             "index": i as i32, "code": code,
             "errmsg": "injected by the test proxy: shard write failed",
         });
+    }
+    if errors.is_empty() {
+        return;
     }
     errors.sort_by_key(|e| e.get_i32("index").unwrap_or(0));
     body.insert("ok", 1.0);

@@ -1,0 +1,238 @@
+//! The service in front of a store that behaves like a sharded replica-set cluster, through the
+//! harness's fault-injecting wire proxy: a primary election under load, a write applied but
+//! never acknowledged, per-document errors from a shard in an election, and a write-concern
+//! error. What a producer sees must be what is stored: every 2xx event exactly once.
+
+#[path = "support/service.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use mongodb::bson::{oid::ObjectId, Document};
+use serde_json::{json, Value};
+use support::{start_service_env, stored, Api};
+use testcontainers_tests::mongo::{test_mongo, TestMongo};
+use testcontainers_tests::proxy::{Fault, Rule, WireProxy};
+
+/// The service, connected to the test's MongoDB through a proxy.
+async fn proxied_service(
+    mongo: &TestMongo,
+    env: &[(&str, &str)],
+) -> (WireProxy, testcontainers_tests::binary::RunningBinary, Api) {
+    let (proxy, uri) = WireProxy::in_front_of(&mongo.uri).await;
+    let base: Vec<(String, String)> = mongo
+        .env()
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "MONGODB_URI" {
+                (k, uri.clone())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let service = start_service_env(base, env).await;
+    let api = Api::new(&service);
+    (proxy, service, api)
+}
+
+/// How many stored documents each `_id` has.
+fn copies(docs: &[Document]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for d in docs {
+        *m.entry(d.get_object_id("_id").expect("ObjectId _id").to_hex())
+            .or_default() += 1;
+    }
+    m
+}
+
+#[tokio::test]
+async fn a_ten_second_election_under_64_producers_answers_every_request_and_stores_each_event_once()
+{
+    let mongo = test_mongo().await;
+    let (proxy, _service, api) =
+        proxied_service(&mongo, &[("AUDIT_WRITE_DEADLINE_SECS", "15")]).await;
+    assert_eq!(
+        api.post_event(&json!({"type": "warm-up", "consumer": "c"}))
+            .await
+            .0,
+        201
+    );
+
+    // Every insert is refused as by a shard without a primary, for ten seconds.
+    proxy.add(Rule::new("insert", Fault::not_writable_primary()).on("events"));
+    let election = tokio::spawn({
+        let started = Instant::now();
+        async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            started.elapsed()
+        }
+    });
+    let producers: Vec<_> = (0..64)
+        .map(|p| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for n in 0..4 {
+                    let id = ObjectId::new().to_hex();
+                    let event = json!({"id": id, "type": "election", "consumer": format!("producer-{p}"),
+                                       "payload": {"n": n}});
+                    let (status, body) = api.post_event(&event).await;
+                    answers.push((id, status, body));
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                answers
+            })
+        })
+        .collect();
+    let lasted = election.await.expect("election timer");
+    proxy.clear();
+    let mut answers = Vec::new();
+    for p in producers {
+        answers.extend(p.await.expect("producer"));
+    }
+    assert!(lasted >= Duration::from_secs(10));
+    assert!(
+        proxy.applied("insert") > 0,
+        "the election never refused an insert"
+    );
+
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|(_, s, _)| !(200..300).contains(s))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed, e.g. {:?}",
+        failed.len(),
+        answers.len(),
+        failed.first()
+    );
+    let by_id = copies(&stored(&mongo).await);
+    for (id, _, body) in &answers {
+        assert_eq!(
+            by_id.get(id),
+            Some(&1),
+            "acknowledged event {id} stored {:?} times",
+            by_id.get(id)
+        );
+        assert_eq!(body["id"], Value::String(id.clone()));
+    }
+    assert_eq!(
+        by_id.len(),
+        answers.len() + 1,
+        "stored events that nobody acknowledged"
+    );
+}
+
+#[tokio::test]
+async fn a_write_applied_but_never_acknowledged_is_stored_once_and_answered_201() {
+    let mongo = test_mongo().await;
+    let (proxy, _service, api) = proxied_service(&mongo, &[]).await;
+    // The insert reaches the store; the connection drops before the service hears back.
+    proxy.add(
+        Rule::new("insert", Fault::ResetAfterForward)
+            .on("events")
+            .times(1),
+    );
+    let (status, body) = api.post_event(&json!({"type": "t", "consumer": "c"})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(proxy.applied("insert"), 1);
+    let by_id = copies(&stored(&mongo).await);
+    let id = body["id"].as_str().expect("id").to_owned();
+    assert_eq!(by_id, HashMap::from([(id, 1)]));
+}
+
+#[tokio::test]
+async fn per_document_transient_errors_in_a_batch_retry_only_those_documents() {
+    let mongo = test_mongo().await;
+    let (proxy, _service, api) = proxied_service(&mongo, &[]).await;
+    // A mongos whose shard for consumer "flaky" is electing: those documents fail once with
+    // InterruptedDueToReplStateChange, the others are stored by the same command.
+    proxy.add(
+        Rule::new(
+            "insert",
+            Fault::FailEachDocumentOnce {
+                consumer: "flaky".into(),
+                code: 11602,
+            },
+        )
+        .on("events"),
+    );
+    let events: Vec<Value> = (0..10)
+        .map(|i| json!({"type": "t", "consumer": if i % 3 == 0 { "flaky" } else { "steady" }, "payload": {"i": i}}))
+        .collect();
+    let body = serde_json::to_vec(&events).expect("json");
+    let (status, answer) = api.post_raw("/v1/events", "application/json", body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 10, "{answer}");
+    let results = answer["results"].as_array().expect("results");
+    assert!(results.iter().all(|r| r["status"] == 201), "{answer}");
+    assert_eq!(
+        proxy.documents_failed(),
+        4,
+        "each flaky document failed once"
+    );
+
+    let by_id = copies(&stored(&mongo).await);
+    assert_eq!(by_id.len(), 10);
+    assert!(by_id.values().all(|n| *n == 1), "{by_id:?}");
+    for r in results {
+        assert!(by_id.contains_key(r["id"].as_str().expect("id")));
+    }
+}
+
+#[tokio::test]
+async fn a_write_concern_error_is_retried_without_duplicates() {
+    let mongo = test_mongo().await;
+    let (proxy, _service, api) = proxied_service(&mongo, &[]).await;
+    proxy.add(
+        Rule::new(
+            "insert",
+            Fault::WriteConcernError {
+                code: 64,
+                code_name: "WriteConcernFailed".into(),
+            },
+        )
+        .on("events")
+        .times(1),
+    );
+    let (status, body) = api.post_event(&json!({"type": "t", "consumer": "c"})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(proxy.applied("insert"), 1);
+    assert!(
+        proxy.seen("insert") >= 2,
+        "the write was not sent again after the write-concern error"
+    );
+    let by_id = copies(&stored(&mongo).await);
+    assert_eq!(
+        by_id,
+        HashMap::from([(body["id"].as_str().expect("id").to_owned(), 1)])
+    );
+}
+
+#[tokio::test]
+async fn a_producer_retry_after_the_first_was_stored_gets_200_with_the_first_created_at() {
+    let mongo = test_mongo().await;
+    let (_proxy, _service, api) = proxied_service(&mongo, &[]).await;
+    let id = ObjectId::new().to_hex();
+    let event = json!({"id": id, "type": "t", "consumer": "billing", "payload": {"a": 1}});
+    let (first, a) = api.post_event(&event).await;
+    assert_eq!(first, 201, "{a}");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (again, b) = api.post_event(&event).await;
+    assert_eq!(again, 200, "{b}");
+    assert_eq!(
+        b["created_at"], a["created_at"],
+        "the retry must report the first copy's time"
+    );
+    assert_eq!(
+        copies(&stored(&mongo).await),
+        HashMap::from([(id.clone(), 1)])
+    );
+    // The same id under another consumer is somebody else's event: a conflict, not a retry.
+    let other = json!({"id": id, "type": "t", "consumer": "shipping", "payload": {"a": 1}});
+    let (status, c) = api.post_event(&other).await;
+    assert_eq!(status, 409, "{c}");
+}
