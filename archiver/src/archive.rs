@@ -1,32 +1,37 @@
-//! The archiver proper: which windows are due, archiving them one by one under the lease,
-//! recording each only after it verified, and marking complete partitions with `_SUCCESS`.
-//! `once`, `backfill` and every tick of `run` go through [`Archiver::run_windows`].
+//! The archiver proper: the connected parts ([`Archiver`]), which windows are due, archiving
+//! them one by one under the lease, recording each only after it verified, and marking
+//! complete partitions with `_SUCCESS`. `once`, `backfill` and every tick of `run` go through
+//! `Archiver::run_windows`; `status`, `verify` and `purge` are handed only the parts they use.
 
 use std::collections::BTreeSet;
 
-use auditlog_common::schema::fields;
 use auditlog_common::store::{ServerInfo, Store};
 use chrono::{DateTime, Utc};
-use mongodb::bson::{self, doc, Document};
+use mongodb::bson;
 
 use crate::config::Settings;
 use crate::error::{ArchiveError, Result};
-use crate::export::{self, window_filter};
+use crate::export;
 use crate::guard::{self, GuardReport};
 use crate::metrics::Metrics;
 use crate::progress::Progress;
+use crate::purge::{self, PurgeReport};
 use crate::sink::Sink;
+use crate::source::Source;
 use crate::state::{window_checksum, FileRecord, Lease, State, WindowRecord};
-use crate::window::{due_cutoff, partition_of, windows_covering, windows_in_hour, Window};
+use crate::status::{self, StatusReport};
+use crate::verify::{self, VerifyReport};
+use crate::window::{partition_of, windows_covering, windows_in_hour, Window};
 
-/// Everything a command needs, connected.
+/// Everything a command needs, connected. Each command module takes only the parts it uses.
 pub struct Archiver {
-    pub settings: Settings,
-    pub store: Store,
-    pub server: ServerInfo,
-    pub sink: Sink,
-    pub state: State,
-    pub metrics: Metrics,
+    settings: Settings,
+    store: Store,
+    server: ServerInfo,
+    source: Source,
+    sink: Sink,
+    state: State,
+    metrics: Metrics,
 }
 
 /// The outcome of archiving a list of windows.
@@ -47,88 +52,58 @@ impl Archiver {
         let server = store.server_info().await?;
         tracing::info!(server = %server.describe(), "connected to MongoDB");
         let sink = Sink::open(&settings)?;
+        let source = Source::new(&store);
         let state = State::new(&store);
         Ok(Archiver {
             settings,
             store,
             server,
+            source,
             sink,
             state,
             metrics,
         })
     }
 
-    pub fn window_seconds(&self) -> i64 {
-        self.settings.archive_window.seconds()
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
-    /// Windows ending at or before this instant are due.
-    pub fn cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        due_cutoff(
-            now,
-            self.settings.archive_after.chrono(),
-            self.settings.archive_grace.chrono(),
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// `status`: the read-only report.
+    pub async fn status(&self) -> Result<StatusReport> {
+        status::status(
+            &self.settings,
+            &self.store,
+            self.server.supports_ttl(),
+            &self.source,
+            &self.state,
+            &self.sink,
+            &self.metrics,
         )
+        .await
     }
 
-    /// MongoDB's count of the window's events.
-    pub async fn count(&self, w: &Window) -> Result<u64> {
-        self.store
-            .events()
-            .count_documents(window_filter(w))
-            .await
-            .map_err(ArchiveError::mongo("count window events"))
+    /// `verify`: re-checks every recorded window.
+    pub async fn verify(&self) -> Result<VerifyReport> {
+        verify::verify(&self.store, &self.source, &self.state, &self.sink).await
     }
 
-    /// `created_at` of the oldest event at or after `from`.
-    async fn first_event_from(&self, from: Option<DateTime<Utc>>) -> Result<Option<DateTime<Utc>>> {
-        let filter = match from {
-            Some(t) => doc! { fields::CREATED_AT: { "$gte": bson::DateTime::from_chrono(t) } },
-            None => doc! { fields::CREATED_AT: { "$exists": true } },
-        };
-        let found: Option<Document> = self
-            .store
-            .events()
-            .find_one(filter)
-            .sort(doc! { fields::CREATED_AT: 1 })
-            .projection(doc! { fields::CREATED_AT: 1, fields::ID: 0 })
-            .await
-            .map_err(ArchiveError::mongo("find oldest event"))?;
-        Ok(found
-            .and_then(|d| d.get_datetime(fields::CREATED_AT).ok().copied())
-            .map(|d| d.to_chrono()))
-    }
-
-    /// Unarchived windows that hold events, oldest first, up to `limit` (exclusive end bound);
-    /// also returns the oldest unarchived event. Recorded windows are skipped in runs, so the
-    /// number of queries grows with the gaps, not with the archive's length.
-    pub async fn unarchived(
-        &self,
-        recorded: &BTreeSet<DateTime<Utc>>,
-        limit: Option<DateTime<Utc>>,
-    ) -> Result<(Vec<Window>, Option<DateTime<Utc>>)> {
-        let mut out = vec![];
-        let mut oldest = None;
-        let mut from = None;
-        while let Some(t) = self.first_event_from(from).await? {
-            let mut w = Window::containing(t, self.window_seconds());
-            if recorded.contains(&w.start) {
-                while recorded.contains(&w.start) {
-                    w = w.next();
-                }
-                from = Some(w.start);
-                continue;
-            }
-            if oldest.is_none() {
-                oldest = Some(t);
-            }
-            if limit.is_some_and(|l| w.end > l) {
-                break;
-            }
-            out.push(w);
-            from = Some(w.end);
-        }
-        Ok((out, oldest))
+    /// `purge`: deletes archived, verified, old windows from MongoDB.
+    pub async fn purge(&self, dry_run: bool) -> Result<PurgeReport> {
+        purge::purge(
+            &self.settings,
+            self.server.supports_ttl(),
+            &self.source,
+            &self.state,
+            &self.sink,
+            &self.metrics,
+            dry_run,
+        )
+        .await
     }
 
     /// `once`: guard, archive every due window, guard again.
@@ -142,11 +117,22 @@ impl Archiver {
 
     async fn once_locked(&self, lease: &Lease) -> Result<RunReport> {
         let recorded = self.state.recorded_starts().await?;
-        let cutoff = self.cutoff(Utc::now());
-        let (due, oldest) = self.unarchived(&recorded, Some(cutoff)).await?;
+        let cutoff = self.settings.due_cutoff(Utc::now());
+        let (due, oldest) = self
+            .source
+            .unarchived(&recorded, cutoff, self.settings.window_seconds())
+            .await?;
         // The guard runs first, so a TTL about to expire unarchived events is raised before the
         // (possibly long) archive work starts.
-        let before = guard::check(self, oldest, true).await?;
+        let before = guard::check(
+            &self.store,
+            self.server.supports_ttl(),
+            &self.settings,
+            &self.metrics,
+            oldest,
+            true,
+        )
+        .await?;
         self.metrics.due_windows.set(due.len() as i64);
         let mut report = self.run_windows(due, lease).await?;
         report.guard = Some(before.clone());
@@ -175,7 +161,7 @@ impl Archiver {
             let recorded = self.state.recorded_starts().await?;
             let mut todo = vec![];
             let mut skipped = 0;
-            for w in windows_covering(from, to, self.window_seconds()) {
+            for w in windows_covering(from, to, self.settings.window_seconds()) {
                 if recorded.contains(&w.start) {
                     skipped += 1;
                     continue;
@@ -184,12 +170,12 @@ impl Archiver {
                     tracing::warn!(window = %w.id(), "window has not ended yet; not archived");
                     continue;
                 }
-                if w.end > self.cutoff(now) {
+                if !w.is_due(self.settings.due_cutoff(now)) {
                     tracing::warn!(window = %w.id(),
                         "window ended less than AUDIT_ARCHIVE_GRACE ago: events written late will \
                          not be in the archive");
                 }
-                if self.count(&w).await? > 0 {
+                if self.source.count(&w).await? > 0 {
                     todo.push(w);
                 }
             }
@@ -209,9 +195,8 @@ impl Archiver {
         result
     }
 
-    pub async fn lease(&self) -> Result<Lease> {
-        let ttl = std::time::Duration::from_secs(self.settings.lease_ttl.seconds().unsigned_abs());
-        self.state.acquire_lease(ttl).await
+    async fn lease(&self) -> Result<Lease> {
+        self.state.acquire_lease(self.settings.lease_ttl).await
     }
 
     fn finish_run(&self, result: &Result<RunReport>) {
@@ -227,7 +212,7 @@ impl Archiver {
 
     /// Archives the windows in order. A failing window is logged, counted and left for the
     /// next run; the others go on.
-    pub async fn run_windows(&self, windows: Vec<Window>, lease: &Lease) -> Result<RunReport> {
+    async fn run_windows(&self, windows: Vec<Window>, lease: &Lease) -> Result<RunReport> {
         let mut report = RunReport::default();
         let mut progress = Progress::new(windows.len() as u64);
         progress.set_total(windows.len() as u64);
@@ -258,14 +243,15 @@ impl Archiver {
         lease: &Lease,
         progress: &mut Progress,
     ) -> Result<WindowRecord> {
-        let written = export::write_window(self, w, progress).await?;
+        let written =
+            export::write_window(&self.source, &self.sink, &self.settings, w, progress).await?;
         let files: Vec<FileRecord> = written.files.iter().map(FileRecord::from).collect();
         let bytes: u64 = written.files.iter().map(|f| f.bytes).sum();
         let rec = WindowRecord {
             start: bson::DateTime::from_chrono(w.start),
             end: bson::DateTime::from_chrono(w.end),
-            source: format!("{}.{}", self.store.db_name, self.store.collection_name),
-            archive_url: self.sink.url.clone(),
+            source: self.source.name().to_owned(),
+            archive_url: self.sink.url().to_owned(),
             checksum: window_checksum(&files),
             files,
             rows: i64::try_from(written.rows).unwrap_or(i64::MAX),
@@ -308,11 +294,11 @@ impl Archiver {
                 continue;
             }
             let mut complete = true;
-            for other in windows_in_hour(hour, self.window_seconds()) {
+            for other in windows_in_hour(hour, self.settings.window_seconds()) {
                 if other == *w || self.state.get(&other).await?.is_some() {
                     continue;
                 }
-                if other.end > Utc::now() || self.count(&other).await? > 0 {
+                if other.end > Utc::now() || self.source.count(&other).await? > 0 {
                     complete = false;
                     break;
                 }

@@ -1,6 +1,9 @@
 //! Every setting of `auditlog-archiver`, as one clap struct: each is a flag and an environment
-//! variable, and `--help` documents both. [`Settings::validate`] checks them without touching
-//! the network, so a bad setting fails before any client is built.
+//! variable, and `--help` documents both. Each is parsed once, by clap, into its type —
+//! durations (`humantime` syntax, whole seconds), the archive URL ([`ArchiveUrl`]), the cron
+//! schedule ([`Schedule`]) — so nothing downstream re-parses a string.
+//! [`Settings::validate`] then checks what relates settings to each other, without touching the
+//! network, so a bad setting fails before any client is built.
 //!
 //! Environment variables:
 //! `MONGODB_URI`, `AUDIT_DB_NAME`, `AUDIT_COLLECTION`, `AUDIT_ARCHIVE_URL`,
@@ -13,13 +16,17 @@
 //! `AUDIT_S3_ALLOW_HTTP`, `AUDIT_S3_VIRTUAL_HOSTED`, `AUDIT_HDFS_CONFIG`.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use auditlog_common::settings::MongoSettings;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::ArchiveError;
+use crate::schedule::Schedule;
+use crate::window::{due_cutoff, validate_window};
 
 /// Exports aged auditlog events from MongoDB to Parquet files (local directory, S3 or HDFS),
 /// window by window, exactly once, before the TTL index expires them.
@@ -79,20 +86,20 @@ pub struct Settings {
 
     /// Where the Parquet files go: a local path or `file:///abs/path`, `s3://bucket/prefix`,
     /// or `hdfs://namenode:port/path`. Files land under `<db>/<collection>/dt=…/hour=…/`.
-    #[arg(long, env = "AUDIT_ARCHIVE_URL", default_value = "./archive")]
-    pub archive_url: String,
+    #[arg(long, env = "AUDIT_ARCHIVE_URL", default_value = "./archive", value_parser = ArchiveUrl::parse)]
+    pub archive_url: ArchiveUrl,
 
-    /// Age at which events are archived (e.g. `24h`, `90m`, `2d`).
-    #[arg(long, env = "AUDIT_ARCHIVE_AFTER", default_value = "24h")]
-    pub archive_after: Span,
+    /// Age at which events are archived (e.g. `24h`, `90m`, `2d`, `1h 30m`).
+    #[arg(long, env = "AUDIT_ARCHIVE_AFTER", default_value = "24h", value_parser = parse_span)]
+    pub archive_after: TimeDelta,
 
     /// Length of one archive window; must divide a day and be a divisor or multiple of an hour.
-    #[arg(long, env = "AUDIT_ARCHIVE_WINDOW", default_value = "1h")]
-    pub archive_window: Span,
+    #[arg(long, env = "AUDIT_ARCHIVE_WINDOW", default_value = "1h", value_parser = parse_span)]
+    pub archive_window: TimeDelta,
 
     /// Extra wait after a window ends (beyond AUDIT_ARCHIVE_AFTER) for late writes and clock skew.
-    #[arg(long, env = "AUDIT_ARCHIVE_GRACE", default_value = "10m")]
-    pub archive_grace: Span,
+    #[arg(long, env = "AUDIT_ARCHIVE_GRACE", default_value = "10m", value_parser = parse_span)]
+    pub archive_grace: TimeDelta,
 
     /// Parquet compression codec.
     #[arg(long, env = "AUDIT_ARCHIVE_COMPRESSION", value_enum, default_value_t = Compression::Snappy)]
@@ -100,8 +107,8 @@ pub struct Settings {
 
     /// TTL guard: alert (and raise the TTL) when the oldest unarchived event is this close to
     /// expiring.
-    #[arg(long, env = "AUDIT_ARCHIVE_SAFETY_MARGIN", default_value = "6h")]
-    pub archive_safety_margin: Span,
+    #[arg(long, env = "AUDIT_ARCHIVE_SAFETY_MARGIN", default_value = "6h", value_parser = parse_span)]
+    pub archive_safety_margin: TimeDelta,
 
     /// Whether the TTL guard may raise the TTL index's expireAfterSeconds with collMod.
     #[arg(long, env = "AUDIT_ARCHIVE_RAISE_TTL", default_value_t = true, action = clap::ArgAction::Set)]
@@ -113,8 +120,8 @@ pub struct Settings {
     pub retention_days: u32,
 
     /// Cron schedule of `run` (six fields, seconds first, UTC).
-    #[arg(long, env = "AUDIT_ARCHIVE_SCHEDULE", default_value = "0 0 2 * * *")]
-    pub archive_schedule: String,
+    #[arg(long, env = "AUDIT_ARCHIVE_SCHEDULE", default_value = "0 0 2 * * *", value_parser = Schedule::parse)]
+    pub archive_schedule: Schedule,
 
     /// Address `run` serves /healthz and /metrics on.
     #[arg(
@@ -141,8 +148,8 @@ pub struct Settings {
     pub max_file_rows: u64,
 
     /// How long the lease lasts without renewal (a crashed archiver blocks others this long).
-    #[arg(long, env = "AUDIT_ARCHIVE_LEASE_TTL", default_value = "60s")]
-    pub lease_ttl: Span,
+    #[arg(long, env = "AUDIT_ARCHIVE_LEASE_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
 
     #[command(flatten)]
     pub s3: S3Settings,
@@ -184,9 +191,9 @@ pub enum Compression {
 }
 
 impl Settings {
-    /// Checks the settings without network access.
+    /// Checks what the types alone do not: window tiling, sizes, the lease's minimum.
     pub fn validate(&self) -> Result<(), ArchiveError> {
-        crate::window::validate_window(self.archive_window.seconds())?;
+        validate_window(self.window_seconds())?;
         if self.batch_size == 0 || self.row_group_rows == 0 || self.max_file_rows == 0 {
             return Err(ArchiveError::Config(
                 "batch size, row group rows and max file rows must be positive".into(),
@@ -197,14 +204,23 @@ impl Settings {
                 "AUDIT_ARCHIVE_ROW_GROUP_BYTES must be at least 1 MiB".into(),
             ));
         }
-        if self.lease_ttl.seconds() < 5 {
+        if self.lease_ttl < Duration::from_secs(5) {
             return Err(ArchiveError::Config(
                 "AUDIT_ARCHIVE_LEASE_TTL must be at least 5s".into(),
             ));
         }
-        crate::schedule::parse(&self.archive_schedule)?;
-        crate::sink::ArchiveUrl::parse(&self.archive_url)?;
         Ok(())
+    }
+
+    /// The length of one window in seconds.
+    pub fn window_seconds(&self) -> i64 {
+        self.archive_window.num_seconds()
+    }
+
+    /// Windows ending at or before this instant are due (the one due rule, see
+    /// [`crate::window::due_cutoff`]).
+    pub fn due_cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        due_cutoff(now, self.archive_after, self.archive_grace)
     }
 
     /// The TTL horizon `purge` uses and the guard falls back to where the server has no TTL.
@@ -213,66 +229,32 @@ impl Settings {
     }
 }
 
-/// A length of time written as `<number><unit>` pairs: `90s`, `15m`, `24h`, `7d`, `1h30m`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span(i64);
-
-impl Span {
-    pub fn from_seconds(s: i64) -> Self {
-        Span(s)
-    }
-    pub fn seconds(self) -> i64 {
-        self.0
-    }
-    pub fn chrono(self) -> chrono::Duration {
-        chrono::Duration::seconds(self.0)
-    }
+/// A duration setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0} (e.g. 90s, 15m, 24h, 30d, 1h30m)")]
+    Syntax(#[from] humantime::DurationError),
+    #[error("durations are whole seconds")]
+    Fraction,
+    #[error("too long")]
+    TooLong,
 }
 
-impl FromStr for Span {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Err("empty duration".into());
-        }
-        let mut total: i64 = 0;
-        let mut number = String::new();
-        for c in s.chars() {
-            if c.is_ascii_digit() {
-                number.push(c);
-                continue;
-            }
-            let unit = match c {
-                's' => 1,
-                'm' => 60,
-                'h' => 3600,
-                'd' => 86_400,
-                _ => return Err(format!("`{s}`: unknown unit `{c}` (use s, m, h or d)")),
-            };
-            let n: i64 = number
-                .parse()
-                .map_err(|_| format!("`{s}`: expected a number before `{c}`"))?;
-            total = n
-                .checked_mul(unit)
-                .and_then(|v| total.checked_add(v))
-                .ok_or_else(|| format!("`{s}` is too long"))?;
-            number.clear();
-        }
-        if !number.is_empty() {
-            return Err(format!(
-                "`{s}`: missing unit after {number} (e.g. {number}s)"
-            ));
-        }
-        Ok(Span(total))
+/// A length of time as users write it — `90s`, `15m`, `24h`, `30d`, `1h30m`, `1h 30m` — in
+/// `humantime` syntax (which also knows `w`, `M` and `y`), in whole seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let d = humantime::parse_duration(s.trim())?;
+    if d.subsec_nanos() != 0 {
+        return Err(DurationError::Fraction);
     }
+    // Every duration must also be usable in date arithmetic.
+    TimeDelta::from_std(d).map_err(|_| DurationError::TooLong)?;
+    Ok(d)
 }
 
-impl fmt::Display for Span {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}s", self.0)
-    }
+/// [`parse_duration`] for settings used in date arithmetic.
+pub fn parse_span(s: &str) -> Result<TimeDelta, DurationError> {
+    TimeDelta::from_std(parse_duration(s)?).map_err(|_| DurationError::TooLong)
 }
 
 /// RFC 3339 instant or a plain date (midnight UTC).
@@ -289,6 +271,103 @@ pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
         })
 }
 
+/// The archive location, parsed from `AUDIT_ARCHIVE_URL`, with the text it came from (which
+/// logs and window records show).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveUrl {
+    raw: String,
+    backend: Backend,
+}
+
+/// Which object store an [`ArchiveUrl`] names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Local { dir: PathBuf },
+    S3 { bucket: String, prefix: String },
+    Hdfs { namenode: String, prefix: String },
+}
+
+/// An `AUDIT_ARCHIVE_URL` no backend accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ArchiveUrlError(String);
+
+impl ArchiveUrl {
+    pub fn parse(raw: &str) -> Result<Self, ArchiveUrlError> {
+        let backend = Self::backend_of(raw)?;
+        Ok(ArchiveUrl {
+            raw: raw.to_owned(),
+            backend,
+        })
+    }
+
+    fn backend_of(raw: &str) -> Result<Backend, ArchiveUrlError> {
+        let bad = |why: &str| ArchiveUrlError(why.to_owned());
+        if !raw.contains("://") {
+            if raw.is_empty() {
+                return Err(bad("empty"));
+            }
+            return Ok(Backend::Local { dir: raw.into() });
+        }
+        let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+        let prefix = url.path().trim_matches('/').to_owned();
+        match url.scheme() {
+            "file" => {
+                let dir = url
+                    .to_file_path()
+                    .map_err(|_| bad("file:// URLs need an absolute path"))?;
+                Ok(Backend::Local { dir })
+            }
+            "s3" => {
+                let bucket = url
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| bad("s3:// URLs need a bucket: s3://bucket/prefix"))?;
+                Ok(Backend::S3 {
+                    bucket: bucket.to_owned(),
+                    prefix,
+                })
+            }
+            "hdfs" | "viewfs" => {
+                let host = url
+                    .host_str()
+                    .ok_or_else(|| bad("hdfs:// URLs need a namenode: hdfs://host:port/path"))?;
+                let namenode = match url.port() {
+                    Some(p) => format!("{}://{host}:{p}", url.scheme()),
+                    None => format!("{}://{host}", url.scheme()),
+                };
+                Ok(Backend::Hdfs { namenode, prefix })
+            }
+            other => Err(bad(&format!(
+                "unsupported scheme `{other}` (use a path, file://, s3:// or hdfs://)"
+            ))),
+        }
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The URL as written.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+}
+
+impl FromStr for ArchiveUrl {
+    type Err = ArchiveUrlError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ArchiveUrl::parse(s)
+    }
+}
+
+impl fmt::Display for ArchiveUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,13 +379,38 @@ mod tests {
     }
 
     #[test]
-    fn spans_parse_units_and_reject_garbage() {
-        assert_eq!("90s".parse::<Span>().unwrap().seconds(), 90);
-        assert_eq!("1h30m".parse::<Span>().unwrap().seconds(), 5400);
-        assert_eq!("2d".parse::<Span>().unwrap().seconds(), 172_800);
-        assert!("10".parse::<Span>().is_err());
-        assert!("5w".parse::<Span>().is_err());
-        assert!("".parse::<Span>().is_err());
+    fn durations_parse_what_users_write_and_reject_garbage() {
+        let secs = |s: &str| parse_duration(s).unwrap().as_secs();
+        assert_eq!(secs("90s"), 90);
+        assert_eq!(secs("15m"), 900);
+        assert_eq!(secs("24h"), 86_400);
+        assert_eq!(secs("30d"), 30 * 86_400);
+        assert_eq!(secs("1h30m"), 5400);
+        assert_eq!(secs("1h 30m"), 5400);
+        assert_eq!(secs(" 6h "), 6 * 3600);
+        assert_eq!(parse_span("2d").unwrap().num_seconds(), 172_800);
+        // Accepted by humantime, refused by the parser it replaced: `0`, fractions, `w`/`M`/`y`.
+        assert_eq!(secs("0"), 0);
+        assert_eq!(secs("1.5h"), 5400);
+        assert!(parse_duration("10").is_err(), "a unit is required");
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("1500ms").is_err(), "whole seconds only");
+        assert!(parse_duration("-1h").is_err());
+    }
+
+    #[test]
+    fn defaults_are_what_the_docs_say() {
+        let s = Cli::try_parse_from(["auditlog-archiver", "once"])
+            .unwrap()
+            .settings;
+        assert_eq!(s.archive_after.num_seconds(), 86_400);
+        assert_eq!(s.window_seconds(), 3600);
+        assert_eq!(s.archive_grace.num_seconds(), 600);
+        assert_eq!(s.archive_safety_margin.num_seconds(), 6 * 3600);
+        assert_eq!(s.lease_ttl, Duration::from_secs(60));
+        assert_eq!(s.archive_schedule.as_str(), "0 0 2 * * *");
+        assert_eq!(s.archive_url.as_str(), "./archive");
     }
 
     #[test]
@@ -325,11 +429,65 @@ mod tests {
     }
 
     #[test]
-    fn defaults_validate_and_bad_windows_do_not() {
+    fn defaults_validate_and_bad_settings_do_not() {
         let cli = Cli::try_parse_from(["auditlog-archiver", "once"]).unwrap();
         cli.settings.validate().unwrap();
         let cli =
             Cli::try_parse_from(["auditlog-archiver", "--archive-window", "7m", "once"]).unwrap();
         assert!(cli.settings.validate().is_err());
+        let cli = Cli::try_parse_from(["auditlog-archiver", "--lease-ttl", "4s", "once"]).unwrap();
+        assert!(cli.settings.validate().is_err());
+        // Typed settings fail while the arguments are read.
+        for bad in [
+            ["--archive-url", "ftp://x/y"],
+            ["--archive-schedule", "0 2 * * *"],
+            ["--archive-after", "10"],
+        ] {
+            let args = ["auditlog-archiver", bad[0], bad[1], "once"];
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn urls_of_every_backend_parse() {
+        let backend = |s: &str| ArchiveUrl::parse(s).unwrap().backend().clone();
+        assert_eq!(
+            backend("./archive"),
+            Backend::Local {
+                dir: "./archive".into()
+            }
+        );
+        assert_eq!(
+            backend("file:///var/lib/archive"),
+            Backend::Local {
+                dir: "/var/lib/archive".into()
+            }
+        );
+        assert_eq!(
+            backend("s3://bucket/audit/events"),
+            Backend::S3 {
+                bucket: "bucket".into(),
+                prefix: "audit/events".into()
+            }
+        );
+        assert_eq!(
+            backend("hdfs://nn:9000/archive"),
+            Backend::Hdfs {
+                namenode: "hdfs://nn:9000".into(),
+                prefix: "archive".into()
+            }
+        );
+        assert_eq!(
+            ArchiveUrl::parse("file:///var/lib/archive")
+                .unwrap()
+                .as_str(),
+            "file:///var/lib/archive"
+        );
+        assert!(ArchiveUrl::parse("ftp://x/y")
+            .unwrap_err()
+            .to_string()
+            .contains("unsupported scheme"));
+        assert!(ArchiveUrl::parse("s3:///nobucket").is_err());
+        assert!(ArchiveUrl::parse("").is_err());
     }
 }

@@ -8,8 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use auditlog_common::shutdown::shutdown_signal;
 use chrono::Utc;
 use poem::endpoint::make_sync;
+use poem::http::StatusCode;
 use poem::listener::TcpListener;
 use poem::{get, Response, Route, Server};
 use tokio::sync::Mutex;
@@ -21,8 +23,8 @@ use crate::error::{ArchiveError, Result};
 pub async fn run(archiver: Archiver) -> Result<()> {
     let archiver = Arc::new(archiver);
     let busy = Arc::new(Mutex::new(()));
-    let addr = archiver.settings.listen_addr.clone();
-    let schedule = archiver.settings.archive_schedule.clone();
+    let addr = archiver.settings().listen_addr.clone();
+    let schedule = archiver.settings().archive_schedule.clone();
 
     let mut scheduler = JobScheduler::new()
         .await
@@ -46,7 +48,7 @@ pub async fn run(archiver: Archiver) -> Result<()> {
         .await
         .map_err(|e| ArchiveError::Other(format!("cannot start the scheduler: {e}")))?;
 
-    let metrics = archiver.metrics.clone();
+    let metrics = archiver.metrics().clone();
     let app = Route::new()
         .at(
             "/healthz",
@@ -58,10 +60,13 @@ pub async fn run(archiver: Archiver) -> Result<()> {
         )
         .at(
             "/metrics",
-            get(make_sync(move |_| {
-                Response::builder()
+            get(make_sync(move |_| match metrics.render() {
+                Ok(text) => Response::builder()
                     .content_type("text/plain; version=0.0.4")
-                    .body(metrics.render())
+                    .body(text),
+                Err(e) => Response::builder()
+                    .status(StatusCode::INTERNAL_SERVER_ERROR)
+                    .body(format!("cannot render metrics: {e}")),
             })),
         );
     tracing::info!(%addr, %schedule, "archiver daemon listening (/healthz, /metrics)");
@@ -94,20 +99,5 @@ async fn tick(archiver: &Archiver, busy: &Mutex<()>) {
             tracing::info!(reason = %e, "another archiver is working; skipped")
         }
         Err(e) => tracing::error!(error = %e, "scheduled archive run failed"),
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }

@@ -19,7 +19,7 @@ use arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampMillisecondBu
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use auditlog_common::schema::fields;
-use mongodb::bson::{Bson, Document, RawDocument};
+use mongodb::bson::{Bson, RawDocument};
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
@@ -133,16 +133,8 @@ pub fn decode(raw: &RawDocument) -> Result<Row> {
 
 /// The JSON text stored in `payload`: relaxed Extended JSON, which is plain JSON for
 /// everything the HTTP API accepts.
-pub fn payload_json(payload: Bson) -> String {
+fn payload_json(payload: Bson) -> String {
     payload.into_relaxed_extjson().to_string()
-}
-
-/// Same as [`payload_json`] for a document (tests compare with this).
-pub fn document_payload_json(doc: &Document) -> Option<String> {
-    match doc.get(fields::PAYLOAD) {
-        None | Some(Bson::Null) => None,
-        Some(v) => Some(payload_json(v.clone())),
-    }
 }
 
 fn bad(id: &str, reason: &str) -> ArchiveError {

@@ -62,8 +62,8 @@ pub enum ArchiveError {
     },
     #[error("verify found {0} mismatching windows")]
     VerifyFailed(usize),
-    #[error("interrupted by shutdown")]
-    Shutdown,
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     #[error("{0}")]
     Other(String),
 }
@@ -121,6 +121,6 @@ mod tests {
             5
         );
         assert_eq!(ArchiveError::VerifyFailed(1).exit_code(), 6);
-        assert_eq!(ArchiveError::Shutdown.exit_code(), 1);
+        assert_eq!(ArchiveError::Other("x".into()).exit_code(), 1);
     }
 }

@@ -1,21 +1,15 @@
-//! Archiving one window: stream its events from MongoDB in `(created_at, _id)` order, write
-//! them as Parquet to hidden temporary files (one per hour partition, more when a file reaches
-//! its row cap), publish each by rename, remove leftovers of earlier interrupted runs, read the
-//! files' footers back, and compare the row count with MongoDB's count for the window.
+//! Archiving one window: take its events from [`Source::stream`] in `(created_at, _id)` order,
+//! write them as Parquet to hidden temporary files (one per hour partition, more when a file
+//! reaches its row cap), publish each by rename, remove leftovers of earlier interrupted runs,
+//! read the files' footers back, and compare the row count with MongoDB's count for the window.
 //!
 //! Memory is bounded by one cursor batch, one Arrow batch and one in-progress row group (both
-//! capped by settings), never by the window's size. Reads are keyset reads, so a cursor lost
-//! mid-window (timeout, failover) resumes after the last row instead of starting over.
-
-use std::time::Duration;
+//! capped by settings), never by the window's size. Resuming a lost cursor is the source's job.
 
 use arrow::record_batch::RecordBatch;
-use auditlog_common::schema::fields;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use futures::TryStreamExt;
-use mongodb::bson::{self, doc, Bson, Document, RawDocumentBuf};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::async_writer::AsyncFileWriter;
@@ -24,20 +18,13 @@ use parquet::file::metadata::KeyValue;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::archive::Archiver;
+use crate::config::Settings;
 use crate::encode::{self, BatchBuilder};
 use crate::error::{ArchiveError, Result};
 use crate::progress::Progress;
-use crate::sink::{hex, FileFacts};
+use crate::sink::{FileFacts, Sink};
+use crate::source::Source;
 use crate::window::{partition_of, Window};
-
-/// MongoDB filter for the events of a window.
-pub fn window_filter(w: &Window) -> Document {
-    doc! { fields::CREATED_AT: {
-        "$gte": bson::DateTime::from_chrono(w.start),
-        "$lt": bson::DateTime::from_chrono(w.end),
-    } }
-}
 
 /// What writing a window produced, before it is recorded.
 #[derive(Debug)]
@@ -47,82 +34,41 @@ pub struct Written {
 }
 
 /// Writes the window's files and checks them. Does not record anything.
-pub async fn write_window(a: &Archiver, w: &Window, progress: &mut Progress) -> Result<Written> {
-    let mut out = WindowWriter::new(a, w);
-    let mut batch = BatchBuilder::new(a.settings.batch_size as usize);
+pub async fn write_window(
+    source: &Source,
+    sink: &Sink,
+    settings: &Settings,
+    w: &Window,
+    progress: &mut Progress,
+) -> Result<Written> {
+    let mut out = WindowWriter::new(sink, settings, source.name(), w);
+    let mut batch = BatchBuilder::new(settings.batch_size as usize);
     let mut batch_partition: Option<String> = None;
-    let mut streamed: u64 = 0;
-    let mut last_key: Option<(bson::DateTime, Bson)> = None;
-    let mut attempts = 0u32;
-    let coll = a.store.events().clone_with_type::<RawDocumentBuf>();
+    let mut events = source.stream(w, settings.batch_size);
 
     // MongoDB's count runs beside the stream: on servers that scan (FerretDB) this halves the
     // wall time, and late writes are still caught because the stream must match it exactly.
-    let count = a.count(w);
+    let count = source.count(w);
     let stream = async {
-        'query: loop {
-            let mut filter = window_filter(w);
-            if let Some((ts, id)) = &last_key {
-                filter = doc! {
-                    fields::CREATED_AT: { "$gte": *ts, "$lt": bson::DateTime::from_chrono(w.end) },
-                    "$or": [ { fields::CREATED_AT: { "$gt": *ts } }, { fields::ID: { "$gt": id.clone() } } ],
-                };
+        while let Some(raw) = events.next().await? {
+            let row = encode::decode(&raw)?;
+            let created = DateTime::<Utc>::from_timestamp_millis(row.created_at_ms)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+            let partition = partition_of(created);
+            // A batch never spans two partitions (files are per partition).
+            if batch_partition.as_deref() != Some(partition.as_str()) && !batch.is_empty() {
+                let rb = batch.finish()?;
+                out.write(batch_partition.as_deref().unwrap_or_default(), &rb)
+                    .await?;
+                progress.rows(rb.num_rows() as u64);
             }
-            let cursor = coll
-                .find(filter)
-                .sort(doc! { fields::CREATED_AT: 1, fields::ID: 1 })
-                .batch_size(a.settings.batch_size)
-                .await;
-            let mut cursor = match cursor {
-                Ok(c) => c,
-                Err(e) if attempts < 5 => {
-                    attempts += 1;
-                    tracing::warn!(window = %w.id(), error = %e, attempt = attempts, "query failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempts))).await;
-                    continue 'query;
-                }
-                Err(e) => return Err(ArchiveError::mongo("find window events")(e)),
-            };
-            loop {
-                let raw = match cursor.try_next().await {
-                    Ok(Some(raw)) => raw,
-                    Ok(None) => break 'query,
-                    Err(e) if attempts < 5 => {
-                        attempts += 1;
-                        tracing::warn!(window = %w.id(), error = %e, after_rows = streamed,
-                        "cursor lost; resuming after the last archived row");
-                        tokio::time::sleep(Duration::from_millis(500 * u64::from(attempts))).await;
-                        continue 'query;
-                    }
-                    Err(e) => return Err(ArchiveError::mongo("read window events")(e)),
-                };
-                let row = encode::decode(&raw)?;
-                let created = DateTime::<Utc>::from_timestamp_millis(row.created_at_ms)
-                    .unwrap_or(DateTime::<Utc>::MIN_UTC);
-                let partition = partition_of(created);
-                // A batch never spans two partitions (files are per partition).
-                if batch_partition.as_deref() != Some(partition.as_str()) && !batch.is_empty() {
-                    let rb = batch.finish()?;
-                    out.write(batch_partition.as_deref().unwrap_or_default(), &rb)
-                        .await?;
-                    progress.rows(rb.num_rows() as u64);
-                }
-                batch_partition = Some(partition);
-                batch.push(&row);
-                streamed += 1;
-                let id = raw
-                    .get(fields::ID)
-                    .ok()
-                    .flatten()
-                    .and_then(|v| Bson::try_from(v).ok())
-                    .unwrap_or(Bson::Null);
-                last_key = Some((bson::DateTime::from_millis(row.created_at_ms), id));
-                if batch.len() >= a.settings.batch_size as usize {
-                    let rb = batch.finish()?;
-                    out.write(batch_partition.as_deref().unwrap_or_default(), &rb)
-                        .await?;
-                    progress.rows(rb.num_rows() as u64);
-                }
+            batch_partition = Some(partition);
+            batch.push(&row);
+            if batch.len() >= settings.batch_size as usize {
+                let rb = batch.finish()?;
+                out.write(batch_partition.as_deref().unwrap_or_default(), &rb)
+                    .await?;
+                progress.rows(rb.num_rows() as u64);
             }
         }
         if !batch.is_empty() {
@@ -131,9 +77,9 @@ pub async fn write_window(a: &Archiver, w: &Window, progress: &mut Progress) -> 
                 .await?;
             progress.rows(rb.num_rows() as u64);
         }
-        Ok::<_, ArchiveError>(())
+        Ok::<_, ArchiveError>(events.rows())
     };
-    let ((), expected) = tokio::try_join!(stream, count)?;
+    let (streamed, expected) = tokio::try_join!(stream, count)?;
     let files = out.finish().await?;
 
     // Leftovers of interrupted runs (temporaries, or files of an older run with more parts).
@@ -144,8 +90,7 @@ pub async fn write_window(a: &Archiver, w: &Window, progress: &mut Progress) -> 
             .filter(|f| f.path.starts_with(&partition))
             .filter_map(|f| f.path.rsplit('/').next().map(str::to_owned))
             .collect();
-        let removed = a
-            .sink
+        let removed = sink
             .remove_stale(&partition, &w.file_prefix(), &keep)
             .await?;
         if removed > 0 {
@@ -157,7 +102,7 @@ pub async fn write_window(a: &Archiver, w: &Window, progress: &mut Progress) -> 
     let mut read_back = 0u64;
     let mut checked = Vec::with_capacity(files.len());
     for f in files {
-        let (rows, bytes) = a.sink.footer_rows(&f.path).await?;
+        let (rows, bytes) = sink.footer_rows(&f.path).await?;
         if rows != f.rows || bytes != f.bytes {
             return Err(ArchiveError::Other(format!(
                 "{}: read back {rows} rows / {bytes} bytes, wrote {} rows / {} bytes",
@@ -182,7 +127,9 @@ pub async fn write_window(a: &Archiver, w: &Window, progress: &mut Progress) -> 
 
 /// The files of one window, opened one at a time.
 struct WindowWriter<'a> {
-    a: &'a Archiver,
+    sink: &'a Sink,
+    settings: &'a Settings,
+    source_name: &'a str,
     w: Window,
     current: Option<OpenFile>,
     next_n: u32,
@@ -198,9 +145,11 @@ struct OpenFile {
 }
 
 impl<'a> WindowWriter<'a> {
-    fn new(a: &'a Archiver, w: &Window) -> Self {
+    fn new(sink: &'a Sink, settings: &'a Settings, source_name: &'a str, w: &Window) -> Self {
         WindowWriter {
-            a,
+            sink,
+            settings,
+            source_name,
             w: *w,
             current: None,
             next_n: 0,
@@ -212,7 +161,7 @@ impl<'a> WindowWriter<'a> {
         let rotate = match &self.current {
             Some(f) => {
                 f.partition != partition
-                    || f.rows + batch.num_rows() as u64 > self.a.settings.max_file_rows
+                    || f.rows + batch.num_rows() as u64 > self.settings.max_file_rows
             }
             None => true,
         };
@@ -220,7 +169,7 @@ impl<'a> WindowWriter<'a> {
             self.close_current().await?;
             self.current = Some(self.open(partition)?);
         }
-        let row_group_bytes = self.a.settings.row_group_bytes;
+        let row_group_bytes = self.settings.row_group_bytes;
         if let Some(f) = self.current.as_mut() {
             f.writer.write(batch).await?;
             f.rows += batch.num_rows() as u64;
@@ -236,17 +185,13 @@ impl<'a> WindowWriter<'a> {
         self.next_n += 1;
         let name = self.w.file_name(n);
         let written_at = self
-            .a
             .sink
             .write_location(partition, &name, &self.w.temp_name(n));
-        let s = &self.a.settings;
+        let s = self.settings;
         let meta = vec![
             KeyValue::new("auditlog.window_start".into(), self.w.start.to_rfc3339()),
             KeyValue::new("auditlog.window_end".into(), self.w.end.to_rfc3339()),
-            KeyValue::new(
-                "auditlog.source".into(),
-                format!("{}.{}", s.mongo.db_name, s.mongo.collection),
-            ),
+            KeyValue::new("auditlog.source".into(), self.source_name.to_owned()),
             KeyValue::new(
                 "auditlog.archiver_version".into(),
                 env!("CARGO_PKG_VERSION").to_owned(),
@@ -254,7 +199,7 @@ impl<'a> WindowWriter<'a> {
         ];
         let props = encode::writer_properties(s.archive_compression, s.row_group_rows, meta)?;
         let sink = HashingWriter {
-            inner: BufWriter::with_capacity(self.a.sink.store(), written_at.clone(), 8 << 20)
+            inner: BufWriter::with_capacity(self.sink.store(), written_at.clone(), 8 << 20)
                 .with_max_concurrency(2),
             hasher: Sha256::new(),
             bytes: 0,
@@ -276,13 +221,13 @@ impl<'a> WindowWriter<'a> {
         f.writer.finish().await?;
         let hashing = f.writer.into_inner();
         let relative = format!("{}/{}", f.partition, f.name);
-        let final_path = self.a.sink.path(&relative);
-        self.a.sink.publish(&f.written_at, &final_path).await?;
+        let final_path = self.sink.path(&relative);
+        self.sink.publish(&f.written_at, &final_path).await?;
         self.done.push(FileFacts {
             path: relative,
             rows: f.rows,
             bytes: hashing.bytes,
-            sha256: hex(&hashing.hasher.finalize()),
+            sha256: hex::encode(hashing.hasher.finalize()),
         });
         Ok(())
     }

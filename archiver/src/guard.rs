@@ -6,11 +6,13 @@
 //! TTL with `collMod` so the events stay until they are archived.
 
 use auditlog_common::schema;
+use auditlog_common::store::Store;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::archive::Archiver;
+use crate::config::Settings;
 use crate::error::{ArchiveError, Result};
+use crate::metrics::Metrics;
 
 /// Where the expiry horizon comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,21 +76,26 @@ pub fn raised_ttl(oldest: DateTime<Utc>, now: DateTime<Utc>, margin_seconds: i64
     (needed + 3599) / 3600 * 3600
 }
 
-/// Evaluates the guard; with `act`, logs, counts and raises the TTL as configured.
+/// Evaluates the guard against the TTL index of `store` (or, where the server has no TTL
+/// indexes — `server_supports_ttl` false — the retention setting); with `act`, logs, counts
+/// and raises the TTL as configured.
 pub async fn check(
-    a: &Archiver,
+    store: &Store,
+    server_supports_ttl: bool,
+    settings: &Settings,
+    metrics: &Metrics,
     oldest_unarchived: Option<DateTime<Utc>>,
     act: bool,
 ) -> Result<GuardReport> {
-    let index_ttl = schema::current_ttl(&a.store).await?.flatten();
+    let index_ttl = schema::current_ttl(store).await?.flatten();
     let (ttl_seconds, ttl_source) = match index_ttl {
         Some(s) => (Some(s), TtlSource::TtlIndex),
-        None => match a.settings.retention_seconds() {
-            Some(s) if !a.server.supports_ttl() => (Some(s), TtlSource::Retention),
+        None => match settings.retention_seconds() {
+            Some(s) if !server_supports_ttl => (Some(s), TtlSource::Retention),
             _ => (None, TtlSource::None),
         },
     };
-    let margin = a.settings.archive_safety_margin.seconds();
+    let margin = settings.archive_safety_margin.num_seconds();
     let now = Utc::now();
     let (seconds_left, triggered) = assess(ttl_seconds, oldest_unarchived, now, margin);
     let mut report = GuardReport {
@@ -101,12 +108,12 @@ pub async fn check(
         raised_to: None,
     };
     if let Some(left) = seconds_left {
-        a.metrics.ttl_seconds_left.set(left);
+        metrics.ttl_seconds_left.set(left);
     }
     if !act || !triggered {
         return Ok(report);
     }
-    a.metrics.ttl_guard_triggered.inc();
+    metrics.ttl_guard_triggered.inc();
     let oldest = oldest_unarchived.unwrap_or(now);
     tracing::error!(
         oldest_unarchived = %oldest.to_rfc3339(),
@@ -116,11 +123,11 @@ pub async fn check(
         "TTL GUARD: unarchived events are about to expire from MongoDB before they are archived"
     );
     match ttl_source {
-        TtlSource::TtlIndex if a.settings.archive_raise_ttl => {
+        TtlSource::TtlIndex if settings.archive_raise_ttl => {
             let new_ttl = raised_ttl(oldest, now, margin);
             if Some(new_ttl) > ttl_seconds {
-                schema::set_ttl(&a.store, new_ttl).await?;
-                a.metrics.ttl_raised.inc();
+                schema::set_ttl(store, new_ttl).await?;
+                metrics.ttl_raised.inc();
                 report.raised_to = Some(new_ttl);
                 tracing::error!(
                     from_seconds = ttl_seconds.unwrap_or_default(),

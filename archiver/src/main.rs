@@ -7,7 +7,7 @@ use auditlog_archiver::archive::Archiver;
 use auditlog_archiver::config::{Cli, Command};
 use auditlog_archiver::error::ArchiveError;
 use auditlog_archiver::metrics::Metrics;
-use auditlog_archiver::{daemon, purge, status, verify};
+use auditlog_archiver::{daemon, status};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -34,7 +34,8 @@ fn main() -> ExitCode {
 }
 
 async fn execute(cli: Cli) -> anyhow::Result<()> {
-    let archiver = Archiver::connect(cli.settings, Metrics::new()).await?;
+    let metrics = Metrics::new().map_err(ArchiveError::from)?;
+    let archiver = Archiver::connect(cli.settings, metrics).await?;
     match cli.command {
         Command::Run => daemon::run(archiver).await?,
         Command::Once => {
@@ -57,7 +58,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Status { json } => {
-            let r = status::status(&archiver).await?;
+            let r = archiver.status().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -65,7 +66,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Verify { json } => {
-            let r = verify::verify(&archiver).await?;
+            let r = archiver.verify().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -79,7 +80,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Purge { dry_run } => {
-            let r = purge::purge(&archiver, dry_run).await?;
+            let r = archiver.purge(dry_run).await?;
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
     }

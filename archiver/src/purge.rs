@@ -7,9 +7,12 @@ use chrono::Utc;
 use mongodb::bson::{self, doc};
 use serde::Serialize;
 
-use crate::archive::Archiver;
+use crate::config::Settings;
 use crate::error::{ArchiveError, Result};
-use crate::export::window_filter;
+use crate::metrics::Metrics;
+use crate::sink::Sink;
+use crate::source::Source;
+use crate::state::{Lease, State};
 
 #[derive(Debug, Default, Serialize)]
 pub struct PurgeReport {
@@ -19,33 +22,45 @@ pub struct PurgeReport {
     pub dry_run: bool,
 }
 
-pub async fn purge(a: &Archiver, dry_run: bool) -> Result<PurgeReport> {
-    let Some(retention) = a.settings.retention_seconds() else {
+/// Purges under the lease (taken here, for `settings.lease_ttl`).
+pub async fn purge(
+    settings: &Settings,
+    server_supports_ttl: bool,
+    source: &Source,
+    state: &State,
+    sink: &Sink,
+    metrics: &Metrics,
+    dry_run: bool,
+) -> Result<PurgeReport> {
+    let Some(retention) = settings.retention_seconds() else {
         return Err(ArchiveError::Config(
             "AUDIT_RETENTION_DAYS is 0 (keep forever): purge has nothing to do".into(),
         ));
     };
-    if a.server.supports_ttl() {
+    if server_supports_ttl {
         tracing::info!("this server has TTL indexes; purge only removes what TTL has not yet");
     }
-    let lease = a.lease().await?;
-    let result = purge_locked(a, retention, dry_run, &lease).await;
+    let lease = state.acquire_lease(settings.lease_ttl).await?;
+    let result = purge_locked(source, state, sink, metrics, retention, dry_run, &lease).await;
     lease.release().await;
     result
 }
 
 async fn purge_locked(
-    a: &Archiver,
+    source: &Source,
+    state: &State,
+    sink: &Sink,
+    metrics: &Metrics,
     retention_seconds: i64,
     dry_run: bool,
-    lease: &crate::state::Lease,
+    lease: &Lease,
 ) -> Result<PurgeReport> {
     let horizon = Utc::now() - chrono::Duration::seconds(retention_seconds);
     let mut report = PurgeReport {
         dry_run,
         ..PurgeReport::default()
     };
-    for rec in a.state.all().await? {
+    for rec in state.all().await? {
         let w = rec.window();
         if rec.purged_at.is_some() || w.end > horizon {
             continue;
@@ -53,7 +68,7 @@ async fn purge_locked(
         let mut file_rows = 0i64;
         let mut unreadable = None;
         for f in &rec.files {
-            match a.sink.footer_rows(&f.path).await {
+            match sink.footer_rows(&f.path).await {
                 Ok((r, _)) => file_rows += r as i64,
                 Err(e) => unreadable = Some(format!("{}: {e}", f.path)),
             }
@@ -72,7 +87,7 @@ async fn purge_locked(
             ));
             continue;
         }
-        let count = a.count(&w).await? as i64;
+        let count = source.count(&w).await? as i64;
         if count != rec.rows {
             report.skipped.push(format!(
                 "{}: MongoDB holds {count} events but {} were archived; archive it again \
@@ -88,20 +103,14 @@ async fn purge_locked(
             continue;
         }
         lease.check()?;
-        let deleted = a
-            .store
-            .events()
-            .delete_many(window_filter(&w))
-            .await
-            .map_err(ArchiveError::mongo("delete purged window"))?
-            .deleted_count;
-        a.state
+        let deleted = source.delete_window(&w).await?;
+        state
             .mark(
                 rec.start,
                 doc! { "purged_at": bson::DateTime::now(), "purged_rows": deleted as i64 },
             )
             .await?;
-        a.metrics.purged_rows.inc_by(deleted);
+        metrics.purged_rows.inc_by(deleted);
         tracing::info!(window = %w.id(), deleted, "purged archived window from MongoDB");
         report.purged_windows += 1;
         report.purged_rows += deleted;

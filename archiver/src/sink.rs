@@ -21,61 +21,8 @@ use parquet::arrow::async_reader::ParquetObjectReader;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use sha2::{Digest, Sha256};
 
-use crate::config::Settings;
+use crate::config::{ArchiveUrl, Backend, Settings};
 use crate::error::{ArchiveError, Result};
-
-/// The archive location, parsed from `AUDIT_ARCHIVE_URL`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ArchiveUrl {
-    Local { dir: std::path::PathBuf },
-    S3 { bucket: String, prefix: String },
-    Hdfs { namenode: String, prefix: String },
-}
-
-impl ArchiveUrl {
-    pub fn parse(raw: &str) -> Result<Self> {
-        let bad = |why: &str| ArchiveError::Config(format!("AUDIT_ARCHIVE_URL `{raw}`: {why}"));
-        if !raw.contains("://") {
-            if raw.is_empty() {
-                return Err(bad("empty"));
-            }
-            return Ok(ArchiveUrl::Local { dir: raw.into() });
-        }
-        let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
-        let prefix = url.path().trim_matches('/').to_owned();
-        match url.scheme() {
-            "file" => {
-                let dir = url
-                    .to_file_path()
-                    .map_err(|_| bad("file:// URLs need an absolute path"))?;
-                Ok(ArchiveUrl::Local { dir })
-            }
-            "s3" => {
-                let bucket = url
-                    .host_str()
-                    .filter(|b| !b.is_empty())
-                    .ok_or_else(|| bad("s3:// URLs need a bucket: s3://bucket/prefix"))?;
-                Ok(ArchiveUrl::S3 {
-                    bucket: bucket.to_owned(),
-                    prefix,
-                })
-            }
-            "hdfs" | "viewfs" => {
-                let host = url
-                    .host_str()
-                    .ok_or_else(|| bad("hdfs:// URLs need a namenode: hdfs://host:port/path"))?;
-                let namenode = match url.port() {
-                    Some(p) => format!("{}://{host}:{p}", url.scheme()),
-                    None => format!("{}://{host}", url.scheme()),
-                };
-                Ok(ArchiveUrl::Hdfs { namenode, prefix })
-            }
-            other => Err(bad(&format!(
-                "unsupported scheme `{other}` (use a path, file://, s3:// or hdfs://)"
-            ))),
-        }
-    }
-}
 
 /// The opened archive store. Paths given to its methods are relative to
 /// `<archive root>/<db>/<collection>/`.
@@ -87,7 +34,7 @@ pub struct Sink {
     /// Upload straight to the final name (see the module docs).
     direct_publish: bool,
     /// The URL, for logs and state records.
-    pub url: String,
+    url: ArchiveUrl,
     /// The directory of a local archive (to clean staging files the store does not list).
     local_root: Option<std::path::PathBuf>,
 }
@@ -105,10 +52,10 @@ pub struct FileFacts {
 
 impl Sink {
     pub fn open(settings: &Settings) -> Result<Self> {
-        let url = ArchiveUrl::parse(&settings.archive_url)?;
+        let url = settings.archive_url.clone();
         let mut local_root = None;
-        let (store, direct_publish): (Arc<dyn ObjectStore>, bool) = match &url {
-            ArchiveUrl::Local { dir } => {
+        let (store, direct_publish): (Arc<dyn ObjectStore>, bool) = match url.backend() {
+            Backend::Local { dir } => {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     ArchiveError::Config(format!(
                         "cannot create archive directory {}: {e}",
@@ -120,7 +67,7 @@ impl Sink {
                 local_root = std::fs::canonicalize(dir).ok();
                 (Arc::new(fs), false)
             }
-            ArchiveUrl::S3 { bucket, prefix } => {
+            Backend::S3 { bucket, prefix } => {
                 let s3 = &settings.s3;
                 let mut b = AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
@@ -139,7 +86,7 @@ impl Sink {
                 let s3_store = b.build()?;
                 (prefixed(Arc::new(s3_store), prefix), true)
             }
-            ArchiveUrl::Hdfs { namenode, prefix } => {
+            Backend::Hdfs { namenode, prefix } => {
                 let config = parse_kv(&settings.hdfs_config)?;
                 let hdfs = hdfs_native_object_store::HdfsObjectStoreBuilder::new()
                     .with_url(namenode.clone())
@@ -156,9 +103,14 @@ impl Sink {
             store,
             base,
             direct_publish,
-            url: settings.archive_url.clone(),
+            url,
             local_root,
         })
+    }
+
+    /// The archive URL as configured.
+    pub fn url(&self) -> &str {
+        self.url.as_str()
     }
 
     pub fn path(&self, relative: &str) -> Path {
@@ -219,14 +171,6 @@ impl Sink {
         Ok(())
     }
 
-    pub async fn exists(&self, relative: &str) -> Result<bool> {
-        match self.store.head(&self.path(relative)).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// Rows and size of a published file, read from its Parquet footer.
     #[allow(deprecated)]
     pub async fn footer_rows(&self, relative: &str) -> Result<(u64, u64)> {
@@ -245,7 +189,7 @@ impl Sink {
         while let Some(chunk) = stream.try_next().await? {
             hasher.update(&chunk);
         }
-        Ok(hex(&hasher.finalize()))
+        Ok(hex::encode(hasher.finalize()))
     }
 }
 
@@ -269,14 +213,6 @@ fn parse_kv(raw: &str) -> Result<HashMap<String, String>> {
                 })
         })
         .collect()
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 impl Sink {
@@ -318,38 +254,6 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_of_every_backend_parse() {
-        assert_eq!(
-            ArchiveUrl::parse("./archive").unwrap(),
-            ArchiveUrl::Local {
-                dir: "./archive".into()
-            }
-        );
-        assert_eq!(
-            ArchiveUrl::parse("file:///var/lib/archive").unwrap(),
-            ArchiveUrl::Local {
-                dir: "/var/lib/archive".into()
-            }
-        );
-        assert_eq!(
-            ArchiveUrl::parse("s3://bucket/audit/events").unwrap(),
-            ArchiveUrl::S3 {
-                bucket: "bucket".into(),
-                prefix: "audit/events".into()
-            }
-        );
-        assert_eq!(
-            ArchiveUrl::parse("hdfs://nn:9000/archive").unwrap(),
-            ArchiveUrl::Hdfs {
-                namenode: "hdfs://nn:9000".into(),
-                prefix: "archive".into()
-            }
-        );
-        assert!(ArchiveUrl::parse("ftp://x/y").is_err());
-        assert!(ArchiveUrl::parse("s3:///nobucket").is_err());
-    }
 
     #[test]
     fn hdfs_config_pairs() {

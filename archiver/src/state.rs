@@ -1,4 +1,5 @@
-//! What the archiver remembers in MongoDB, next to the events:
+//! What the archiver remembers in MongoDB, next to the events (the collection names and the
+//! fields other readers use are declared in `auditlog_common::archive_state`):
 //! - `archive_windows`: one document per archived window (`_id` = window start, `end`, files,
 //!   rows, bytes, checksum, times). Written only after the files were read back and their row
 //!   count equals MongoDB's count for the window, so a record is a promise. `auditlog-ops
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use auditlog_common::archive_state::{fields, LEASE_COLLECTION, WINDOWS_COLLECTION};
 use auditlog_common::error::{codes, server_error_code};
 use auditlog_common::store::Store;
 use chrono::{DateTime, Utc};
@@ -24,10 +26,8 @@ use crate::error::{ArchiveError, Result};
 use crate::sink::FileFacts;
 use crate::window::Window;
 
-pub const WINDOWS_COLLECTION: &str = "archive_windows";
-pub const LEASE_COLLECTION: &str = "archive_lease";
-
-/// One archived window, as stored.
+/// One archived window, as stored. `start` and `end` are the fields other readers rely on
+/// ([`fields::START`], [`fields::END`]; a test keeps the serde names equal to them).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WindowRecord {
     /// Window start.
@@ -87,7 +87,7 @@ pub fn window_checksum(files: &[FileRecord]) -> String {
     for f in files {
         h.update(format!("{} {}\n", f.path, f.sha256));
     }
-    crate::sink::hex(&h.finalize())
+    hex::encode(h.finalize())
 }
 
 /// Access to the archiver's state collections.
@@ -110,7 +110,7 @@ impl State {
 
     pub async fn record(&self, rec: &WindowRecord) -> Result<()> {
         self.windows
-            .replace_one(doc! { "_id": rec.start }, rec)
+            .replace_one(doc! { fields::START: rec.start }, rec)
             .upsert(true)
             .await
             .map_err(ArchiveError::mongo("record window"))?;
@@ -119,7 +119,7 @@ impl State {
 
     pub async fn get(&self, w: &Window) -> Result<Option<WindowRecord>> {
         self.windows
-            .find_one(doc! { "_id": bson::DateTime::from_chrono(w.start) })
+            .find_one(doc! { fields::START: bson::DateTime::from_chrono(w.start) })
             .await
             .map_err(ArchiveError::mongo("read window record"))
     }
@@ -128,7 +128,7 @@ impl State {
     pub async fn all(&self) -> Result<Vec<WindowRecord>> {
         self.windows
             .find(doc! {})
-            .sort(doc! { "_id": 1 })
+            .sort(doc! { fields::START: 1 })
             .await
             .map_err(ArchiveError::mongo("list window records"))?
             .try_collect()
@@ -148,7 +148,7 @@ impl State {
 
     pub async fn mark(&self, start: bson::DateTime, set: Document) -> Result<()> {
         self.windows
-            .update_one(doc! { "_id": start }, doc! { "$set": set })
+            .update_one(doc! { fields::START: start }, doc! { "$set": set })
             .await
             .map_err(ArchiveError::mongo("update window record"))?;
         Ok(())
@@ -289,4 +289,40 @@ fn hostname() -> String {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown-host".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_use_the_shared_field_names() {
+        let rec = WindowRecord {
+            start: bson::DateTime::from_millis(0),
+            end: bson::DateTime::from_millis(3_600_000),
+            source: "db.events".into(),
+            archive_url: "./archive".into(),
+            files: vec![],
+            rows: 0,
+            bytes: 0,
+            checksum: window_checksum(&[]),
+            archived_at: bson::DateTime::from_millis(0),
+            archiver_version: "0".into(),
+            verified_at: None,
+            purged_at: None,
+            purged_rows: None,
+        };
+        let d = bson::to_document(&rec).unwrap();
+        assert_eq!(d.get_datetime(fields::START).unwrap(), &rec.start);
+        assert_eq!(d.get_datetime(fields::END).unwrap(), &rec.end);
+    }
+
+    #[test]
+    fn checksums_are_lowercase_sha256_hex() {
+        // SHA-256 of no bytes.
+        assert_eq!(
+            window_checksum(&[]),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
 }

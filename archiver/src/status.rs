@@ -3,13 +3,17 @@
 
 use std::fmt::Write as _;
 
+use auditlog_common::store::Store;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::archive::Archiver;
+use crate::config::Settings;
 use crate::error::Result;
 use crate::guard::{self, GuardReport};
-use crate::schedule;
+use crate::metrics::Metrics;
+use crate::sink::Sink;
+use crate::source::Source;
+use crate::state::State;
 
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
@@ -37,13 +41,24 @@ pub struct WindowSummary {
     pub archived_at: DateTime<Utc>,
 }
 
-pub async fn status(a: &Archiver) -> Result<StatusReport> {
+/// Builds the report. Reads only; the guard is evaluated without acting.
+pub async fn status(
+    settings: &Settings,
+    store: &Store,
+    server_supports_ttl: bool,
+    source: &Source,
+    state: &State,
+    sink: &Sink,
+    metrics: &Metrics,
+) -> Result<StatusReport> {
     let now = Utc::now();
-    let records = a.state.all().await?;
+    let records = state.all().await?;
     let recorded = records.iter().map(|r| r.start.to_chrono()).collect();
-    let cutoff = a.cutoff(now);
-    let (due, oldest) = a.unarchived(&recorded, Some(cutoff)).await?;
-    let guard = guard::check(a, oldest, false).await?;
+    let cutoff = settings.due_cutoff(now);
+    let (due, oldest) = source
+        .unarchived(&recorded, cutoff, settings.window_seconds())
+        .await?;
+    let guard = guard::check(store, server_supports_ttl, settings, metrics, oldest, false).await?;
     let last = records.iter().max_by_key(|r| r.end).map(|r| WindowSummary {
         start: r.start.to_chrono(),
         end: r.end.to_chrono(),
@@ -57,8 +72,8 @@ pub async fn status(a: &Archiver) -> Result<StatusReport> {
         .unwrap_or(0);
     Ok(StatusReport {
         now,
-        source: format!("{}.{}", a.store.db_name, a.store.collection_name),
-        archive_url: a.sink.url.clone(),
+        source: source.name().to_owned(),
+        archive_url: sink.url().to_owned(),
         archived_windows: records.len(),
         archived_rows: records.iter().map(|r| r.rows).sum(),
         last_archived_window: last,
@@ -66,9 +81,7 @@ pub async fn status(a: &Archiver) -> Result<StatusReport> {
         oldest_due_window: due.first().map(|w| w.start),
         lag_seconds,
         guard,
-        next_scheduled_run: schedule::parse(&a.settings.archive_schedule)
-            .ok()
-            .and_then(|c| schedule::next_after(&c, now)),
+        next_scheduled_run: settings.archive_schedule.next_after(now),
     })
 }
 

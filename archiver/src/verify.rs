@@ -2,12 +2,15 @@
 //! where none of the window's events can have expired or been purged yet, compares with
 //! MongoDB's count. Any difference is a mismatch; `main` exits 6.
 
+use auditlog_common::store::Store;
 use chrono::Utc;
 use mongodb::bson::{self, doc};
 use serde::Serialize;
 
-use crate::archive::Archiver;
 use crate::error::Result;
+use crate::sink::Sink;
+use crate::source::Source;
+use crate::state::State;
 
 #[derive(Debug, Serialize)]
 pub struct VerifyReport {
@@ -22,11 +25,15 @@ pub struct Mismatch {
     pub problem: String,
 }
 
-pub async fn verify(a: &Archiver) -> Result<VerifyReport> {
-    let records = a.state.all().await?;
-    let ttl = auditlog_common::schema::current_ttl(&a.store)
-        .await?
-        .flatten();
+/// Checks every recorded window; `store` is asked for the TTL index.
+pub async fn verify(
+    store: &Store,
+    source: &Source,
+    state: &State,
+    sink: &Sink,
+) -> Result<VerifyReport> {
+    let records = state.all().await?;
+    let ttl = auditlog_common::schema::current_ttl(store).await?.flatten();
     let now = Utc::now();
     let mut report = VerifyReport {
         windows: records.len(),
@@ -38,7 +45,7 @@ pub async fn verify(a: &Archiver) -> Result<VerifyReport> {
         let mut problems = vec![];
         let mut rows = 0i64;
         for f in &rec.files {
-            match a.sink.footer_rows(&f.path).await {
+            match sink.footer_rows(&f.path).await {
                 Ok((r, bytes)) => {
                     rows += r as i64;
                     if r as i64 != f.rows {
@@ -50,7 +57,7 @@ pub async fn verify(a: &Archiver) -> Result<VerifyReport> {
                 }
                 Err(e) => problems.push(format!("{}: cannot read: {e}", f.path)),
             }
-            match a.sink.sha256(&f.path).await {
+            match sink.sha256(&f.path).await {
                 Ok(sum) if sum == f.sha256 => {}
                 Ok(sum) => {
                     problems.push(format!("{}: sha256 {sum}, recorded {}", f.path, f.sha256))
@@ -66,7 +73,7 @@ pub async fn verify(a: &Archiver) -> Result<VerifyReport> {
             None => true,
         };
         if rec.purged_at.is_none() && none_expired {
-            let count = a.count(&w).await? as i64;
+            let count = source.count(&w).await? as i64;
             if count != rec.rows {
                 problems.push(format!(
                     "MongoDB holds {count} events, archive {}",
@@ -76,7 +83,7 @@ pub async fn verify(a: &Archiver) -> Result<VerifyReport> {
         }
         if problems.is_empty() {
             report.ok += 1;
-            a.state
+            state
                 .mark(rec.start, doc! { "verified_at": bson::DateTime::now() })
                 .await?;
         } else {

@@ -52,10 +52,6 @@ impl Window {
         }
     }
 
-    pub fn length_seconds(&self) -> i64 {
-        (self.end - self.start).num_seconds()
-    }
-
     /// The next window of the same length.
     pub fn next(&self) -> Self {
         Window {
@@ -69,9 +65,9 @@ impl Window {
         self.start.format("%Y%m%dT%H%M%SZ").to_string()
     }
 
-    /// Due when `end + grace ≤ now − archive_after`.
-    pub fn is_due(&self, now: DateTime<Utc>, after: Duration, grace: Duration) -> bool {
-        self.end + grace <= now - after
+    /// Due when it ends at or before `cutoff` (see [`due_cutoff`]).
+    pub fn is_due(&self, cutoff: DateTime<Utc>) -> bool {
+        self.end <= cutoff
     }
 
     /// The start of every hour that overlaps the window.
@@ -138,7 +134,8 @@ pub fn windows_in_hour(hour: DateTime<Utc>, length_seconds: i64) -> Vec<Window> 
     windows_covering(hour, hour + Duration::seconds(HOUR), length_seconds)
 }
 
-/// The newest instant whose window may be due: windows ending at or before it are due.
+/// The due rule, the one every command uses: a window is due when `end + grace ≤ now −
+/// archive_after`, i.e. when it ends at or before this instant ([`Window::is_due`]).
 pub fn due_cutoff(now: DateTime<Utc>, after: Duration, grace: Duration) -> DateTime<Utc> {
     now - after - grace
 }
@@ -170,8 +167,12 @@ mod tests {
         let w = Window::containing(t("2024-05-01T02:00:00Z"), 3600);
         let after = Duration::hours(24);
         let grace = Duration::minutes(10);
-        assert!(!w.is_due(t("2024-05-02T03:09:59Z"), after, grace));
-        assert!(w.is_due(t("2024-05-02T03:10:00Z"), after, grace));
+        assert!(!w.is_due(due_cutoff(t("2024-05-02T03:09:59Z"), after, grace)));
+        assert!(w.is_due(due_cutoff(t("2024-05-02T03:10:00Z"), after, grace)));
+        // The window ending exactly at the cutoff is due; the next one is not.
+        let cutoff = due_cutoff(t("2024-05-02T03:10:00Z"), after, grace);
+        assert_eq!(cutoff, w.end);
+        assert!(!w.next().is_due(cutoff));
     }
 
     #[test]
