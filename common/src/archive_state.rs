@@ -13,6 +13,24 @@ use crate::store::Store;
 pub const WINDOWS_COLLECTION: &str = "archive_windows";
 /// One document per archived collection naming the archiver that may work (the lease).
 pub const LEASE_COLLECTION: &str = "archive_lease";
+/// One document per archived collection (`_id` = `<db>.<collection>`) describing the archiver's
+/// runs: written by the archiver after each run, read by the service for its archive metrics
+/// (which is what alerting scrapes in CronJob mode, where nobody scrapes the archiver).
+pub const RUNS_COLLECTION: &str = "archive_runs";
+
+/// Field names of the [`RUNS_COLLECTION`] document.
+pub mod runs {
+    /// BSON date: the end of the last run that finished without error.
+    pub const LAST_SUCCESS_AT: &str = "last_success_at";
+    /// Seconds the last successful run took.
+    pub const LAST_RUN_SECONDS: &str = "last_run_seconds";
+    /// BSON date: when the schedule fires next (absent when it never does).
+    pub const NEXT_RUN_AT: &str = "next_run_at";
+    /// Seconds between the next two scheduled runs (the schedule's period near now).
+    pub const SCHEDULE_PERIOD_SECONDS: &str = "schedule_period_seconds";
+    /// The cron expression the archiver runs on.
+    pub const SCHEDULE: &str = "schedule";
+}
 
 /// Field names of a window record that readers other than the archiver rely on.
 pub mod fields {
