@@ -10,8 +10,18 @@
 //! - [`proxy`]: a fault-injecting MongoDB wire proxy, so tests can script what only a cluster
 //!   does (elections, per-document shard errors, write-concern errors, lost replies).
 //!
-//! Tests that need what FerretDB lacks (TTL expiry, sharding) call
-//! [`mongo::TestMongo::require_real_mongodb`], which prints why the test is skipped.
+//! # Tests that need what this machine may lack
+//! - Real MongoDB (what FerretDB lacks: TTL indexes, `explain` plan stages, replica sets,
+//!   sharding): the test is marked `#[ignore = "needs real MongoDB: <what>"]`, so cargo counts
+//!   it as ignored and shows why, and it starts with
+//!   [`mongo::TestMongo::assert_real_mongodb`]. Run with `--include-ignored` and `MONGODB_URI`
+//!   pointing at real MongoDB (`make test-mongodb`); on FerretDB it then fails loudly.
+//! - Tests whose expectation differs by server state it per backend from the detected
+//!   capabilities ([`mongo::TestMongo::server`]: `supports_ttl()`, `replica_set`, ...).
+//! - Tools that `make tools` installs or requires (Java and Maven for HDFS, the Python venv with
+//!   pyarrow/DuckDB/boto3/moto): a test that needs one fails, naming it, when it is missing.
+//!
+//! No test passes by returning early.
 
 pub mod binary;
 pub mod ferretdb;

@@ -71,18 +71,26 @@ impl TestMongo {
         }
     }
 
-    /// True when the server is real MongoDB. Otherwise prints, for the test output, why the
-    /// calling test is skipped; the caller then returns early.
-    pub fn require_real_mongodb(&self, test: &str, needs: &str) -> bool {
-        if self.server.ferretdb_version.is_none() {
-            return true;
-        }
-        println!(
-            "SKIPPED {test}: needs {needs}, which FerretDB ({}) does not implement; \
-             run with MONGODB_URI pointing at real MongoDB or where a Docker engine answers",
-            self.server.describe()
+    /// Whether the server is FerretDB: no TTL indexes, no `explain` plan stages, no replica
+    /// sets, no sharding.
+    pub fn is_ferretdb(&self) -> bool {
+        self.server.ferretdb_version.is_some()
+    }
+
+    /// Panics unless the server is real MongoDB. The first line of every test marked
+    /// `#[ignore = "needs real MongoDB: <what>"]`: such a test runs only when asked to
+    /// (`--include-ignored`, as `make test-mongodb` does with `MONGODB_URI` pointing at real
+    /// MongoDB), and when it then gets FerretDB it fails here, naming what it needs, instead of
+    /// passing without having tested anything.
+    pub fn assert_real_mongodb(&self, needs: &str) {
+        assert!(
+            !self.is_ferretdb(),
+            "this test needs real MongoDB ({needs}), which FerretDB does not implement, but it \
+             got {} (backend {:?}); run it with MONGODB_URI pointing at real MongoDB \
+             (`make test-mongodb`)",
+            self.server.describe(),
+            self.backend
         );
-        false
     }
 }
 
