@@ -10,36 +10,33 @@ use std::process::Command;
 
 use support::*;
 use testcontainers_tests::mongo::test_mongo;
-use testcontainers_tests::repo_root;
 
-fn hdfs_url() -> Option<String> {
-    let script = repo_root().join("infra/dev/hdfs.sh");
-    if !script.exists() {
-        println!("SKIPPED archiver HDFS test: {} is absent", script.display());
-        return None;
-    }
-    if Command::new("java").arg("-version").output().is_err() {
-        println!("SKIPPED archiver HDFS test: no Java runtime");
-        return None;
-    }
+/// Starts (or finds running) the MiniDFSCluster and returns its URL. It needs Java 17+, and
+/// Maven for the first build of the tools (`make tools`); without them the test fails.
+fn hdfs_url() -> String {
+    let script = dev_script("hdfs.sh");
+    require_tool(
+        "java",
+        "-version",
+        "Java 17+ (for Hadoop's MiniDFSCluster, infra/dev/hdfs.sh)",
+    );
     let out = Command::new("bash")
         .arg(script)
         .arg("start")
         .output()
-        .unwrap();
+        .expect("run infra/dev/hdfs.sh start");
     assert!(
         out.status.success(),
-        "infra/dev/hdfs.sh start failed:\n{}",
+        "infra/dev/hdfs.sh start failed; it needs Java 17+ and the HDFS tools that `make tools` \
+         builds with Maven:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archiver_round_trip_hdfs_read_back_by_parquet_hadoop() {
-    let Some(url) = hdfs_url() else {
-        return;
-    };
+    let url = hdfs_url();
     let mongo = test_mongo().await;
     let base = hour_days_ago(3);
     insert(&mongo, &tricky_events(base)).await;

@@ -10,25 +10,24 @@ use std::process::Command;
 
 use support::*;
 use testcontainers_tests::mongo::test_mongo;
-use testcontainers_tests::repo_root;
 
-fn s3_endpoint() -> Option<String> {
-    let script = repo_root().join("infra/dev/s3.sh");
-    if !script.exists() {
-        println!("SKIPPED archiver S3 test: {} is absent", script.display());
-        return None;
-    }
+/// Starts (or finds running) moto's S3 server and returns its endpoint. It runs from the
+/// tools venv (`make tools`); without it the test fails.
+fn s3_endpoint() -> String {
+    let script = dev_script("s3.sh");
+    // The venv first, so a missing venv is reported as such.
+    python();
     let out = Command::new("bash")
         .arg(script)
         .arg("start")
         .output()
-        .unwrap();
+        .expect("run infra/dev/s3.sh start");
     assert!(
         out.status.success(),
-        "infra/dev/s3.sh start failed:\n{}",
+        "infra/dev/s3.sh start failed; it needs moto_server from the tools venv (`make tools`):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 const BOTO: &str = r#"
@@ -59,9 +58,7 @@ fn boto(endpoint: &str, action: &str, bucket: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archiver_round_trip_s3_read_back_by_pyarrow() {
-    let Some(endpoint) = s3_endpoint() else {
-        return;
-    };
+    let endpoint = s3_endpoint();
     let mongo = test_mongo().await;
     let base = hour_days_ago(3);
     insert(&mongo, &tricky_events(base)).await;
