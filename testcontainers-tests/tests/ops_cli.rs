@@ -192,23 +192,31 @@ async fn bootstrap_gives_up_at_the_deadline_naming_the_members_that_do_not_answe
     );
 }
 
+/// The first `host:port` of a `mongodb://` URI (credentials and options left out).
+fn first_host(uri: &str) -> String {
+    let rest = uri.trim_start_matches("mongodb://");
+    let hosts = rest.split(['/', '?']).next().unwrap_or_default();
+    let hosts = hosts.rsplit('@').next().unwrap_or_default();
+    let host = hosts.split(',').next().unwrap_or_default();
+    assert!(!host.is_empty(), "no host:port in the URI {uri}");
+    host.to_owned()
+}
+
+#[test]
+fn first_host_leaves_out_credentials_other_hosts_and_options() {
+    assert_eq!(first_host("mongodb://127.0.0.1:27017/"), "127.0.0.1:27017");
+    assert_eq!(
+        first_host("mongodb://u:p@a:1,b:2/admin?replicaSet=rs0"),
+        "a:1"
+    );
+    assert_eq!(first_host("mongodb://h:3?directConnection=true"), "h:3");
+}
+
 #[tokio::test]
 async fn bootstrap_refuses_a_server_that_cannot_be_a_replica_set_member() {
     let mongo = test_mongo().await;
-    if mongo.server.ferretdb_version.is_none() {
-        println!(
-            "SKIPPED bootstrap_refuses_a_server_that_cannot_be_a_replica_set_member: needs FerretDB (no replica sets), got {}",
-            mongo.server.describe()
-        );
-        return;
-    }
-    let member = mongo
-        .uri
-        .trim_start_matches("mongodb://")
-        .split(['/', '?'])
-        .next()
-        .expect("host:port in the URI")
-        .to_owned();
+    let server = mongo.server.describe();
+    let member = first_host(&mongo.uri);
     let run = ops(
         mongo.env(),
         &[
@@ -220,8 +228,29 @@ async fn bootstrap_refuses_a_server_that_cannot_be_a_replica_set_member() {
         ],
     )
     .await;
-    assert_eq!(run.code, Some(5), "{run:#?}");
-    assert!(run.stderr.contains("replSetInitiate"), "{}", run.stderr);
+    match &mongo.server.replica_set {
+        // No replica set configured, so bootstrap sends `replSetInitiate`, which every such
+        // server refuses for good: FerretDB and mongos have no such command, a standalone
+        // mongod answers NoReplicationEnabled. Refused (5) at once, not retried to the deadline.
+        None => {
+            assert_eq!(run.code, Some(5), "{server}: {run:#?}");
+            assert!(
+                run.stderr.contains("replSetInitiate"),
+                "{server}: {}",
+                run.stderr
+            );
+        }
+        // A member of another replica set: bootstrap will not take it over (configuration, 3).
+        Some(rs) => {
+            assert_eq!(run.code, Some(3), "{server}: {run:#?}");
+            assert!(
+                run.stderr
+                    .contains(&format!("belongs to replica set {rs}, not cfg")),
+                "{server}: {}",
+                run.stderr
+            );
+        }
+    }
 }
 
 #[tokio::test]
