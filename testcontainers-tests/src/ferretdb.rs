@@ -132,20 +132,3 @@ fn install() {
         assert!(status.success(), "{} install failed", script().display());
     });
 }
-
-/// The FerretDB binary: `FERRETDB_BIN`, else the one `infra/dev/ferretdb.sh` builds (building
-/// it on first use). Prefer [`command`], which also writes the flags.
-pub fn binary_path() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(script())
-            .arg("path")
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script().display()));
-        assert!(out.status.success(), "{} path failed", script().display());
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
-    .clone()
-}

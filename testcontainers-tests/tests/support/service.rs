@@ -3,8 +3,7 @@
 //! the same port and data (for outage tests).
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{doc, Document};
@@ -147,7 +146,6 @@ pub struct RestartableFerret {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
-    bin: PathBuf,
 }
 
 impl RestartableFerret {
@@ -156,7 +154,6 @@ impl RestartableFerret {
             port: testcontainers_tests::free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
-            bin: testcontainers_tests::ferretdb::binary_path(),
         };
         f.resume().await;
         f
@@ -181,12 +178,9 @@ impl RestartableFerret {
             .append(true)
             .open(self.dir.path().join("ferretdb.log"))
             .expect("log");
-        let child = Command::new(&self.bin)
-            .arg("--handler=sqlite")
-            .arg(format!("--sqlite-url=file:{}/", self.dir.path().display()))
-            .arg(format!("--state-dir={}", self.dir.path().display()))
-            .arg(format!("--listen-addr=127.0.0.1:{}", self.port))
-            .args(["--debug-addr=-", "--telemetry=disable", "--log-level=warn"])
+        // The one FerretDB command line (`infra/dev/ferretdb.sh serve`), which execs the
+        // binary: killing this child kills FerretDB.
+        let child = testcontainers_tests::ferretdb::command(self.dir.path(), self.port)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
