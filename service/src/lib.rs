@@ -12,9 +12,12 @@
 //! - [`query`]: find filters, ordering and keyset cursors.
 //! - [`state`]: what the handlers share.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`archive_watch`]: the archive's state for alerting (oldest unarchived event, TTL headroom,
+//!   the archiver's last run), read from MongoDB once a minute.
 //! - [`error`]: the error policy and the one mapping of errors to HTTP.
 
 pub mod api;
+pub mod archive_watch;
 pub mod auth;
 pub mod body;
 pub mod config;

@@ -1,6 +1,7 @@
 //! Prometheus metrics of the service, in a registry of its own (so tests that start several
 //! servers in one process do not collide), rendered in the text format at `GET /metrics`.
 
+use crate::archive_watch::ArchiveGauges;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
@@ -23,6 +24,10 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     /// `auditlog_store_errors_total{operation}`
     pub store_errors: IntCounterVec,
+    /// `auditlog_write_queue_capacity` — events the write queue holds at most (set at start).
+    pub queue_capacity: IntGauge,
+    /// The archive's state for alerting, read from MongoDB by [`crate::archive_watch`].
+    pub archive: ArchiveGauges,
 }
 
 impl Metrics {
@@ -82,6 +87,12 @@ impl Metrics {
         registry.register(Box::new(batch_size.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
+        let queue_capacity = IntGauge::new(
+            "auditlog_write_queue_capacity",
+            "Events the write queue holds at most (AUDIT_QUEUE_CAPACITY)",
+        )?;
+        registry.register(Box::new(queue_capacity.clone()))?;
+        let archive = ArchiveGauges::register(&registry)?;
         Ok(Self {
             registry,
             requests,
@@ -91,6 +102,8 @@ impl Metrics {
             batch_size,
             queue_depth,
             store_errors,
+            queue_capacity,
+            archive,
         })
     }
 

@@ -120,6 +120,10 @@ pub async fn run(
     prepare_storage(store.clone(), Retention::from_days(config.retention_days)).await;
 
     let metrics = Arc::new(Metrics::new()?);
+    metrics
+        .queue_capacity
+        .set(i64::try_from(config.queue_capacity).unwrap_or(i64::MAX));
+    crate::archive_watch::spawn(store.clone(), metrics.archive.clone(), metrics.clone());
     let (state, writer_task) = AppState::new(&config, store, api_keys, metrics);
     tracing::info!(
         group_commit = config.group_commit,

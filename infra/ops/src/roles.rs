@@ -3,7 +3,7 @@
 //! Only the bootstrap Job uses root.
 //!
 //! - `auditlogService`: insert and find on the events collection, create and list its indexes
-//!   (storage set-up at start), and read the archive state (for its archive metrics). No
+//!   (storage set-up at start), and read the archive state and runs (for its archive metrics). No
 //!   `collMod`: the service never changes retention; the bootstrap Job raises it.
 //! - `auditlogArchiver`: find on the events collection, list its indexes and `collMod` it (the
 //!   TTL guard raises retention), and read-write its state collections. No `remove` on events:
@@ -14,7 +14,7 @@
 //! user whose roles differ gets `updateUser` with roles only; a user's password is set when it is
 //! created and never rewritten by a re-run (rotate it with `updateUser` by hand, then the Secret).
 
-use auditlog_common::archive_state::{LEASE_COLLECTION, WINDOWS_COLLECTION};
+use auditlog_common::archive_state::{LEASE_COLLECTION, RUNS_COLLECTION, WINDOWS_COLLECTION};
 use auditlog_common::error::codes;
 use mongodb::bson::{doc, Bson, Document};
 
@@ -58,6 +58,7 @@ impl Component {
                     &["find", "insert", "createIndex", "listIndexes"],
                 ),
                 on(WINDOWS_COLLECTION, &["find"]),
+                on(RUNS_COLLECTION, &["find"]),
             ],
             Component::Archiver => {
                 let state = [
@@ -72,6 +73,7 @@ impl Component {
                     on(collection, &["find", "listIndexes", "collMod"]),
                     on(WINDOWS_COLLECTION, &state),
                     on(LEASE_COLLECTION, &state),
+                    on(RUNS_COLLECTION, &state),
                 ]
             }
         }

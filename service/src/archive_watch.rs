@@ -1,0 +1,180 @@
+//! What alerting needs to know about the archive, read from MongoDB at most once a minute and
+//! exported with the service's metrics: the age of the oldest event no archived window covers,
+//! how long until the TTL index expires it (the headroom), and the archiver's last successful
+//! run with its schedule period (from the `archive_runs` document the archiver writes).
+//!
+//! The service exports these, not only the archiver, because in CronJob mode nobody scrapes the
+//! archiver; the service is always there. A read that fails leaves the previous values and
+//! counts a store error: stale figures are visible through `auditlog_archive_watch_age_seconds`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use auditlog_common::archive_state::{self, runs, RUNS_COLLECTION};
+use auditlog_common::schema::{self, fields};
+use auditlog_common::store::Store;
+use mongodb::bson::{doc, Document};
+use prometheus::{Gauge, Registry};
+
+/// How often the archive state is read.
+pub const EVERY: Duration = Duration::from_secs(60);
+
+/// The gauges this module sets.
+#[derive(Clone)]
+pub struct ArchiveGauges {
+    /// Seconds since the oldest unarchived event was created; 0 when every event is archived.
+    pub oldest_unarchived_age: Gauge,
+    /// Seconds until the TTL index expires the oldest unarchived event (negative: overdue);
+    /// +Inf when nothing expires (no TTL index, or nothing unarchived).
+    pub ttl_headroom: Gauge,
+    /// Unix time of the end of the archiver's last successful run; 0 before the first.
+    pub last_success: Gauge,
+    /// Seconds between two scheduled archiver runs; 0 until the archiver recorded it.
+    pub schedule_period: Gauge,
+    /// Unix time of the last successful read of the archive state.
+    pub read_at: Gauge,
+}
+
+impl ArchiveGauges {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let g = |name: &str, help: &str| -> Result<Gauge, prometheus::Error> {
+            let gauge = Gauge::new(name, help)?;
+            registry.register(Box::new(gauge.clone()))?;
+            Ok(gauge)
+        };
+        let gauges = Self {
+            oldest_unarchived_age: g(
+                "auditlog_archive_oldest_unarchived_age_seconds",
+                "Age of the oldest event no archived window covers (0: none)",
+            )?,
+            ttl_headroom: g(
+                "auditlog_archive_ttl_headroom_seconds",
+                "Seconds until the TTL index expires the oldest unarchived event (+Inf: never)",
+            )?,
+            last_success: g(
+                "auditlog_archive_last_success_timestamp_seconds",
+                "Unix time the archiver's last successful run ended (0: none recorded)",
+            )?,
+            schedule_period: g(
+                "auditlog_archive_schedule_period_seconds",
+                "Seconds between two scheduled archiver runs (0: not recorded yet)",
+            )?,
+            read_at: g(
+                "auditlog_archive_watch_last_read_timestamp_seconds",
+                "Unix time the service last read the archive state from MongoDB",
+            )?,
+        };
+        gauges.ttl_headroom.set(f64::INFINITY);
+        Ok(gauges)
+    }
+}
+
+/// What one read found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiveFigures {
+    pub oldest_unarchived_age_seconds: f64,
+    pub ttl_headroom_seconds: f64,
+    pub last_success_unix: f64,
+    pub schedule_period_seconds: f64,
+}
+
+/// Reads the archive state once.
+pub async fn read(
+    store: &Store,
+    now_ms: i64,
+) -> Result<ArchiveFigures, auditlog_common::StoreError> {
+    let oldest = archive_state::oldest_unarchived_event(store).await?;
+    let age_seconds = oldest
+        .as_ref()
+        .and_then(|e| e.get_datetime(fields::CREATED_AT).ok())
+        .map(|t| ((now_ms - t.timestamp_millis()) as f64 / 1000.0).max(0.0));
+    let ttl = schema::current_ttl(store).await?.flatten();
+    let runs = store
+        .database()
+        .collection::<Document>(RUNS_COLLECTION)
+        .find_one(doc! { "_id": format!("{}.{}", store.db_name, store.collection_name) })
+        .await
+        .map_err(|source| auditlog_common::StoreError::Command {
+            command: "find archive_runs",
+            source,
+        })?;
+    let last_success_unix = runs
+        .as_ref()
+        .and_then(|r| r.get_datetime(runs::LAST_SUCCESS_AT).ok())
+        .map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0);
+    let schedule_period_seconds = runs
+        .as_ref()
+        .and_then(|r| r.get(runs::SCHEDULE_PERIOD_SECONDS))
+        .and_then(|b| {
+            b.as_f64()
+                .or_else(|| b.as_i64().map(|v| v as f64))
+                .or_else(|| b.as_i32().map(f64::from))
+        })
+        .unwrap_or(0.0);
+    Ok(ArchiveFigures {
+        oldest_unarchived_age_seconds: age_seconds.unwrap_or(0.0),
+        ttl_headroom_seconds: headroom(ttl, age_seconds),
+        last_success_unix,
+        schedule_period_seconds,
+    })
+}
+
+/// Seconds until an event of `age_seconds` expires under `ttl_seconds`.
+fn headroom(ttl_seconds: Option<i64>, age_seconds: Option<f64>) -> f64 {
+    match (ttl_seconds, age_seconds) {
+        (Some(ttl), Some(age)) => ttl as f64 - age,
+        _ => f64::INFINITY,
+    }
+}
+
+/// Reads the archive state every [`EVERY`] until the task is dropped.
+pub fn spawn(store: Store, gauges: ArchiveGauges, metrics: Arc<crate::metrics::Metrics>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now_ms = mongodb::bson::DateTime::now().timestamp_millis();
+            match read(&store, now_ms).await {
+                Ok(f) => {
+                    gauges
+                        .oldest_unarchived_age
+                        .set(f.oldest_unarchived_age_seconds);
+                    gauges.ttl_headroom.set(f.ttl_headroom_seconds);
+                    gauges.last_success.set(f.last_success_unix);
+                    gauges.schedule_period.set(f.schedule_period_seconds);
+                    gauges.read_at.set(now_ms as f64 / 1000.0);
+                }
+                Err(e) => {
+                    metrics.store_error("archive_state");
+                    tracing::warn!(error = %e, "cannot read the archive state for /metrics; keeping the previous figures");
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headroom_is_the_ttl_left_for_the_oldest_unarchived_event() {
+        assert_eq!(headroom(Some(86_400), Some(3_600.0)), 82_800.0);
+        assert_eq!(
+            headroom(Some(3_600), Some(7_200.0)),
+            -3_600.0,
+            "overdue is negative"
+        );
+        assert_eq!(
+            headroom(None, Some(10.0)),
+            f64::INFINITY,
+            "no TTL: never expires"
+        );
+        assert_eq!(
+            headroom(Some(60), None),
+            f64::INFINITY,
+            "nothing unarchived"
+        );
+    }
+}
