@@ -572,15 +572,17 @@ def test_archiver_cronjob_to_hdfs():
     assert not [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "auditlog-archiver"]
     cj = one(docs, "CronJob", "auditlog-archiver")
     assert cj["spec"]["schedule"] == "15 * * * *"
+    assert cj["spec"]["timeZone"] == "Etc/UTC"
     assert cj["spec"]["concurrencyPolicy"] == "Forbid"
     c = pod_spec(cj)["containers"][0]
     assert c["args"] == ["once"]
     env = env_of(c)
     assert env["AUDIT_ARCHIVE_URL"]["value"] == "hdfs://namenode.hadoop.svc:8020/warehouse/auditlog"
     assert env["HADOOP_CONF_DIR"]["value"] == "/etc/hadoop/conf"
+    # The CronJob and the archiver's guard run on one schedule.
+    assert env["AUDIT_ARCHIVE_SCHEDULE"]["value"] == "0 15 * * * *"
     assert env["AUDIT_ARCHIVE_COMPRESSION"]["value"] == "zstd"
     assert env["AUDIT_ARCHIVE_GRACE"]["value"] == "10m"
-    assert "AUDIT_ARCHIVE_SCHEDULE" not in env
     assert not of_kind(docs, "PersistentVolumeClaim")  # no PVC for a non-file URL
 
 

@@ -517,9 +517,11 @@ containers:
       {{- include "auditlog.mongodbEnv" (dict "ctx" $ctx "component" "archiver") | nindent 6 }}
       - name: AUDIT_ARCHIVE_URL
         value: {{ include "auditlog.archiver.url" $ctx | quote }}
-      {{- if eq .cmd "run" }}
+      # Both modes: `run` fires on it, and the TTL guard of `run` and `once` computes the next
+      # run from it. The archiver's cron has a seconds field; the chart's value has not.
       - name: AUDIT_ARCHIVE_SCHEDULE
-        value: {{ $a.schedule | quote }}
+        value: {{ printf "0 %s" $a.schedule | quote }}
+      {{- if eq .cmd "run" }}
       - name: AUDIT_ARCHIVER_LISTEN_ADDR
         value: {{ printf "0.0.0.0:%d" (int $a.metricsPort) | quote }}
       {{- end }}
