@@ -134,10 +134,10 @@ impl Api {
             cursor: cursor.0,
             order: order.0.as_deref().map(query::parse_order).transpose()?,
         };
-        let request = if body.0.iter().all(u8::is_ascii_whitespace) {
+        let request = if body.bytes.iter().all(u8::is_ascii_whitespace) {
             from_query
         } else {
-            query::merge(from_query, FindRequest::from_json(&body.0)?)?
+            query::merge(from_query, FindRequest::from_json(&body.bytes)?)?
         };
         Ok(Json(find(&state, request).await?))
     }

@@ -25,6 +25,59 @@ const DECODED_ENCODINGS: [&str; 5] = ["gzip", "deflate", "br", "zstd", "identity
 /// Subtypes of `application/` taken as NDJSON (one JSON value per line).
 const NDJSON_SUBTYPES: [&str; 4] = ["x-ndjson", "ndjson", "jsonl", "x-jsonlines"];
 
+/// A share of `AUDIT_MAX_INFLIGHT_BODY_BYTES` for one request body, held until the body (and
+/// what is parsed from it) is dropped. Taken before the first byte is read: the body's
+/// Content-Length when it is not compressed, else the largest accepted body, since the
+/// decompressed size is unknown until read.
+pub fn reserve_body(
+    req: &Request,
+    state: &AppState,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let max = state.limits.max_body_bytes;
+    let compressed = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let bytes = match declared {
+        Some(n) if !compressed => n.min(max),
+        _ => max,
+    };
+    let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    state
+        .body_budget
+        .clone()
+        .try_acquire_many_owned(kib)
+        .map_err(|_| ApiError::Overloaded)
+}
+
+/// Reserves the body's budget, or — over budget — reads the body into nothing (memory stays
+/// flat) so the client, still sending, receives the 503 instead of a broken connection.
+async fn reserve_or_drain(
+    req: &Request,
+    body: &mut RequestBody,
+    state: &AppState,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    match reserve_body(req, state) {
+        Ok(permit) => Ok(permit),
+        Err(e) => {
+            if let Ok(b) = body.take() {
+                let limit = u64::try_from(state.limits.max_body_bytes)
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(1);
+                let _ =
+                    tokio::io::copy(&mut b.into_async_read().take(limit), &mut tokio::io::sink())
+                        .await;
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Reads the whole body, refusing more than `max_bytes` (after decompression).
 pub async fn read_capped(
     req: &Request,
@@ -139,6 +192,8 @@ pub enum BodyFormat {
 pub struct JsonBody<T> {
     pub bytes: Vec<u8>,
     pub format: BodyFormat,
+    /// This body's share of the in-flight byte budget; released when the body is dropped.
+    _budget: tokio::sync::OwnedSemaphorePermit,
     schema: PhantomData<fn() -> T>,
 }
 
@@ -184,10 +239,12 @@ impl<'a, T: BodySchema> ApiExtractor<'a> for JsonBody<T> {
             }
             _ => return Err(wrong_type(req, "application/json").into()),
         };
-        let max = state(req)?.limits.max_body_bytes;
+        let state = state(req)?;
+        let budget = reserve_or_drain(req, body, state).await?;
         Ok(JsonBody {
-            bytes: read_capped(req, body, max).await?,
+            bytes: read_capped(req, body, state.limits.max_body_bytes).await?,
             format,
+            _budget: budget,
             schema: PhantomData,
         })
     }
@@ -196,7 +253,11 @@ impl<'a, T: BodySchema> ApiExtractor<'a> for JsonBody<T> {
 /// The optional JSON body of `GET /v1/find` (the seed's form). Not declared in the OpenAPI
 /// document: GET bodies are legal but many clients cannot send them, so the query
 /// parameters are the documented form. Empty when the request has no body.
-pub struct OptionalFindBody(pub Vec<u8>);
+pub struct OptionalFindBody {
+    pub bytes: Vec<u8>,
+    /// Its share of the in-flight byte budget (none for an empty body).
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
+}
 
 impl<'a> poem::FromRequest<'a> for OptionalFindBody {
     async fn from_request(req: &'a Request, body: &mut RequestBody) -> poem::Result<Self> {
@@ -207,13 +268,21 @@ impl<'a> poem::FromRequest<'a> for OptionalFindBody {
             .is_some_and(|v| v != "0")
             || req.headers().contains_key(header::TRANSFER_ENCODING);
         if !has_body {
-            return Ok(OptionalFindBody(Vec::new()));
+            return Ok(OptionalFindBody {
+                bytes: Vec::new(),
+                _budget: None,
+            });
         }
         if content_type(req).is_some() && !media_type(req).is_some_and(|m| is_json(&m)) {
             return Err(wrong_type(req, "application/json").into());
         }
-        let max = state(req)?.limits.max_body_bytes;
-        Ok(OptionalFindBody(read_capped(req, body, max).await?))
+        let state = state(req)?;
+        let budget = reserve_or_drain(req, body, state).await?;
+        let bytes = read_capped(req, body, state.limits.max_body_bytes).await?;
+        Ok(OptionalFindBody {
+            bytes,
+            _budget: Some(budget),
+        })
     }
 }
 

@@ -68,6 +68,13 @@ pub struct Config {
     #[arg(long, env = "AUDIT_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Request body bytes being read or parsed at once, across all connections. A request that
+    /// would go beyond it is answered 503 with Retry-After instead of taking more memory. A
+    /// body is counted at its Content-Length, or at AUDIT_MAX_BODY_BYTES when compressed or of
+    /// unknown length (its decompressed size is not known in advance).
+    #[arg(long, env = "AUDIT_MAX_INFLIGHT_BODY_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub max_inflight_body_bytes: usize,
+
     /// Largest single event accepted, in bytes of its stored (BSON) form.
     #[arg(long, env = "AUDIT_MAX_EVENT_BYTES", default_value_t = 256 * 1024)]
     pub max_event_bytes: usize,
@@ -157,6 +164,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("AUDIT_MAX_BODY_BYTES", self.max_body_bytes),
+            (
+                "AUDIT_MAX_INFLIGHT_BODY_BYTES",
+                self.max_inflight_body_bytes,
+            ),
             ("AUDIT_MAX_EVENT_BYTES", self.max_event_bytes),
             ("AUDIT_MAX_PAYLOAD_DEPTH", self.max_payload_depth),
             ("AUDIT_MAX_BATCH_EVENTS", self.max_batch_events),
@@ -172,6 +183,12 @@ impl Config {
                 return Err(ConfigError::Zero(name));
             }
         }
+        if self.max_inflight_body_bytes < self.max_body_bytes {
+            return Err(ConfigError::BudgetBelowBody {
+                budget: self.max_inflight_body_bytes,
+                body: self.max_body_bytes,
+            });
+        }
         Ok(())
     }
 
@@ -186,6 +203,8 @@ pub enum ConfigError {
     MissingApiKey,
     #[error("{0} must be greater than 0")]
     Zero(&'static str),
+    #[error("AUDIT_MAX_INFLIGHT_BODY_BYTES ({budget}) is below AUDIT_MAX_BODY_BYTES ({body}): a body of the largest accepted size could never be read")]
+    BudgetBelowBody { budget: usize, body: usize },
 }
 
 #[cfg(test)]

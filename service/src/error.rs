@@ -50,6 +50,9 @@ pub enum ApiError {
     /// The write queue is full.
     #[error("the service is at capacity; retry after {RETRY_AFTER_BUSY_SECS} s")]
     Busy,
+    /// Request bodies being read or parsed already fill `AUDIT_MAX_INFLIGHT_BODY_BYTES`.
+    #[error("the service is reading as many request bytes as it may; retry after {RETRY_AFTER_BUSY_SECS} s")]
+    Overloaded,
     /// The store did not take the write within the retry deadline, or is unreachable.
     #[error("the event store is unavailable: {0}")]
     Unavailable(String),
@@ -81,7 +84,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::IdConflict { .. } => StatusCode::CONFLICT,
             ApiError::Busy => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) | ApiError::QueryTimeout { .. } => {
+            ApiError::Unavailable(_) | ApiError::QueryTimeout { .. } | ApiError::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -104,6 +107,7 @@ impl ApiError {
             ApiError::IdConflict { .. } => "id_conflict",
             ApiError::Busy => "busy",
             ApiError::Unavailable(_) => "store_unavailable",
+            ApiError::Overloaded => "overloaded",
             ApiError::QueryTimeout { .. } => "query_timeout",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
@@ -113,7 +117,7 @@ impl ApiError {
 
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            ApiError::Busy => Some(RETRY_AFTER_BUSY_SECS),
+            ApiError::Busy | ApiError::Overloaded => Some(RETRY_AFTER_BUSY_SECS),
             ApiError::Unavailable(_) | ApiError::QueryTimeout { .. } => {
                 Some(RETRY_AFTER_UNAVAILABLE_SECS)
             }
@@ -140,7 +144,7 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Object)]
 pub struct ErrorDetail {
     /// Machine-readable, stable: `malformed_json`, `invalid_event`, `invalid_query`,
-    /// `id_conflict`, ...
+    /// `id_conflict`, `busy`, `overloaded`, ...
     pub code: String,
     /// Human-readable; names the field, key path or limit at fault.
     pub message: String,

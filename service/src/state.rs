@@ -34,6 +34,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub api_keys: Vec<Vec<u8>>,
     pub limits: Limits,
+    /// KiB of request bodies being read or parsed at once (`AUDIT_MAX_INFLIGHT_BODY_BYTES`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -84,6 +86,10 @@ impl AppState {
                 find_max_limit: config.find_max_limit,
                 find_max_time: Duration::from_millis(config.find_timeout_ms),
             },
+            body_budget: Arc::new(tokio::sync::Semaphore::new(
+                (config.max_inflight_body_bytes / 1024)
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
         };
         (Arc::new(state), handle)
     }
