@@ -58,6 +58,14 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// A `writeConcernError` WriteConcernFailed (64) on an otherwise successful write.
+    pub fn write_concern_failed() -> Self {
+        Fault::WriteConcernError {
+            code: 64,
+            code_name: "WriteConcernFailed".into(),
+        }
+    }
+
     /// `NotWritablePrimary` (10107) with the `RetryableWriteError` label, as a shard answers
     /// during an election.
     pub fn not_writable_primary() -> Self {
@@ -441,30 +449,10 @@ async fn serve(mut client: TcpStream, mut server: TcpStream, shared: Arc<Mutex<S
             }
             (Some(Fault::FailEachDocumentOnce { consumer, code }), Some(mut msg)) => {
                 let indexes = first_sightings(&shared, &msg, &consumer);
-                let (kept, dropped) = split_insert(&mut msg, &indexes);
-                count_failed(&shared, dropped.len());
-                let frame = msg.to_frame(request.request_id(), 0);
-                (
-                    frame,
-                    After::WriteErrors {
-                        kept,
-                        dropped,
-                        code,
-                    },
-                )
+                fail_documents(&shared, &request, &mut msg, &indexes, code)
             }
             (Some(Fault::WriteErrors { indexes, code }), Some(mut msg)) => {
-                let (kept, dropped) = split_insert(&mut msg, &indexes);
-                count_failed(&shared, dropped.len());
-                let frame = msg.to_frame(request.request_id(), 0);
-                (
-                    frame,
-                    After::WriteErrors {
-                        kept,
-                        dropped,
-                        code,
-                    },
-                )
+                fail_documents(&shared, &request, &mut msg, &indexes, code)
             }
             (Some(Fault::WriteConcernError { code, code_name }), _) => {
                 (request, After::WriteConcernError { code, code_name })
@@ -561,11 +549,29 @@ fn first_sightings(shared: &Mutex<Shared>, msg: &OpMsg, consumer: &str) -> Vec<u
         .collect()
 }
 
-fn count_failed(shared: &Mutex<Shared>, n: usize) {
+/// The insert to forward without the documents at `indexes`, and the reply edit that reports
+/// them as failed with `code`.
+fn fail_documents(
+    shared: &Mutex<Shared>,
+    request: &Frame,
+    msg: &mut OpMsg,
+    indexes: &[usize],
+    code: i32,
+) -> (Frame, After) {
+    let (kept, dropped) = split_insert(msg, indexes);
     shared
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .documents_failed += n;
+        .documents_failed += dropped.len();
+    let frame = msg.to_frame(request.request_id(), 0);
+    (
+        frame,
+        After::WriteErrors {
+            kept,
+            dropped,
+            code,
+        },
+    )
 }
 
 /// Removes the listed documents from an insert; returns the original indexes kept and dropped.

@@ -98,16 +98,7 @@ async fn forwards_untouched_and_scripts_each_fault() {
     assert_eq!(ids(&direct).await, vec![0, 1, 2, 3, 10, 12, 14]);
 
     // Write-concern error: stored, but the caller is told the concern was not met.
-    proxy.add(
-        Rule::new(
-            "insert",
-            Fault::WriteConcernError {
-                code: 64,
-                code_name: "WriteConcernFailed".into(),
-            },
-        )
-        .times(1),
-    );
+    proxy.add(Rule::new("insert", Fault::write_concern_failed()).times(1));
     let err = through
         .insert_many(docs(20..21))
         .await

@@ -188,15 +188,9 @@ async fn a_write_concern_error_is_retried_without_duplicates() {
     let mongo = test_mongo().await;
     let (proxy, _service, api) = proxied_service(&mongo, &[]).await;
     proxy.add(
-        Rule::new(
-            "insert",
-            Fault::WriteConcernError {
-                code: 64,
-                code_name: "WriteConcernFailed".into(),
-            },
-        )
-        .on("events")
-        .times(1),
+        Rule::new("insert", Fault::write_concern_failed())
+            .on("events")
+            .times(1),
     );
     let (status, body) = api.post_event(&json!({"type": "t", "consumer": "c"})).await;
     assert_eq!(status, 201, "{body}");
