@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use auditlog_common::store::{ServerInfo, Store};
 use chrono::{DateTime, Utc};
 use mongodb::bson;
+use tokio::time::Instant;
 
 use crate::config::Settings;
 use crate::error::{ArchiveError, Result};
@@ -106,10 +107,26 @@ impl Archiver {
         .await
     }
 
-    /// `once`: guard, archive every due window, guard again.
+    /// `once` (and every firing of `run`): guard, archive every due window; a run that
+    /// finishes without error is recorded in the runs document (for the service's alerts and
+    /// the guard's expected run time).
     pub async fn once(&self) -> Result<RunReport> {
+        let started = Instant::now();
         let lease = self.lease().await?;
-        let result = self.once_locked(&lease).await;
+        let mut result = self.once_locked(&lease).await;
+        if result.is_ok() {
+            if let Err(e) = self
+                .state
+                .record_run(
+                    Utc::now(),
+                    started.elapsed(),
+                    &self.settings.archive_schedule,
+                )
+                .await
+            {
+                result = Err(e);
+            }
+        }
         lease.release().await;
         self.finish_run(&result);
         result
@@ -122,14 +139,17 @@ impl Archiver {
             .source
             .unarchived(&recorded, cutoff, self.settings.window_seconds())
             .await?;
+        let last_run_seconds = self.state.last_run_seconds().await?;
         // The guard runs first, so a TTL about to expire unarchived events is raised before the
         // (possibly long) archive work starts.
+        lease.check()?;
         let before = guard::check(
             &self.store,
             self.server.supports_ttl(),
             &self.settings,
             &self.metrics,
             oldest,
+            last_run_seconds,
             true,
         )
         .await?;
@@ -225,7 +245,11 @@ impl Archiver {
                     report.bytes += rec.bytes as u64;
                     progress.window_done(&w, rec.rows as u64, rec.bytes as u64, rec.files.len());
                 }
-                Err(e @ ArchiveError::LeaseLost) => return Err(e),
+                Err(e @ ArchiveError::LeaseLost { .. }) => {
+                    tracing::error!(window = %w.id(), error = %e,
+                        "lease lost: the window was not recorded and no other window is started");
+                    return Err(e);
+                }
                 Err(e) => {
                     report.failed += 1;
                     self.metrics.window_failures.inc();
@@ -244,7 +268,8 @@ impl Archiver {
         progress: &mut Progress,
     ) -> Result<WindowRecord> {
         let written =
-            export::write_window(&self.source, &self.sink, &self.settings, w, progress).await?;
+            export::write_window(&self.source, &self.sink, &self.settings, w, lease, progress)
+                .await?;
         let files: Vec<FileRecord> = written.files.iter().map(FileRecord::from).collect();
         let bytes: u64 = written.files.iter().map(|f| f.bytes).sum();
         let rec = WindowRecord {
@@ -262,8 +287,8 @@ impl Archiver {
             purged_at: None,
             purged_rows: None,
         };
-        // Another archiver may have taken over while we wrote; it rewrites the same names, so
-        // only the record must not be written twice.
+        // The lease may have been lost since the files were published: then another archiver
+        // may be rewriting the same names, and only it may record the window.
         lease.check()?;
         self.state.record(&rec).await?;
         self.metrics.windows_archived.inc();
@@ -275,13 +300,18 @@ impl Archiver {
                 .get()
                 .max(w.end.timestamp()),
         );
-        self.mark_complete_partitions(w, &rec).await?;
+        self.mark_complete_partitions(w, &rec, lease).await?;
         Ok(rec)
     }
 
     /// Writes `_SUCCESS` into each partition holding this window's files once every window
     /// sharing that partition is archived (or has no events).
-    async fn mark_complete_partitions(&self, w: &Window, rec: &WindowRecord) -> Result<()> {
+    async fn mark_complete_partitions(
+        &self,
+        w: &Window,
+        rec: &WindowRecord,
+        lease: &Lease,
+    ) -> Result<()> {
         let mut partitions: BTreeSet<String> = BTreeSet::new();
         for f in &rec.files {
             if let Some((p, _)) = f.path.rsplit_once('/') {
@@ -304,6 +334,7 @@ impl Archiver {
                 }
             }
             if complete {
+                lease.check()?;
                 self.sink
                     .put_small(&format!("{partition}/_SUCCESS"), b"")
                     .await?;

@@ -8,9 +8,10 @@
 //! Environment variables:
 //! `MONGODB_URI`, `AUDIT_DB_NAME`, `AUDIT_COLLECTION`, `AUDIT_ARCHIVE_URL`,
 //! `AUDIT_ARCHIVE_AFTER`, `AUDIT_ARCHIVE_WINDOW`, `AUDIT_ARCHIVE_GRACE`,
-//! `AUDIT_ARCHIVE_COMPRESSION`, `AUDIT_ARCHIVE_SAFETY_MARGIN`, `AUDIT_ARCHIVE_RAISE_TTL`,
-//! `AUDIT_RETENTION_DAYS`, `AUDIT_ARCHIVE_SCHEDULE`, `AUDIT_ARCHIVER_LISTEN_ADDR`,
-//! `AUDIT_ARCHIVE_BATCH_SIZE`, `AUDIT_ARCHIVE_ROW_GROUP_ROWS`, `AUDIT_ARCHIVE_ROW_GROUP_BYTES`,
+//! `AUDIT_ARCHIVE_COMPRESSION`, `AUDIT_ARCHIVE_SAFETY_MARGIN`, `AUDIT_ARCHIVE_EXPECTED_RUN_TIME`,
+//! `AUDIT_ARCHIVE_RAISE_TTL`, `AUDIT_RETENTION_DAYS`, `AUDIT_ARCHIVE_SCHEDULE`,
+//! `AUDIT_ARCHIVER_LISTEN_ADDR`, `AUDIT_ARCHIVE_BATCH_SIZE`, `AUDIT_ARCHIVE_BATCH_MAX_BYTES`,
+//! `AUDIT_ARCHIVE_ROW_GROUP_ROWS`, `AUDIT_ARCHIVE_ROW_GROUP_BYTES`,
 //! `AUDIT_ARCHIVE_MAX_FILE_ROWS`, `AUDIT_ARCHIVE_LEASE_TTL`, `AUDIT_S3_ENDPOINT`,
 //! `AUDIT_S3_REGION`, `AUDIT_S3_ACCESS_KEY_ID`, `AUDIT_S3_SECRET_ACCESS_KEY`,
 //! `AUDIT_S3_ALLOW_HTTP`, `AUDIT_S3_VIRTUAL_HOSTED`, `AUDIT_HDFS_CONFIG`.
@@ -105,10 +106,15 @@ pub struct Settings {
     #[arg(long, env = "AUDIT_ARCHIVE_COMPRESSION", value_enum, default_value_t = Compression::Snappy)]
     pub archive_compression: Compression,
 
-    /// TTL guard: alert (and raise the TTL) when the oldest unarchived event is this close to
-    /// expiring.
+    /// TTL guard: alert (and raise the TTL) when the oldest unarchived event would expire
+    /// less than this long after the next scheduled run is expected to finish.
     #[arg(long, env = "AUDIT_ARCHIVE_SAFETY_MARGIN", default_value = "6h", value_parser = parse_span)]
     pub archive_safety_margin: TimeDelta,
+
+    /// TTL guard: how long a run is expected to take at least; the last run's duration counts
+    /// instead when it was longer.
+    #[arg(long, env = "AUDIT_ARCHIVE_EXPECTED_RUN_TIME", default_value = "1h", value_parser = parse_span)]
+    pub archive_expected_run_time: TimeDelta,
 
     /// Whether the TTL guard may raise the TTL index's expireAfterSeconds with collMod.
     #[arg(long, env = "AUDIT_ARCHIVE_RAISE_TTL", default_value_t = true, action = clap::ArgAction::Set)]
@@ -119,7 +125,8 @@ pub struct Settings {
     #[arg(long, env = "AUDIT_RETENTION_DAYS", default_value_t = 30)]
     pub retention_days: u32,
 
-    /// Cron schedule of `run` (six fields, seconds first, UTC).
+    /// Cron schedule of `run` (six fields, seconds first, UTC). `once` reads it too: the TTL
+    /// guard needs to know when the next run comes, so give a CronJob the same schedule.
     #[arg(long, env = "AUDIT_ARCHIVE_SCHEDULE", default_value = "0 0 2 * * *", value_parser = Schedule::parse)]
     pub archive_schedule: Schedule,
 
@@ -131,9 +138,14 @@ pub struct Settings {
     )]
     pub listen_addr: String,
 
-    /// Documents per MongoDB cursor batch (and per Arrow record batch).
+    /// Documents per MongoDB cursor batch (and at most per Arrow record batch).
     #[arg(long, env = "AUDIT_ARCHIVE_BATCH_SIZE", default_value_t = 4096)]
     pub batch_size: u32,
+
+    /// An Arrow record batch is cut once its events reach this many bytes, even before
+    /// AUDIT_ARCHIVE_BATCH_SIZE rows: bounds memory when events are large.
+    #[arg(long, env = "AUDIT_ARCHIVE_BATCH_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub batch_max_bytes: usize,
 
     /// Most rows in one Parquet row group.
     #[arg(long, env = "AUDIT_ARCHIVE_ROW_GROUP_ROWS", default_value_t = 128 * 1024)]
@@ -160,28 +172,31 @@ pub struct Settings {
     pub hdfs_config: String,
 }
 
-/// S3 connection settings (for `s3://` archive URLs). Unset values fall back to the usual
-/// `AWS_*` variables.
+/// S3 connection settings (for `s3://` archive URLs). Each one that is set wins; each one that
+/// is unset falls back to the usual `AWS_*` variable (`AWS_ENDPOINT`, `AWS_REGION` then
+/// `AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_ALLOW_HTTP`, …), then to the object store's
+/// default. None has a default of its own, or the `AWS_*` variable could never apply.
 #[derive(Debug, Clone, Args)]
 pub struct S3Settings {
-    /// S3 endpoint for S3-compatible servers (MinIO, Ceph, …); unset means AWS.
+    /// S3 endpoint for S3-compatible servers (MinIO, Ceph, …); unset: `AWS_ENDPOINT`, else AWS.
     #[arg(long, env = "AUDIT_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
-    /// Region.
-    #[arg(long, env = "AUDIT_S3_REGION", default_value = "us-east-1")]
-    pub s3_region: String,
+    /// Region; unset: `AWS_REGION`, else `AWS_DEFAULT_REGION`, else `us-east-1`.
+    #[arg(long, env = "AUDIT_S3_REGION")]
+    pub s3_region: Option<String>,
     /// Access key id.
     #[arg(long, env = "AUDIT_S3_ACCESS_KEY_ID", hide_env_values = true)]
     pub s3_access_key_id: Option<String>,
     /// Secret access key.
     #[arg(long, env = "AUDIT_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub s3_secret_access_key: Option<String>,
-    /// Allow plain-HTTP endpoints.
-    #[arg(long, env = "AUDIT_S3_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
-    pub s3_allow_http: bool,
-    /// Virtual-hosted-style requests (`bucket.host`) instead of path style.
-    #[arg(long, env = "AUDIT_S3_VIRTUAL_HOSTED", default_value_t = false, action = clap::ArgAction::Set)]
-    pub s3_virtual_hosted: bool,
+    /// Allow plain-HTTP endpoints; unset: `AWS_ALLOW_HTTP`, else false.
+    #[arg(long, env = "AUDIT_S3_ALLOW_HTTP", action = clap::ArgAction::Set)]
+    pub s3_allow_http: Option<bool>,
+    /// Virtual-hosted-style requests (`bucket.host`) instead of path style; unset:
+    /// `AWS_VIRTUAL_HOSTED_STYLE_REQUEST`, else false (path style).
+    #[arg(long, env = "AUDIT_S3_VIRTUAL_HOSTED", action = clap::ArgAction::Set)]
+    pub s3_virtual_hosted: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -194,11 +209,17 @@ impl Settings {
     /// Checks what the types alone do not: window tiling, sizes, the lease's minimum.
     pub fn validate(&self) -> Result<(), ArchiveError> {
         validate_window(self.window_seconds())?;
-        if self.batch_size == 0 || self.row_group_rows == 0 || self.max_file_rows == 0 {
+        if self.batch_size == 0
+            || self.batch_max_bytes == 0
+            || self.row_group_rows == 0
+            || self.max_file_rows == 0
+        {
             return Err(ArchiveError::Config(
-                "batch size, row group rows and max file rows must be positive".into(),
+                "batch size, batch max bytes, row group rows and max file rows must be positive"
+                    .into(),
             ));
         }
+
         if self.row_group_bytes < 1024 * 1024 {
             return Err(ArchiveError::Config(
                 "AUDIT_ARCHIVE_ROW_GROUP_BYTES must be at least 1 MiB".into(),
@@ -408,7 +429,13 @@ mod tests {
         assert_eq!(s.window_seconds(), 3600);
         assert_eq!(s.archive_grace.num_seconds(), 600);
         assert_eq!(s.archive_safety_margin.num_seconds(), 6 * 3600);
+        assert_eq!(s.archive_expected_run_time.num_seconds(), 3600);
+        assert_eq!(s.batch_max_bytes, 64 * 1024 * 1024);
         assert_eq!(s.lease_ttl, Duration::from_secs(60));
+        // Unset S3 settings stay unset, so the AWS_* variables can apply.
+        assert_eq!(s.s3.s3_region, None);
+        assert_eq!(s.s3.s3_allow_http, None);
+        assert_eq!(s.s3.s3_virtual_hosted, None);
         assert_eq!(s.archive_schedule.as_str(), "0 0 2 * * *");
         assert_eq!(s.archive_url.as_str(), "./archive");
     }

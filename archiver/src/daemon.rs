@@ -1,9 +1,10 @@
 //! `run`: the daemon. `tokio-cron-scheduler` fires on `AUDIT_ARCHIVE_SCHEDULE` (UTC) and each
-//! firing archives every due window, exactly like `once`; `/healthz` and Prometheus `/metrics`
-//! are served on `AUDIT_ARCHIVER_LISTEN_ADDR`. A firing while the previous run still works is
-//! skipped (logged), never queued. SIGTERM/SIGINT stop the server and the scheduler and wait
-//! for a running window to finish (its files are unpublished temporaries until then, so even
-//! a SIGKILL leaves nothing half-visible).
+//! firing archives every due window exactly like `once` (and, when it succeeds, records the
+//! run in `archive_runs`); `/healthz` and Prometheus `/metrics` are served on
+//! `AUDIT_ARCHIVER_LISTEN_ADDR`. A firing while the previous run still works is skipped
+//! (logged), never queued. SIGTERM/SIGINT stop the server and the scheduler and wait for a
+//! running window to finish (its files are unpublished temporaries until then, so even a
+//! SIGKILL leaves nothing half-visible).
 
 use std::sync::Arc;
 use std::time::Duration;

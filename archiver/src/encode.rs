@@ -144,6 +144,33 @@ fn bad(id: &str, reason: &str) -> ArchiveError {
     }
 }
 
+/// When an Arrow record batch is cut: at `rows` rows or once its rows hold `bytes` bytes,
+/// whichever comes first. Rows alone do not bound memory — 4096 events of 256 KiB are 1 GiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+impl BatchLimits {
+    /// Whether a batch of `rows` rows holding `bytes` bytes is to be cut now.
+    pub fn reached(&self, rows: usize, bytes: usize) -> bool {
+        rows >= self.rows || bytes >= self.bytes
+    }
+}
+
+/// Bytes one row adds to a batch: its strings plus the two 8-byte timestamps and the 4-byte
+/// offsets of the four string columns. (Arrow's builders round capacities up, so this is a
+/// slight underestimate of the allocation, never of the data.)
+pub fn row_bytes(row: &Row) -> usize {
+    row.id.len()
+        + row.r#type.len()
+        + row.consumer.len()
+        + row.payload.as_deref().map_or(0, str::len)
+        + 2 * 8
+        + 4 * 4
+}
+
 /// Accumulates rows into one Arrow record batch.
 pub struct BatchBuilder {
     id: StringBuilder,
@@ -153,6 +180,7 @@ pub struct BatchBuilder {
     created_at_ms: Int64Builder,
     payload: StringBuilder,
     rows: usize,
+    bytes: usize,
 }
 
 impl BatchBuilder {
@@ -165,6 +193,7 @@ impl BatchBuilder {
             created_at_ms: Int64Builder::with_capacity(capacity),
             payload: StringBuilder::with_capacity(capacity, capacity * 64),
             rows: 0,
+            bytes: 0,
         }
     }
 
@@ -176,10 +205,21 @@ impl BatchBuilder {
         self.created_at_ms.append_value(row.created_at_ms);
         self.payload.append_option(row.payload.as_deref());
         self.rows += 1;
+        self.bytes += row_bytes(row);
     }
 
     pub fn len(&self) -> usize {
         self.rows
+    }
+
+    /// The rows' bytes so far (see [`row_bytes`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether the batch is to be cut now.
+    pub fn is_full(&self, limits: BatchLimits) -> bool {
+        limits.reached(self.rows, self.bytes)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -189,6 +229,7 @@ impl BatchBuilder {
     /// The batch so far; the builder is empty afterwards.
     pub fn finish(&mut self) -> Result<RecordBatch> {
         self.rows = 0;
+        self.bytes = 0;
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.id.finish()),
             Arc::new(self.r#type.finish()),
@@ -253,5 +294,51 @@ mod tests {
         assert_eq!(batch.num_rows(), 1);
         assert_eq!(batch.schema(), schema());
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn batches_are_cut_by_rows_or_by_bytes_whichever_comes_first() {
+        let row = |payload_len: usize| Row {
+            id: "0123456789abcdef01234567".into(),
+            created_at_ms: 0,
+            r#type: "t".into(),
+            consumer: "c".into(),
+            payload: Some("x".repeat(payload_len)),
+        };
+        let limits = BatchLimits {
+            rows: 4096,
+            bytes: 1024 * 1024,
+        };
+        // Small events: the row bound cuts.
+        let mut b = BatchBuilder::new(16);
+        let mut cut_at = None;
+        for i in 1..=5000 {
+            b.push(&row(10));
+            if b.is_full(limits) {
+                cut_at = Some(i);
+                break;
+            }
+        }
+        assert_eq!(cut_at, Some(4096));
+        // 256 KiB events: the byte bound cuts at the 4th, long before 4096 rows (1 GiB).
+        let mut b = BatchBuilder::new(16);
+        let mut cut_at = None;
+        for i in 1..=4096 {
+            b.push(&row(256 * 1024));
+            if b.is_full(limits) {
+                cut_at = Some(i);
+                break;
+            }
+        }
+        assert_eq!(cut_at, Some(4));
+        assert!(
+            b.bytes() >= 1024 * 1024 && b.bytes() < 1024 * 1024 + 2 * row_bytes(&row(256 * 1024))
+        );
+        // A single event larger than the bound still makes a batch (of one).
+        let mut b = BatchBuilder::new(1);
+        b.push(&row(2 * 1024 * 1024));
+        assert!(b.is_full(limits));
+        assert_eq!(b.finish().unwrap().num_rows(), 1);
+        assert_eq!((b.len(), b.bytes()), (0, 0));
     }
 }

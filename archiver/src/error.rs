@@ -6,10 +6,10 @@
 //! | code | meaning                                                                   |
 //! |------|---------------------------------------------------------------------------|
 //! | 0    | success                                                                   |
-//! | 1    | unexpected failure (storage, MongoDB, I/O)                                 |
+//! | 1    | unexpected failure (storage, MongoDB, I/O), or the lease was lost mid-run  |
 //! | 2    | invalid settings or arguments                                             |
 //! | 3    | one or more windows failed to archive (the others are archived)           |
-//! | 4    | TTL guard: an unarchived window is within the safety margin of expiring   |
+//! | 4    | TTL guard: an unarchived event may expire before the next run archives it |
 //! | 5    | another archiver holds the lease                                          |
 //! | 6    | `verify` found a mismatch                                                 |
 
@@ -47,17 +47,23 @@ pub enum ArchiveError {
     },
     #[error("another archiver ({owner}) holds the lease until {until}")]
     LeaseBusy { owner: String, until: String },
-    #[error("the lease was lost while working (another archiver took over?)")]
-    LeaseLost,
+    #[error(
+        "the lease was lost ({reason}); stopped writing before another archiver could take \
+         over: windows not recorded yet are archived by the next run"
+    )]
+    LeaseLost { reason: String },
     #[error("{failed} of {total} windows failed to archive")]
     WindowsFailed { failed: usize, total: usize },
     #[error(
-        "TTL guard: the oldest unarchived event ({oldest}) expires in {seconds_left} s, within \
-         the safety margin of {margin_seconds} s"
+        "TTL guard: the oldest unarchived event ({oldest}) expires in {seconds_left} s, but must \
+         last {needed_seconds} s: until the next scheduled run ({next_run}) is expected to have \
+         finished, plus the safety margin of {margin_seconds} s"
     )]
     TtlGuard {
         oldest: String,
         seconds_left: i64,
+        needed_seconds: i64,
+        next_run: String,
         margin_seconds: i64,
     },
     #[error("verify found {0} mismatching windows")]
@@ -107,6 +113,8 @@ mod tests {
             ArchiveError::TtlGuard {
                 oldest: String::new(),
                 seconds_left: 1,
+                needed_seconds: 3,
+                next_run: String::new(),
                 margin_seconds: 2
             }
             .exit_code(),

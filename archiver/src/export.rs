@@ -3,8 +3,15 @@
 //! reaches its row cap), publish each by rename, remove leftovers of earlier interrupted runs,
 //! read the files' footers back, and compare the row count with MongoDB's count for the window.
 //!
-//! Memory is bounded by one cursor batch, one Arrow batch and one in-progress row group (both
-//! capped by settings), never by the window's size. Resuming a lost cursor is the source's job.
+//! Memory is bounded by one cursor batch, one Arrow batch (cut at `AUDIT_ARCHIVE_BATCH_SIZE`
+//! rows or `AUDIT_ARCHIVE_BATCH_MAX_BYTES` bytes, whichever comes first) and one in-progress
+//! row group (capped by settings), never by the window's size. Resuming a lost cursor is the
+//! source's job.
+//!
+//! Fencing: the lease is checked before every batch is written and before every file is
+//! published (on S3, completing the upload is the publish), so an archiver that lost its lease
+//! stops writing before another one may start; what it leaves are hidden temporaries, which
+//! the next run of the window removes.
 
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
@@ -19,11 +26,12 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::config::Settings;
-use crate::encode::{self, BatchBuilder};
+use crate::encode::{self, BatchBuilder, BatchLimits};
 use crate::error::{ArchiveError, Result};
 use crate::progress::Progress;
 use crate::sink::{FileFacts, Sink};
 use crate::source::Source;
+use crate::state::Lease;
 use crate::window::{partition_of, Window};
 
 /// What writing a window produced, before it is recorded.
@@ -39,9 +47,14 @@ pub async fn write_window(
     sink: &Sink,
     settings: &Settings,
     w: &Window,
+    lease: &Lease,
     progress: &mut Progress,
 ) -> Result<Written> {
-    let mut out = WindowWriter::new(sink, settings, source.name(), w);
+    let mut out = WindowWriter::new(sink, settings, source.name(), w, lease);
+    let limits = BatchLimits {
+        rows: settings.batch_size as usize,
+        bytes: settings.batch_max_bytes,
+    };
     let mut batch = BatchBuilder::new(settings.batch_size as usize);
     let mut batch_partition: Option<String> = None;
     let mut events = source.stream(w, settings.batch_size);
@@ -64,7 +77,7 @@ pub async fn write_window(
             }
             batch_partition = Some(partition);
             batch.push(&row);
-            if batch.len() >= settings.batch_size as usize {
+            if batch.is_full(limits) {
                 let rb = batch.finish()?;
                 out.write(batch_partition.as_deref().unwrap_or_default(), &rb)
                     .await?;
@@ -84,6 +97,8 @@ pub async fn write_window(
 
     // Leftovers of interrupted runs (temporaries, or files of an older run with more parts).
     for hour in w.hours() {
+        // Another archiver's temporaries of this window have the same names as ours.
+        lease.check()?;
         let partition = partition_of(hour);
         let keep: Vec<String> = files
             .iter()
@@ -130,6 +145,7 @@ struct WindowWriter<'a> {
     sink: &'a Sink,
     settings: &'a Settings,
     source_name: &'a str,
+    lease: &'a Lease,
     w: Window,
     current: Option<OpenFile>,
     next_n: u32,
@@ -145,11 +161,18 @@ struct OpenFile {
 }
 
 impl<'a> WindowWriter<'a> {
-    fn new(sink: &'a Sink, settings: &'a Settings, source_name: &'a str, w: &Window) -> Self {
+    fn new(
+        sink: &'a Sink,
+        settings: &'a Settings,
+        source_name: &'a str,
+        w: &Window,
+        lease: &'a Lease,
+    ) -> Self {
         WindowWriter {
             sink,
             settings,
             source_name,
+            lease,
             w: *w,
             current: None,
             next_n: 0,
@@ -158,6 +181,7 @@ impl<'a> WindowWriter<'a> {
     }
 
     async fn write(&mut self, partition: &str, batch: &RecordBatch) -> Result<()> {
+        self.lease.check()?;
         let rotate = match &self.current {
             Some(f) => {
                 f.partition != partition
@@ -218,10 +242,13 @@ impl<'a> WindowWriter<'a> {
         let Some(mut f) = self.current.take() else {
             return Ok(());
         };
+        // Before `finish`: on S3 completing the upload is what publishes the file.
+        self.lease.check()?;
         f.writer.finish().await?;
         let hashing = f.writer.into_inner();
         let relative = format!("{}/{}", f.partition, f.name);
         let final_path = self.sink.path(&relative);
+        self.lease.check()?;
         self.sink.publish(&f.written_at, &final_path).await?;
         self.done.push(FileFacts {
             path: relative,

@@ -12,10 +12,10 @@
 //! - [`source`]: every query of the events collection — window filter, count, oldest event,
 //!   unarchived windows, the keyset stream (with its retries), purge's delete.
 //! - [`export`]: archiving one window — write, publish, clean up, read back, compare.
-//! - [`state`]: window records and the lease, in MongoDB.
+//! - [`state`]: window records, the lease (and its fence) and the runs record, in MongoDB.
 //! - [`archive`]: the connected [`archive::Archiver`]; due windows, `once`, `backfill`,
 //!   recording and `_SUCCESS` markers.
-//! - [`guard`]: the TTL guard.
+//! - [`guard`]: the TTL guard: the oldest unarchived event must outlive the next scheduled run.
 //! - [`status`], [`verify`], [`purge`]: the read-only report, the re-check, the deletion.
 //! - [`daemon`]: `run` — scheduler, `/healthz`, `/metrics`, graceful shutdown.
 //! - [`metrics`], [`progress`]: Prometheus metrics; progress bar or log lines.

@@ -49,6 +49,14 @@ impl Schedule {
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron.find_next_occurrence(&after, false).ok()
     }
+
+    /// Seconds between the next two firings after `after`: the schedule's period near then
+    /// (`None` when it fires fewer than twice more).
+    pub fn period_after(&self, after: DateTime<Utc>) -> Option<i64> {
+        let next = self.next_after(after)?;
+        let then = self.next_after(next)?;
+        Some((then - next).num_seconds())
+    }
 }
 
 impl FromStr for Schedule {
@@ -82,6 +90,15 @@ mod tests {
             Some(t("2024-05-02T02:00:00Z"))
         );
         assert_eq!(schedule.as_str(), "0 0 2 * * *");
+        assert_eq!(
+            schedule.period_after(t("2024-05-01T03:00:00Z")),
+            Some(86_400)
+        );
+        let every_15_min = Schedule::parse("0 */15 * * * *").unwrap();
+        assert_eq!(
+            every_15_min.period_after(t("2024-05-01T03:01:00Z")),
+            Some(900)
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use parquet::arrow::async_reader::ParquetObjectReader;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use sha2::{Digest, Sha256};
 
-use crate::config::{ArchiveUrl, Backend, Settings};
+use crate::config::{ArchiveUrl, Backend, S3Settings, Settings};
 use crate::error::{ArchiveError, Result};
 
 /// The opened archive store. Paths given to its methods are relative to
@@ -68,22 +68,8 @@ impl Sink {
                 (Arc::new(fs), false)
             }
             Backend::S3 { bucket, prefix } => {
-                let s3 = &settings.s3;
-                let mut b = AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_region(&s3.s3_region)
-                    .with_allow_http(s3.s3_allow_http)
-                    .with_virtual_hosted_style_request(s3.s3_virtual_hosted);
-                if let Some(e) = &s3.s3_endpoint {
-                    b = b.with_endpoint(e);
-                }
-                if let Some(k) = &s3.s3_access_key_id {
-                    b = b.with_access_key_id(k);
-                }
-                if let Some(k) = &s3.s3_secret_access_key {
-                    b = b.with_secret_access_key(k);
-                }
-                let s3_store = b.build()?;
+                let s3_store =
+                    s3_builder(AmazonS3Builder::from_env(), &settings.s3, bucket).build()?;
                 (prefixed(Arc::new(s3_store), prefix), true)
             }
             Backend::Hdfs { namenode, prefix } => {
@@ -193,6 +179,32 @@ impl Sink {
     }
 }
 
+/// Applies the `AUDIT_S3_*` settings that are set over `base` (the `AWS_*` environment, from
+/// [`AmazonS3Builder::from_env`]); the unset ones leave what `base` has, and the object store
+/// defaults what neither sets (region `us-east-1`, HTTPS only, path style).
+fn s3_builder(base: AmazonS3Builder, s3: &S3Settings, bucket: &str) -> AmazonS3Builder {
+    let mut b = base.with_bucket_name(bucket);
+    if let Some(r) = &s3.s3_region {
+        b = b.with_region(r);
+    }
+    if let Some(allow) = s3.s3_allow_http {
+        b = b.with_allow_http(allow);
+    }
+    if let Some(virtual_hosted) = s3.s3_virtual_hosted {
+        b = b.with_virtual_hosted_style_request(virtual_hosted);
+    }
+    if let Some(e) = &s3.s3_endpoint {
+        b = b.with_endpoint(e);
+    }
+    if let Some(k) = &s3.s3_access_key_id {
+        b = b.with_access_key_id(k);
+    }
+    if let Some(k) = &s3.s3_secret_access_key {
+        b = b.with_secret_access_key(k);
+    }
+    b
+}
+
 fn prefixed(store: Arc<dyn ObjectStore>, prefix: &str) -> Arc<dyn ObjectStore> {
     if prefix.is_empty() {
         store
@@ -254,6 +266,83 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use object_store::aws::AmazonS3ConfigKey;
+    use object_store::ClientConfigKey;
+
+    fn unset() -> S3Settings {
+        S3Settings {
+            s3_endpoint: None,
+            s3_region: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_allow_http: None,
+            s3_virtual_hosted: None,
+        }
+    }
+
+    /// What `from_env` reads from `AWS_REGION`, `AWS_ALLOW_HTTP`, `AWS_ENDPOINT`.
+    fn aws_env() -> AmazonS3Builder {
+        AmazonS3Builder::new()
+            .with_config(AmazonS3ConfigKey::Region, "eu-west-3")
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp),
+                "true",
+            )
+            .with_config(AmazonS3ConfigKey::Endpoint, "http://minio:9000")
+    }
+
+    #[test]
+    fn unset_s3_settings_leave_the_aws_environment_alone() {
+        let b = s3_builder(aws_env(), &unset(), "bkt");
+        let get = |k: &AmazonS3ConfigKey| b.get_config_value(k);
+        assert_eq!(
+            get(&AmazonS3ConfigKey::Region).as_deref(),
+            Some("eu-west-3")
+        );
+        assert_eq!(
+            get(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp)).as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            get(&AmazonS3ConfigKey::Endpoint).as_deref(),
+            Some("http://minio:9000")
+        );
+        assert_eq!(get(&AmazonS3ConfigKey::Bucket).as_deref(), Some("bkt"));
+        // Nothing anywhere: the object store's own default region (us-east-1) applies at build.
+        let b = s3_builder(AmazonS3Builder::new(), &unset(), "bkt");
+        assert_eq!(b.get_config_value(&AmazonS3ConfigKey::Region), None);
+        assert!(b.build().is_ok());
+    }
+
+    #[test]
+    fn set_s3_settings_win_over_the_aws_environment() {
+        let s3 = S3Settings {
+            s3_region: Some("ap-south-1".into()),
+            s3_allow_http: Some(false),
+            s3_endpoint: Some("https://ceph:443".into()),
+            s3_virtual_hosted: Some(true),
+            ..unset()
+        };
+        let b = s3_builder(aws_env(), &s3, "bkt");
+        let get = |k: &AmazonS3ConfigKey| b.get_config_value(k);
+        assert_eq!(
+            get(&AmazonS3ConfigKey::Region).as_deref(),
+            Some("ap-south-1")
+        );
+        assert_eq!(
+            get(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp)).as_deref(),
+            Some("false")
+        );
+        assert_eq!(
+            get(&AmazonS3ConfigKey::Endpoint).as_deref(),
+            Some("https://ceph:443")
+        );
+        assert_eq!(
+            get(&AmazonS3ConfigKey::VirtualHostedStyleRequest).as_deref(),
+            Some("true")
+        );
+    }
 
     #[test]
     fn hdfs_config_pairs() {

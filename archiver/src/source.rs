@@ -4,14 +4,22 @@
 //! delete of a window.
 //!
 //! The stream is a keyset read in `(created_at, _id)` order, so a cursor lost mid-window
-//! (timeout, failover) resumes after the last row instead of starting over. Failed queries
-//! and lost cursors are retried with [`Backoff`] — waits of 0.5 s, 1 s, 2 s, 2 s, 2 s — and the
-//! window gives up on the 6th failure: at most [`MAX_RETRIES`] retries and 7.5 s of waiting per
-//! window, the same budget as the linear 0.5 s × attempt waits this replaced.
+//! (timeout, failover) resumes after the last row instead of starting over.
+//!
+//! What is retried is what a cluster does in passing: an error [`is_transient`] classifies so
+//! (elections and stepdowns such as NotWritablePrimary, stale routing, shutdowns, a connection
+//! reset, no server selectable, the driver's retryable labels) and, for the stream only,
+//! CursorNotFound (the server dropped an idle cursor; the keyset resumes it). Anything else —
+//! a bad query, no authorization, a corrupt document — is this request's own fault, would fail
+//! again, and fails at once. The stream's queries and cursors, and each count and oldest-event
+//! query, are retried with [`Backoff`] — waits of 0.5 s, 1 s, 2 s, 2 s, 2 s — giving up on the
+//! 6th failure: at most [`MAX_RETRIES`] retries and 7.5 s of waiting per stream or query.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::time::Duration;
 
+use auditlog_common::error::{is_transient, server_error_code};
 use auditlog_common::retry::Backoff;
 use auditlog_common::schema::fields;
 use auditlog_common::store::Store;
@@ -27,6 +35,45 @@ use crate::window::Window;
 pub const MAX_RETRIES: u32 = 5;
 const FIRST_RETRY_WAIT: Duration = Duration::from_millis(500);
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(2);
+/// The server no longer has the cursor (idle timeout, or it was killed): the keyset resumes it.
+const CURSOR_NOT_FOUND: i32 = 43;
+
+/// Whether a failed query is worth another attempt (see the module docs).
+fn query_retryable(e: &mongodb::error::Error) -> bool {
+    is_transient(e)
+}
+
+/// Whether a cursor that failed is worth resuming after its last row (see the module docs).
+fn cursor_resumable(e: &mongodb::error::Error) -> bool {
+    is_transient(e) || server_error_code(e) == Some(CURSOR_NOT_FOUND)
+}
+
+/// Runs `query` until it succeeds, it fails with an error that is not transient, or the retry
+/// budget is spent.
+async fn with_retries<T, F, Fut>(operation: &'static str, mut query: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = mongodb::error::Result<T>>,
+{
+    let mut backoff = Backoff::new(FIRST_RETRY_WAIT, MAX_RETRY_WAIT);
+    loop {
+        match query().await {
+            Ok(v) => return Ok(v),
+            Err(e) if query_retryable(&e) && backoff.attempts() < MAX_RETRIES => {
+                tracing::warn!(
+                    error = %e,
+                    attempt = backoff.attempts() + 1,
+                    retry_in_ms = backoff.next_delay().as_millis() as u64,
+                    "MongoDB {operation} failed; retrying"
+                );
+                if !backoff.wait().await {
+                    return Err(ArchiveError::mongo(operation)(e));
+                }
+            }
+            Err(e) => return Err(ArchiveError::mongo(operation)(e)),
+        }
+    }
+}
 
 /// MongoDB filter for the events of a window.
 pub fn window_filter(w: &Window) -> Document {
@@ -67,10 +114,11 @@ impl Source {
 
     /// MongoDB's count of the window's events.
     pub async fn count(&self, w: &Window) -> Result<u64> {
-        self.events
-            .count_documents(window_filter(w))
-            .await
-            .map_err(ArchiveError::mongo("count window events"))
+        let events = &self.events;
+        with_retries("count window events", || async move {
+            events.count_documents(window_filter(w)).await
+        })
+        .await
     }
 
     /// `created_at` of the oldest event at or after `from`.
@@ -79,13 +127,16 @@ impl Source {
             Some(t) => doc! { fields::CREATED_AT: { "$gte": bson::DateTime::from_chrono(t) } },
             None => doc! { fields::CREATED_AT: { "$exists": true } },
         };
-        let found: Option<Document> = self
-            .events
-            .find_one(filter)
-            .sort(doc! { fields::CREATED_AT: 1 })
-            .projection(doc! { fields::CREATED_AT: 1, fields::ID: 0 })
-            .await
-            .map_err(ArchiveError::mongo("find oldest event"))?;
+        let events = &self.events;
+        let filter = &filter;
+        let found: Option<Document> = with_retries("find oldest event", || async move {
+            events
+                .find_one(filter.clone())
+                .sort(doc! { fields::CREATED_AT: 1 })
+                .projection(doc! { fields::CREATED_AT: 1, fields::ID: 0 })
+                .await
+        })
+        .await?;
         Ok(found
             .and_then(|d| d.get_datetime(fields::CREATED_AT).ok().copied())
             .map(|d| d.to_chrono()))
@@ -171,7 +222,8 @@ impl WindowEvents {
                 match self.open().await {
                     Ok(c) => self.cursor = Some(c),
                     Err(e) => {
-                        self.retry(e, "find window events", "query failed; retrying")
+                        let retryable = query_retryable(&e);
+                        self.retry(e, retryable, "find window events", "query failed; retrying")
                             .await?;
                         continue;
                     }
@@ -188,8 +240,10 @@ impl WindowEvents {
                 Ok(None) => self.done = true,
                 Err(e) => {
                     self.cursor = None;
+                    let resumable = cursor_resumable(&e);
                     self.retry(
                         e,
+                        resumable,
                         "read window events",
                         "cursor lost; resuming after the last archived row",
                     )
@@ -219,14 +273,16 @@ impl WindowEvents {
             .await
     }
 
-    /// Waits before the next attempt, or fails with `e` once the retries are used up.
+    /// Waits before the next attempt, or fails with `e` when it is not `retryable` or the
+    /// retries are used up.
     async fn retry(
         &mut self,
         e: mongodb::error::Error,
+        retryable: bool,
         operation: &'static str,
         message: &'static str,
     ) -> Result<()> {
-        if self.backoff.attempts() >= MAX_RETRIES {
+        if !retryable || self.backoff.attempts() >= MAX_RETRIES {
             return Err(ArchiveError::mongo(operation)(e));
         }
         tracing::warn!(
@@ -279,6 +335,30 @@ mod tests {
         assert_eq!(*range.get_datetime("$gte").unwrap(), last);
         assert_eq!(range.get_datetime("$lt").unwrap().to_chrono(), w.end);
         assert_eq!(f.get_array("$or").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn lost_connections_are_retried() {
+        let reset =
+            mongodb::error::Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(query_retryable(&reset));
+        assert!(cursor_resumable(&reset));
+    }
+
+    #[tokio::test]
+    async fn a_query_failing_with_an_error_that_is_not_transient_is_not_retried() {
+        let mut attempts = 0;
+        let r: Result<()> = with_retries("q", || {
+            attempts += 1;
+            async {
+                Err(mongodb::error::Error::custom(
+                    "a driver error without a transient kind or label",
+                ))
+            }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(attempts, 1);
     }
 
     #[test]

@@ -6,23 +6,33 @@
 //!   status` reads the latest `end` from here.
 //! - `archive_lease`: one document per archived collection naming the archiver that may work;
 //!   it expires unless renewed, so a crashed archiver blocks others for one lease TTL at most.
+//!   The holder fences itself: once its renewals have failed for so long that the lease could
+//!   have expired (less a safety third of the TTL, see [`Lease::check`]), or another archiver
+//!   holds it, every further write is refused with [`ArchiveError::LeaseLost`].
+//! - `archive_runs`: one document per archived collection describing the last successful run
+//!   (end, duration, the schedule and its next firing), for the service's alerts and the TTL
+//!   guard's expected run time.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
-use auditlog_common::archive_state::{fields, LEASE_COLLECTION, WINDOWS_COLLECTION};
+use auditlog_common::archive_state::{
+    fields, runs, LEASE_COLLECTION, RUNS_COLLECTION, WINDOWS_COLLECTION,
+};
 use auditlog_common::error::{codes, server_error_code};
 use auditlog_common::store::Store;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use mongodb::bson::{self, doc, oid::ObjectId, Document};
+use mongodb::bson::{self, doc, oid::ObjectId, Bson, Document};
 use mongodb::options::ReturnDocument;
 use mongodb::Collection;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::error::{ArchiveError, Result};
+use crate::schedule::Schedule;
 use crate::sink::FileFacts;
 use crate::window::Window;
 
@@ -95,6 +105,8 @@ pub fn window_checksum(files: &[FileRecord]) -> String {
 pub struct State {
     windows: Collection<WindowRecord>,
     lease: Collection<Document>,
+    runs: Collection<Document>,
+    /// `<db>.<collection>`: the `_id` of the lease and of the runs document.
     lease_key: String,
 }
 
@@ -104,6 +116,7 @@ impl State {
         State {
             windows: db.collection(WINDOWS_COLLECTION),
             lease: db.collection(LEASE_COLLECTION),
+            runs: db.collection(RUNS_COLLECTION),
             lease_key: format!("{}.{}", store.db_name, store.collection_name),
         }
     }
@@ -154,8 +167,8 @@ impl State {
         Ok(())
     }
 
-    /// Takes the lease for `ttl`, or says who holds it. Renewed in the background until the
-    /// returned guard is released or dropped.
+    /// Takes the lease for `ttl`, or says who holds it. Renewed in the background (every third
+    /// of `ttl`, sooner after a failure) until the returned guard is released or dropped.
     pub async fn acquire_lease(&self, ttl: Duration) -> Result<Lease> {
         let owner = format!(
             "{}:{}:{}",
@@ -166,6 +179,7 @@ impl State {
         let expires = move |now: DateTime<Utc>| {
             bson::DateTime::from_chrono(now + chrono::Duration::from_std(ttl).unwrap_or_default())
         };
+        let sent = Instant::now();
         let now = Utc::now();
         let taken = self
             .lease
@@ -207,31 +221,62 @@ impl State {
         }
         tracing::debug!(%owner, "lease taken");
 
-        let lost = Arc::new(AtomicBool::new(false));
+        let fence = Arc::new(Fence::new(sent, ttl));
         let renew = {
             let lease = self.lease.clone();
             let key = self.lease_key.clone();
             let owner = owner.clone();
-            let lost = lost.clone();
+            let fence = fence.clone();
             tokio::spawn(async move {
                 let every = ttl / 3;
+                // After a failure, try again sooner (every sixth of the TTL), so a brief outage
+                // is bridged before the fence closes two thirds of the TTL after the last renewal.
+                let retry_every = ttl / 6;
+                let mut wait = every;
                 loop {
-                    tokio::time::sleep(every).await;
-                    let r = lease
-                        .update_one(
-                            doc! { "_id": &key, "owner": &owner },
-                            doc! { "$set": { "expires_at": expires(Utc::now()) } },
-                        )
-                        .await;
-                    match r {
-                        Ok(u) if u.matched_count == 1 => {}
-                        Ok(_) => {
+                    tokio::time::sleep(wait).await;
+                    let sent = Instant::now();
+                    // A renewal that hangs is a failed one: the fence does not wait for it.
+                    let r = tokio::time::timeout(
+                        retry_every,
+                        lease
+                            .update_one(
+                                doc! { "_id": &key, "owner": &owner },
+                                doc! { "$set": { "expires_at": expires(Utc::now()) } },
+                            )
+                            .into_future(),
+                    )
+                    .await;
+                    let failure = match r {
+                        Ok(Ok(u)) if u.matched_count == 1 => {
+                            fence.renewed(sent);
+                            wait = every;
+                            continue;
+                        }
+                        Ok(Ok(_)) => {
+                            fence.lose("another archiver took it over".into());
                             tracing::error!("lease taken over by another archiver; stopping");
-                            lost.store(true, Ordering::SeqCst);
                             return;
                         }
-                        // A transient error: the lease lasts 3 renewals, try again.
-                        Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => format!("no answer within {} ms", retry_every.as_millis()),
+                    };
+                    wait = retry_every;
+                    match fence.check() {
+                        Ok(()) => tracing::warn!(
+                            error = %failure,
+                            retry_in_ms = retry_every.as_millis() as u64,
+                            "lease renewal failed; retrying"
+                        ),
+                        Err(_) => {
+                            fence.lose(format!(
+                                "renewals failed until it could expire (last error: {failure})"
+                            ));
+                            tracing::error!(error = %failure,
+                                "lease renewals failed for too long: another archiver may take \
+                                 it over now; stopping");
+                            return;
+                        }
                     }
                 }
             })
@@ -240,28 +285,167 @@ impl State {
             collection: self.lease.clone(),
             key: self.lease_key.clone(),
             owner,
-            lost,
+            fence,
             renew,
         })
     }
+
+    /// Records a run that finished without error in [`RUNS_COLLECTION`], for the service's
+    /// alerts: when it ended, how long it took, and when the schedule fires next.
+    pub async fn record_run(
+        &self,
+        finished: DateTime<Utc>,
+        took: Duration,
+        schedule: &Schedule,
+    ) -> Result<()> {
+        self.runs
+            .update_one(
+                doc! { "_id": &self.lease_key },
+                run_update(finished, took, schedule),
+            )
+            .upsert(true)
+            .await
+            .map_err(ArchiveError::mongo("record run"))?;
+        Ok(())
+    }
+
+    /// How long the last successful run took, in seconds (none recorded yet: `None`).
+    pub async fn last_run_seconds(&self) -> Result<Option<f64>> {
+        let found = self
+            .runs
+            .find_one(doc! { "_id": &self.lease_key })
+            .projection(doc! { runs::LAST_RUN_SECONDS: 1 })
+            .await
+            .map_err(ArchiveError::mongo("read run record"))?;
+        Ok(found.and_then(|d| match d.get(runs::LAST_RUN_SECONDS) {
+            Some(Bson::Double(v)) => Some(*v),
+            Some(Bson::Int64(v)) => Some(*v as f64),
+            Some(Bson::Int32(v)) => Some(f64::from(*v)),
+            _ => None,
+        }))
+    }
 }
 
-/// A held lease. [`Lease::check`] before every commit; [`Lease::release`] when done.
+/// The update of the runs document after a successful run. Fields the schedule cannot give
+/// (it never fires again) are removed, so no stale value outlives the schedule it came from.
+fn run_update(finished: DateTime<Utc>, took: Duration, schedule: &Schedule) -> Document {
+    let mut set = doc! {
+        runs::LAST_SUCCESS_AT: bson::DateTime::from_chrono(finished),
+        runs::LAST_RUN_SECONDS: took.as_secs_f64(),
+        runs::SCHEDULE: schedule.as_str(),
+    };
+    let mut unset = Document::new();
+    let next = schedule.next_after(finished);
+    match next {
+        Some(n) => set.insert(runs::NEXT_RUN_AT, bson::DateTime::from_chrono(n)),
+        None => unset.insert(runs::NEXT_RUN_AT, ""),
+    };
+    match schedule.period_after(finished) {
+        Some(p) => set.insert(runs::SCHEDULE_PERIOD_SECONDS, p),
+        None => unset.insert(runs::SCHEDULE_PERIOD_SECONDS, ""),
+    };
+    let mut update = doc! { "$set": set };
+    if !unset.is_empty() {
+        update.insert("$unset", unset);
+    }
+    update
+}
+
+/// When the lease stops being ours, as far as this process can tell.
+///
+/// The lease document says `expires_at` = (our clock when the renewal was sent) + TTL, and
+/// another archiver may take it over once its own clock passes that. So the last renewal the
+/// server confirmed fixes the earliest moment the lease can pass on; we stop working a third
+/// of the TTL before it ([`Fence::work_until`]). That third absorbs clock skew between the
+/// archivers and the time the writer takes to notice (it checks before every batch, every
+/// file it publishes and every record). It is computed from the monotonic clock on every
+/// [`Fence::check`], not only by the renewal task, so a renewal that hangs cannot keep the
+/// archiver working.
+struct Fence {
+    ttl: Duration,
+    inner: std::sync::Mutex<FenceState>,
+}
+
+struct FenceState {
+    /// When the last renewal the server confirmed was sent.
+    renewed_at: Instant,
+    /// Set when the lease is known lost (taken over, or renewals failed too long).
+    lost: Option<String>,
+}
+
+impl Fence {
+    fn new(acquired_at: Instant, ttl: Duration) -> Self {
+        Fence {
+            ttl,
+            inner: std::sync::Mutex::new(FenceState {
+                renewed_at: acquired_at,
+                lost: None,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, FenceState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last moment to work, for a lease last renewed at `renewed_at`.
+    fn work_until(&self, renewed_at: Instant) -> Instant {
+        renewed_at + self.ttl - self.ttl / 3
+    }
+
+    fn renewed(&self, sent: Instant) {
+        let mut s = self.state();
+        if s.lost.is_none() && sent > s.renewed_at {
+            s.renewed_at = sent;
+        }
+    }
+
+    fn lose(&self, reason: String) {
+        let mut s = self.state();
+        if s.lost.is_none() {
+            s.lost = Some(reason);
+        }
+    }
+
+    fn check_at(&self, now: Instant) -> Result<()> {
+        let s = self.state();
+        if let Some(reason) = &s.lost {
+            return Err(ArchiveError::LeaseLost {
+                reason: reason.clone(),
+            });
+        }
+        let until = self.work_until(s.renewed_at);
+        if now >= until {
+            return Err(ArchiveError::LeaseLost {
+                reason: format!(
+                    "not renewed for {} s of its {} s TTL",
+                    now.saturating_duration_since(s.renewed_at).as_secs(),
+                    self.ttl.as_secs()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<()> {
+        self.check_at(Instant::now())
+    }
+}
+
+/// A held lease. [`Lease::check`] before every write; [`Lease::release`] when done.
 pub struct Lease {
     collection: Collection<Document>,
     key: String,
     owner: String,
-    lost: Arc<AtomicBool>,
+    fence: Arc<Fence>,
     renew: tokio::task::JoinHandle<()>,
 }
 
 impl Lease {
+    /// `Err(LeaseLost)` once the lease is lost or could have expired (see [`Fence`]): the
+    /// caller must not write anything more.
     pub fn check(&self) -> Result<()> {
-        if self.lost.load(Ordering::SeqCst) {
-            Err(ArchiveError::LeaseLost)
-        } else {
-            Ok(())
-        }
+        self.fence.check()
     }
 
     pub async fn release(self) {
@@ -315,6 +499,58 @@ mod tests {
         let d = bson::to_document(&rec).unwrap();
         assert_eq!(d.get_datetime(fields::START).unwrap(), &rec.start);
         assert_eq!(d.get_datetime(fields::END).unwrap(), &rec.end);
+    }
+
+    #[test]
+    fn the_runs_document_says_when_the_schedule_fires_next_and_how_often() {
+        let finished = DateTime::parse_from_rfc3339("2024-05-01T02:17:30Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let daily = Schedule::parse("0 0 2 * * *").unwrap();
+        let u = run_update(finished, Duration::from_millis(1_050_500), &daily);
+        let set = u.get_document("$set").unwrap();
+        assert_eq!(
+            set.get_datetime(runs::LAST_SUCCESS_AT).unwrap().to_chrono(),
+            finished
+        );
+        assert_eq!(set.get_f64(runs::LAST_RUN_SECONDS).unwrap(), 1050.5);
+        assert_eq!(
+            set.get_datetime(runs::NEXT_RUN_AT).unwrap().to_chrono(),
+            DateTime::parse_from_rfc3339("2024-05-02T02:00:00Z").unwrap()
+        );
+        assert_eq!(set.get_i64(runs::SCHEDULE_PERIOD_SECONDS).unwrap(), 86_400);
+        assert_eq!(set.get_str(runs::SCHEDULE).unwrap(), "0 0 2 * * *");
+        assert!(u.get("$unset").is_none());
+        // A schedule that never fires again: no stale next run or period is left behind.
+        let never = Schedule::parse("0 0 0 30 2 *").unwrap();
+        let u = run_update(finished, Duration::from_secs(1), &never);
+        let unset = u.get_document("$unset").unwrap();
+        assert!(unset.contains_key(runs::NEXT_RUN_AT));
+        assert!(unset.contains_key(runs::SCHEDULE_PERIOD_SECONDS));
+    }
+
+    #[test]
+    fn the_fence_closes_a_third_of_the_ttl_before_the_lease_can_expire() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let fence = Fence::new(t0, s(60));
+        assert!(fence.check_at(t0 + s(39)).is_ok());
+        // Renewals failed since t0: at 40 s the lease has 20 s left, and we stop.
+        let err = fence.check_at(t0 + s(40)).unwrap_err();
+        assert!(matches!(err, ArchiveError::LeaseLost { .. }), "{err}");
+        assert!(err.to_string().contains("lease was lost"), "{err}");
+        // A confirmed renewal sent at 20 s moves the fence to 60 s.
+        fence.renewed(t0 + s(20));
+        assert!(fence.check_at(t0 + s(59)).is_ok());
+        assert!(fence.check_at(t0 + s(60)).is_err());
+        // A confirmation of an older renewal arriving late does not move it back.
+        fence.renewed(t0 + s(10));
+        assert!(fence.check_at(t0 + s(59)).is_ok());
+        // Lost is final, whatever renewals say afterwards.
+        fence.lose("another archiver took it over".into());
+        fence.renewed(t0 + s(30));
+        let err = fence.check_at(t0 + s(31)).unwrap_err();
+        assert!(err.to_string().contains("took it over"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `status`: what an operator asks first — what is archived, what is due, how far behind,
-//! and how long until TTL would expire the oldest unarchived event.
+//! how long until TTL would expire the oldest unarchived event, and how long it must last
+//! (until the next scheduled run is expected to have archived it, plus the margin).
 
 use std::fmt::Write as _;
 
@@ -58,7 +59,17 @@ pub async fn status(
     let (due, oldest) = source
         .unarchived(&recorded, cutoff, settings.window_seconds())
         .await?;
-    let guard = guard::check(store, server_supports_ttl, settings, metrics, oldest, false).await?;
+    let last_run_seconds = state.last_run_seconds().await?;
+    let guard = guard::check(
+        store,
+        server_supports_ttl,
+        settings,
+        metrics,
+        oldest,
+        last_run_seconds,
+        false,
+    )
+    .await?;
     let last = records.iter().max_by_key(|r| r.end).map(|r| WindowSummary {
         start: r.start.to_chrono(),
         end: r.end.to_chrono(),
@@ -116,16 +127,23 @@ pub fn render(r: &StatusReport) -> String {
     );
     let _ = writeln!(s, "lag:                  {} s", r.lag_seconds);
     let g = &r.guard;
-    let expiry = match (g.seconds_left, g.ttl_seconds) {
-        (Some(left), Some(ttl)) => format!(
-            "{left} s left before expiry of the oldest unarchived event ({}; TTL {ttl} s from {:?}){}",
+    let expiry =
+        match (g.seconds_left, g.ttl_seconds) {
+            (Some(left), Some(ttl)) => {
+                format!(
+            "{left} s left before expiry of the oldest unarchived event ({}; TTL {ttl} s from \
+             {:?}); it must last {} s (next run + {} s expected run time + {} s margin){}",
             g.oldest_unarchived.map(|t| t.to_rfc3339()).unwrap_or_default(),
             g.ttl_source,
+            g.must_last_seconds,
+            g.expected_run_seconds,
+            g.safety_margin_seconds,
             if g.triggered { " — TTL GUARD TRIGGERED" } else { "" }
-        ),
-        (None, Some(_)) => "nothing unarchived".into(),
-        _ => "no TTL and no retention: nothing expires".into(),
-    };
+        )
+            }
+            (None, Some(_)) => "nothing unarchived".into(),
+            _ => "no TTL and no retention: nothing expires".into(),
+        };
     let _ = writeln!(s, "ttl:                  {expiry}");
     if let Some(n) = r.next_scheduled_run {
         let _ = writeln!(s, "next scheduled run:   {n}");
