@@ -63,7 +63,8 @@ async fn three_hundred_concurrent_8_mib_bodies_are_all_answered_within_a_gigabyt
         .collect();
     let (mut parsed, mut overloaded) = (0, 0);
     for r in requests {
-        let (status, retry_after, answer) = r.await.expect("task").expect("every request is answered");
+        let (status, retry_after, answer) =
+            r.await.expect("task").expect("every request is answered");
         match status {
             200 => {
                 assert_eq!(answer["rejected"], 1000, "{answer}");
@@ -78,9 +79,16 @@ async fn three_hundred_concurrent_8_mib_bodies_are_all_answered_within_a_gigabyt
         }
     }
     let peak = peak_rss(service.pid());
-    println!("300 × 8 MiB: {parsed} parsed, {overloaded} answered 503; service peak RSS {} MiB", peak >> 20);
+    println!(
+        "300 × 8 MiB: {parsed} parsed, {overloaded} answered 503; service peak RSS {} MiB",
+        peak >> 20
+    );
     assert!(parsed > 0, "no body got through");
-    assert!(peak < 1024 * 1024 * 1024, "peak RSS {} MiB is over the documented 1 GiB", peak >> 20);
+    assert!(
+        peak < 1024 * 1024 * 1024,
+        "peak RSS {} MiB is over the documented 1 GiB",
+        peak >> 20
+    );
     // The budget is released: once the burst is over, a body goes through again.
     let (status, _) = support::Api::new(&service)
         .post_event(&json!({"type": "after", "consumer": "c"}))
