@@ -84,6 +84,11 @@ pub enum DbCommand {
     /// Enables sharding for the database, shards the events collection, creates the query
     /// indexes and the TTL index. Each step is skipped when already done.
     Setup(SetupArgs),
+    /// Creates (or corrects) the custom roles `auditlogService` / `auditlogArchiver` and the
+    /// users given, through the router: least privilege on a cluster bootstrap did not set
+    /// up (an existing or managed MongoDB). Re-running changes nothing; passwords of existing
+    /// users are never rewritten.
+    Users(ComponentUsersArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +140,21 @@ pub struct BootstrapArgs {
     #[arg(long, env = "MONGODB_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
 
+    #[command(flatten)]
+    pub users: ComponentUsersArgs,
+
+    /// How long to keep waiting and retrying before giving up (e.g. `90s`, `10m`).
+    #[arg(long, env = "AUDIT_BOOTSTRAP_DEADLINE", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub deadline: Duration,
+
+    #[command(flatten)]
+    pub setup: SetupArgs,
+}
+
+/// The service's and the archiver's own users (least privilege), for `cluster bootstrap` and
+/// `db users`.
+#[derive(Debug, Clone, Args)]
+pub struct ComponentUsersArgs {
     /// The service's own user (custom role `auditlogService`: insert and find on the events
     /// collection, its indexes, read the archive state), created if missing.
     #[arg(
@@ -160,13 +180,6 @@ pub struct BootstrapArgs {
     /// Password of the archiver's user (set when the user is created, never rewritten).
     #[arg(long, env = "AUDIT_ARCHIVER_MONGODB_PASSWORD", hide_env_values = true)]
     pub archiver_password: Option<String>,
-
-    /// How long to keep waiting and retrying before giving up (e.g. `90s`, `10m`).
-    #[arg(long, env = "AUDIT_BOOTSTRAP_DEADLINE", default_value = "10m", value_parser = humantime::parse_duration)]
-    pub deadline: Duration,
-
-    #[command(flatten)]
-    pub setup: SetupArgs,
 }
 
 #[derive(Debug, Clone, Args)]

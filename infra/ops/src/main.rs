@@ -74,7 +74,7 @@ async fn run(cli: Cli) -> Result<(), OpsError> {
                 config_replset: b.config_replset.clone(),
                 shard_replsets: b.shard_replsets.clone(),
                 admin: b.admin_username.clone().zip(b.admin_password.clone()),
-                app_users: app_users(b),
+                app_users: app_users(&b.users),
                 setup: plan(&b.setup),
             };
             tracing::info!(
@@ -103,6 +103,27 @@ async fn run(cli: Cli) -> Result<(), OpsError> {
             let setup_plan = plan(s);
             let result = Deadline::after(Duration::ZERO)
                 .retry("db setup", || setup::run(&cluster, &setup_plan, &steps))
+                .await;
+            print_steps(&steps);
+            result?;
+        }
+        Command::Db {
+            command: DbCommand::Users(u),
+        } => {
+            let users = app_users(u);
+            if users.is_empty() {
+                return Err(OpsError::Config(
+                    "no user given: pass --service-username/--service-password and/or \
+                     --archiver-username/--archiver-password"
+                        .into(),
+                ));
+            }
+            let steps = Steps::default();
+            let (db, coll) = (&cli.mongo.db_name, &cli.mongo.collection);
+            let result = Deadline::after(Duration::ZERO)
+                .retry("db users", || {
+                    roles::ensure(&cluster, &users, db, coll, &steps)
+                })
                 .await;
             print_steps(&steps);
             result?;
@@ -138,7 +159,7 @@ fn print_steps(steps: &Steps) {
 }
 
 /// The component users `cluster bootstrap` was given.
-fn app_users(b: &cli::BootstrapArgs) -> Vec<roles::AppUser> {
+fn app_users(b: &cli::ComponentUsersArgs) -> Vec<roles::AppUser> {
     let given = [
         (
             roles::Component::Service,

@@ -19,6 +19,7 @@ use auditlog_common::error::codes;
 use mongodb::bson::{doc, Bson, Document};
 
 use crate::cluster::{Cluster, Target};
+use crate::error::OpsError;
 use crate::retry::StepError;
 use crate::steps::Steps;
 
@@ -119,7 +120,17 @@ async fn ensure_role<C: Cluster>(
             doc! { "rolesInfo": { "role": role, "db": "admin" }, "showPrivileges": true },
         )
         .await
-        .map_err(|e| StepError::from_cmd(STEP, "rolesInfo", e))?;
+        .map_err(|e| {
+            if e.code() == Some(codes::COMMAND_NOT_FOUND) {
+                // FerretDB and other servers without role management.
+                StepError::Fatal(OpsError::Unsupported(format!(
+                    "the server has no role management (rolesInfo: {e}); component users need \
+                     real MongoDB"
+                )))
+            } else {
+                StepError::from_cmd(STEP, "rolesInfo", e)
+            }
+        })?;
     let current = info
         .get_array("roles")
         .ok()
