@@ -57,7 +57,7 @@ pub async fn write_window(
     };
     let mut batch = BatchBuilder::new(settings.batch_size as usize);
     let mut batch_partition: Option<String> = None;
-    let mut events = source.stream(w, settings.batch_size);
+    let mut events = source.stream(w, source.cursor_batch_size(settings.batch_size).await);
 
     // MongoDB's count runs beside the stream: on servers that scan (FerretDB) this halves the
     // wall time, and late writes are still caught because the stream must match it exactly.

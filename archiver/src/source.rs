@@ -176,6 +176,38 @@ impl Source {
         Ok((out, oldest))
     }
 
+    /// Documents per cursor batch: `configured`, or fewer when the collection's average
+    /// document is large, so that one reply stays near [`CURSOR_REPLY_BYTES`]. Real MongoDB
+    /// caps a reply at 16 MiB by itself; FerretDB returns the whole batch, and 4,096 events of
+    /// 60 KiB already exceed the 48 MB a wire message may have. Without `collStats` (or with
+    /// an empty collection) the configured size stands.
+    pub async fn cursor_batch_size(&self, configured: u32) -> u32 {
+        let stats = self
+            .events
+            .clone_with_type::<Document>()
+            .aggregate([doc! { "$collStats": { "storageStats": {} } }])
+            .await;
+        let avg = match stats {
+            Ok(mut cursor) => match cursor.try_next().await {
+                Ok(Some(d)) => d
+                    .get_document("storageStats")
+                    .ok()
+                    .and_then(|s| s.get("avgObjSize"))
+                    .and_then(|v| {
+                        v.as_f64()
+                            .or_else(|| v.as_i64().map(|n| n as f64))
+                            .or_else(|| v.as_i32().map(f64::from))
+                    }),
+                _ => None,
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "no collection statistics; cursor batches by rows only");
+                None
+            }
+        };
+        batch_size_for(configured, avg)
+    }
+
     /// The window's events in `(created_at, _id)` order, `batch_size` per cursor batch.
     pub fn stream(&self, w: &Window, batch_size: u32) -> WindowEvents {
         WindowEvents {
@@ -198,6 +230,22 @@ impl Source {
             .await
             .map_err(ArchiveError::mongo("delete purged window"))?
             .deleted_count)
+    }
+}
+
+/// What one cursor reply should hold at most: well under the 16 MiB MongoDB caps a reply at
+/// and the 48 MB a wire message may have.
+pub const CURSOR_REPLY_BYTES: f64 = 8.0 * 1024.0 * 1024.0;
+
+/// Documents per cursor batch for an average document of `avg_bytes` (twice the average, for
+/// windows of larger-than-average events), at most `configured`, at least 1.
+fn batch_size_for(configured: u32, avg_bytes: Option<f64>) -> u32 {
+    match avg_bytes {
+        Some(avg) if avg > 0.0 => {
+            let fit = (CURSOR_REPLY_BYTES / (2.0 * avg)).floor().max(1.0);
+            configured.min(fit as u32).max(1)
+        }
+        _ => configured,
     }
 }
 
@@ -319,6 +367,22 @@ impl WindowEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursor_batches_shrink_for_large_documents() {
+        assert_eq!(batch_size_for(4096, None), 4096);
+        assert_eq!(
+            batch_size_for(4096, Some(300.0)),
+            4096,
+            "small events: rows bound"
+        );
+        assert_eq!(
+            batch_size_for(4096, Some(200.0 * 1024.0)),
+            20,
+            "200 KiB events: 4 MiB per reply"
+        );
+        assert_eq!(batch_size_for(4096, Some(64.0 * 1024.0 * 1024.0)), 1);
+    }
 
     #[test]
     fn filters_are_half_open_and_resume_after_the_last_key() {

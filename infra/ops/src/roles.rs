@@ -71,7 +71,7 @@ impl Component {
                     "listIndexes",
                 ];
                 vec![
-                    on(collection, &["find", "listIndexes", "collMod"]),
+                    on(collection, &["find", "listIndexes", "collMod", "collStats"]),
                     on(WINDOWS_COLLECTION, &state),
                     on(LEASE_COLLECTION, &state),
                     on(RUNS_COLLECTION, &state),
