@@ -236,9 +236,16 @@ impl Archiver {
         let mut report = RunReport::default();
         let mut progress = Progress::new(windows.len() as u64);
         progress.set_total(windows.len() as u64);
+        let cursor_batch = self
+            .source
+            .cursor_batch_size(self.settings.batch_size)
+            .await;
         for w in windows {
             lease.check()?;
-            match self.archive_one(&w, lease, &mut progress).await {
+            match self
+                .archive_one(&w, cursor_batch, lease, &mut progress)
+                .await
+            {
                 Ok(rec) => {
                     report.archived += 1;
                     report.rows += rec.rows as u64;
@@ -264,12 +271,20 @@ impl Archiver {
     async fn archive_one(
         &self,
         w: &Window,
+        cursor_batch: u32,
         lease: &Lease,
         progress: &mut Progress,
     ) -> Result<WindowRecord> {
-        let written =
-            export::write_window(&self.source, &self.sink, &self.settings, w, lease, progress)
-                .await?;
+        let written = export::write_window(
+            &self.source,
+            &self.sink,
+            &self.settings,
+            w,
+            cursor_batch,
+            lease,
+            progress,
+        )
+        .await?;
         let files: Vec<FileRecord> = written.files.iter().map(FileRecord::from).collect();
         let bytes: u64 = written.files.iter().map(|f| f.bytes).sum();
         let rec = WindowRecord {

@@ -47,6 +47,7 @@ pub async fn write_window(
     sink: &Sink,
     settings: &Settings,
     w: &Window,
+    cursor_batch: u32,
     lease: &Lease,
     progress: &mut Progress,
 ) -> Result<Written> {
@@ -57,7 +58,7 @@ pub async fn write_window(
     };
     let mut batch = BatchBuilder::new(settings.batch_size as usize);
     let mut batch_partition: Option<String> = None;
-    let mut events = source.stream(w, source.cursor_batch_size(settings.batch_size).await);
+    let mut events = source.stream(w, cursor_batch);
 
     // MongoDB's count runs beside the stream: on servers that scan (FerretDB) this halves the
     // wall time, and late writes are still caught because the stream must match it exactly.

@@ -15,6 +15,7 @@
 //! query, are retried with [`Backoff`] — waits of 0.5 s, 1 s, 2 s, 2 s, 2 s — giving up on the
 //! 6th failure: at most [`MAX_RETRIES`] retries and 7.5 s of waiting per stream or query.
 
+use auditlog_common::store::number;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
@@ -103,7 +104,7 @@ impl Source {
     pub fn new(store: &Store) -> Self {
         Source {
             events: store.events(),
-            name: format!("{}.{}", store.db_name, store.collection_name),
+            name: store.namespace(),
         }
     }
 
@@ -180,7 +181,8 @@ impl Source {
     /// document is large, so that one reply stays near [`CURSOR_REPLY_BYTES`]. Real MongoDB
     /// caps a reply at 16 MiB by itself; FerretDB returns the whole batch, and 4,096 events of
     /// 60 KiB already exceed the 48 MB a wire message may have. Without `collStats` (or with
-    /// an empty collection) the configured size stands.
+    /// an empty collection) the configured size stands. Measured once per run, not per window:
+    /// the average moves slowly, and a backlog run may archive hundreds of windows.
     pub async fn cursor_batch_size(&self, configured: u32) -> u32 {
         let stats = self
             .events
@@ -193,11 +195,7 @@ impl Source {
                     .get_document("storageStats")
                     .ok()
                     .and_then(|s| s.get("avgObjSize"))
-                    .and_then(|v| {
-                        v.as_f64()
-                            .or_else(|| v.as_i64().map(|n| n as f64))
-                            .or_else(|| v.as_i32().map(f64::from))
-                    }),
+                    .and_then(number),
                 _ => None,
             },
             Err(e) => {

@@ -13,6 +13,7 @@
 //!   (end, duration, the schedule and its next firing), for the service's alerts and the TTL
 //!   guard's expected run time.
 
+use auditlog_common::store::number;
 use std::collections::BTreeSet;
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use auditlog_common::error::{codes, server_error_code};
 use auditlog_common::store::Store;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use mongodb::bson::{self, doc, oid::ObjectId, Bson, Document};
+use mongodb::bson::{self, doc, oid::ObjectId, Document};
 use mongodb::options::ReturnDocument;
 use mongodb::Collection;
 use serde::{Deserialize, Serialize};
@@ -117,7 +118,7 @@ impl State {
             windows: db.collection(WINDOWS_COLLECTION),
             lease: db.collection(LEASE_COLLECTION),
             runs: db.collection(RUNS_COLLECTION),
-            lease_key: format!("{}.{}", store.db_name, store.collection_name),
+            lease_key: store.namespace(),
         }
     }
 
@@ -317,12 +318,7 @@ impl State {
             .projection(doc! { runs::LAST_RUN_SECONDS: 1 })
             .await
             .map_err(ArchiveError::mongo("read run record"))?;
-        Ok(found.and_then(|d| match d.get(runs::LAST_RUN_SECONDS) {
-            Some(Bson::Double(v)) => Some(*v),
-            Some(Bson::Int64(v)) => Some(*v as f64),
-            Some(Bson::Int32(v)) => Some(f64::from(*v)),
-            _ => None,
-        }))
+        Ok(found.and_then(|d| d.get(runs::LAST_RUN_SECONDS).and_then(number)))
     }
 }
 

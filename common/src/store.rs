@@ -84,6 +84,12 @@ impl Store {
         })
     }
 
+    /// `<db>.<collection>` of the events: the key of the archiver's lease and runs documents,
+    /// and what reports call the namespace.
+    pub fn namespace(&self) -> String {
+        format!("{}.{}", self.db_name, self.collection_name)
+    }
+
     pub fn database(&self) -> Database {
         self.client.database(&self.db_name)
     }
@@ -125,6 +131,18 @@ pub fn server_info_from_replies(hello: &Document, build: &Document) -> ServerInf
         ferretdb_version: build.get_str("ferretdbVersion").ok().map(str::to_owned),
         is_mongos: hello.get_str("msg").ok() == Some("isdbgrid"),
         replica_set: hello.get_str("setName").ok().map(str::to_owned),
+    }
+}
+
+/// A numeric reply field as `f64`, whichever BSON number type the server chose (MongoDB and
+/// FerretDB report the same figure as int32, int64 or double).
+pub fn number(value: &mongodb::bson::Bson) -> Option<f64> {
+    use mongodb::bson::Bson;
+    match value {
+        Bson::Double(v) => Some(*v),
+        Bson::Int64(v) => Some(*v as f64),
+        Bson::Int32(v) => Some(f64::from(*v)),
+        _ => None,
     }
 }
 

@@ -7,6 +7,7 @@
 //! archiver; the service is always there. A read that fails leaves the previous values and
 //! counts a store error: stale figures are visible through `auditlog_archive_watch_age_seconds`.
 
+use auditlog_common::store::number;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,7 +93,7 @@ pub async fn read(
     let runs = store
         .database()
         .collection::<Document>(RUNS_COLLECTION)
-        .find_one(doc! { "_id": format!("{}.{}", store.db_name, store.collection_name) })
+        .find_one(doc! { "_id": store.namespace() })
         .await
         .map_err(|source| auditlog_common::StoreError::Command {
             command: "find archive_runs",
@@ -105,11 +106,7 @@ pub async fn read(
     let schedule_period_seconds = runs
         .as_ref()
         .and_then(|r| r.get(runs::SCHEDULE_PERIOD_SECONDS))
-        .and_then(|b| {
-            b.as_f64()
-                .or_else(|| b.as_i64().map(|v| v as f64))
-                .or_else(|| b.as_i32().map(f64::from))
-        })
+        .and_then(number)
         .unwrap_or(0.0);
     Ok(ArchiveFigures {
         oldest_unarchived_age_seconds: age_seconds.unwrap_or(0.0),

@@ -25,98 +25,84 @@ const DECODED_ENCODINGS: [&str; 5] = ["gzip", "deflate", "br", "zstd", "identity
 /// Subtypes of `application/` taken as NDJSON (one JSON value per line).
 const NDJSON_SUBTYPES: [&str; 4] = ["x-ndjson", "ndjson", "jsonl", "x-jsonlines"];
 
-/// A share of `AUDIT_MAX_INFLIGHT_BODY_BYTES` for one request body, held until the body (and
-/// what is parsed from it) is dropped. Taken before the first byte is read: the body's
-/// Content-Length when it is not compressed, else the largest accepted body, since the
-/// decompressed size is unknown until read.
-pub fn reserve_body(
-    req: &Request,
-    state: &AppState,
-) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    let max = state.limits.max_body_bytes;
-    let compressed = req
-        .headers()
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let bytes = match declared {
-        Some(n) if !compressed => n.min(max),
-        _ => max,
-    };
-    let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-    state
-        .body_budget
-        .clone()
-        .try_acquire_many_owned(kib)
-        .map_err(|_| ApiError::Overloaded)
+/// What the headers say about a body, read once.
+struct BodyHeaders {
+    /// `Content-Encoding`, lower-cased; checked to be one the middleware decodes.
+    encoding: Option<String>,
+    /// `Content-Length`: the real size when the body is not compressed.
+    declared: Option<usize>,
 }
 
-/// Reserves the body's budget, or — over budget — reads the body into nothing (memory stays
-/// flat) so the client, still sending, receives the 503 instead of a broken connection.
-async fn reserve_or_drain(
-    req: &Request,
-    body: &mut RequestBody,
-    state: &AppState,
-) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    match reserve_body(req, state) {
-        Ok(permit) => Ok(permit),
-        Err(e) => {
-            if let Ok(b) = body.take() {
-                let limit = u64::try_from(state.limits.max_body_bytes)
-                    .unwrap_or(u64::MAX)
-                    .saturating_add(1);
-                let _ =
-                    tokio::io::copy(&mut b.into_async_read().take(limit), &mut tokio::io::sink())
-                        .await;
+impl BodyHeaders {
+    fn of(req: &Request) -> Result<Self, ApiError> {
+        let encoding = req
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
+        if let Some(enc) = &encoding {
+            if !DECODED_ENCODINGS.contains(&enc.as_str()) {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "Content-Encoding {enc:?} is not supported; use {} or none",
+                    DECODED_ENCODINGS.join(", ")
+                )));
             }
-            Err(e)
+        }
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        Ok(BodyHeaders { encoding, declared })
+    }
+
+    /// The declared length, when it is the real one (no compression).
+    fn real_length(&self) -> Option<usize> {
+        match self.encoding.as_deref() {
+            None | Some("identity") => self.declared,
+            Some(_) => None,
         }
     }
 }
 
-/// Reads the whole body, refusing more than `max_bytes` (after decompression).
-pub async fn read_capped(
+/// Reads a whole request body under both limits: at most `AUDIT_MAX_BODY_BYTES` (after
+/// decompression), and a share of `AUDIT_MAX_INFLIGHT_BODY_BYTES` taken before the first byte
+/// is read — the real length when known, else the largest accepted body, since a compressed
+/// body's size is unknown until read. The share is held until the returned permit (kept with
+/// the bytes and what is parsed from them) is dropped. Over budget, the body is read into
+/// nothing (memory stays flat) so the client, still sending, receives the 503 instead of a
+/// broken connection.
+async fn read_body(
     req: &Request,
     body: &mut RequestBody,
-    max_bytes: usize,
-) -> Result<Vec<u8>, ApiError> {
-    let encoding = req
-        .headers()
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
-    if let Some(enc) = &encoding {
-        if !DECODED_ENCODINGS.contains(&enc.as_str()) {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "Content-Encoding {enc:?} is not supported; use {} or none",
-                DECODED_ENCODINGS.join(", ")
-            )));
-        }
-    }
-    // Without compression the declared length is the real one: refuse early.
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if encoding.is_none() && declared.is_some_and(|n| n > max_bytes) {
+    state: &AppState,
+) -> Result<(Vec<u8>, tokio::sync::OwnedSemaphorePermit), ApiError> {
+    let max_bytes = state.limits.max_body_bytes;
+    let headers = BodyHeaders::of(req)?;
+    if headers.real_length().is_some_and(|n| n > max_bytes) {
         return Err(ApiError::BodyTooLarge { max_bytes });
     }
-    let Ok(body) = body.take() else {
-        return Ok(Vec::new());
-    };
-    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(max_bytes));
+    let reserve = headers.real_length().unwrap_or(max_bytes);
+    let kib = u32::try_from(reserve.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    // One byte over the cap is enough to know the body is too large.
     let limit = u64::try_from(max_bytes)
         .unwrap_or(u64::MAX)
         .saturating_add(1);
+    let Ok(permit) = state.body_budget.clone().try_acquire_many_owned(kib) else {
+        if let Ok(b) = body.take() {
+            let _ =
+                tokio::io::copy(&mut b.into_async_read().take(limit), &mut tokio::io::sink()).await;
+        }
+        return Err(ApiError::Overloaded);
+    };
+    let Ok(body) = body.take() else {
+        return Ok((Vec::new(), permit));
+    };
+    let mut buf = Vec::with_capacity(headers.declared.unwrap_or(0).min(max_bytes));
     body.into_async_read()
         .take(limit)
         .read_to_end(&mut buf)
         .await
-        .map_err(|e| match &encoding {
+        .map_err(|e| match &headers.encoding {
             Some(enc) => {
                 ApiError::MalformedJson(format!("cannot decode the {enc} request body: {e}"))
             }
@@ -125,7 +111,7 @@ pub async fn read_capped(
     if buf.len() > max_bytes {
         return Err(ApiError::BodyTooLarge { max_bytes });
     }
-    Ok(buf)
+    Ok((buf, permit))
 }
 
 fn state(req: &Request) -> Result<&Arc<AppState>, ApiError> {
@@ -239,10 +225,9 @@ impl<'a, T: BodySchema> ApiExtractor<'a> for JsonBody<T> {
             }
             _ => return Err(wrong_type(req, "application/json").into()),
         };
-        let state = state(req)?;
-        let budget = reserve_or_drain(req, body, state).await?;
+        let (bytes, budget) = read_body(req, body, state(req)?).await?;
         Ok(JsonBody {
-            bytes: read_capped(req, body, state.limits.max_body_bytes).await?,
+            bytes,
             format,
             _budget: budget,
             schema: PhantomData,
@@ -276,9 +261,7 @@ impl<'a> poem::FromRequest<'a> for OptionalFindBody {
         if content_type(req).is_some() && !media_type(req).is_some_and(|m| is_json(&m)) {
             return Err(wrong_type(req, "application/json").into());
         }
-        let state = state(req)?;
-        let budget = reserve_or_drain(req, body, state).await?;
-        let bytes = read_capped(req, body, state.limits.max_body_bytes).await?;
+        let (bytes, budget) = read_body(req, body, state(req)?).await?;
         Ok(OptionalFindBody {
             bytes,
             _budget: Some(budget),

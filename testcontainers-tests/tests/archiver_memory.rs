@@ -11,19 +11,6 @@ use mongodb::bson::doc;
 use support::{event, hour_days_ago, insert, Archiver};
 use testcontainers_tests::mongo::test_mongo;
 
-/// Peak resident memory (VmHWM) of a running process, in bytes; 0 once it is gone.
-fn peak_rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
-}
-
 #[tokio::test]
 async fn large_events_are_archived_within_a_documented_memory_bound() {
     let mongo = test_mongo().await;
@@ -53,7 +40,7 @@ async fn large_events_are_archived_within_a_documented_memory_bound() {
     let pid = child.id();
     let mut peak = 0;
     let status = loop {
-        peak = peak.max(peak_rss(pid));
+        peak = peak.max(testcontainers_tests::peak_rss(pid).unwrap_or(0));
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }

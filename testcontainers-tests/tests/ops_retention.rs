@@ -6,16 +6,11 @@
 mod support;
 
 use auditlog_common::schema;
-use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
-use support::ops;
+use mongodb::bson::{doc, DateTime, Document};
+use support::{event, ops};
 use testcontainers_tests::mongo::test_mongo;
 
 const DAY_MS: i64 = 86_400_000;
-
-fn event(consumer: &str, created_ms: i64) -> Document {
-    doc! { "_id": ObjectId::new(), "type": "t", "consumer": consumer,
-    "created_at": DateTime::from_millis(created_ms) }
-}
 
 #[tokio::test]
 async fn retention_set_refuses_to_expire_unarchived_events_naming_the_oldest() {

@@ -6,14 +6,9 @@
 #[path = "support/ops.rs"]
 mod support;
 
-use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
-use support::ops;
+use mongodb::bson::{doc, DateTime, Document};
+use support::{event, ops};
 use testcontainers_tests::mongo::test_mongo;
-
-fn event(consumer: &str, created_ms: i64) -> Document {
-    doc! { "_id": ObjectId::new(), "type": "t", "consumer": consumer,
-    "created_at": DateTime::from_millis(created_ms) }
-}
 
 #[tokio::test]
 async fn db_users_creates_the_component_roles_and_users_once_or_says_the_server_has_no_roles() {

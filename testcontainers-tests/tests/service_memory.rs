@@ -11,18 +11,6 @@ use serde_json::{json, Value};
 use support::{start_service, KEY};
 use testcontainers_tests::mongo::test_mongo;
 
-/// Peak resident memory of a process, from /proc (VmHWM), in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmHWM");
-    kib * 1024
-}
-
 #[tokio::test]
 async fn three_hundred_concurrent_8_mib_bodies_are_all_answered_within_a_gigabyte() {
     let mongo = test_mongo().await;
@@ -78,7 +66,7 @@ async fn three_hundred_concurrent_8_mib_bodies_are_all_answered_within_a_gigabyt
             other => panic!("unexpected {other}: {answer}"),
         }
     }
-    let peak = peak_rss(service.pid());
+    let peak = testcontainers_tests::peak_rss(service.pid()).expect("the service is running");
     println!(
         "300 × 8 MiB: {parsed} parsed, {overloaded} answered 503; service peak RSS {} MiB",
         peak >> 20

@@ -138,31 +138,22 @@ async fn ensure_role<C: Cluster>(
         .and_then(Bson::as_document)
         .cloned();
     let privileges: Vec<Bson> = wanted.iter().cloned().map(Bson::Document).collect();
-    match current {
+    let (command, done) = match current {
         Some(r) if same_privileges(&r, &wanted) => {
             steps.push(format!("role {role} already as wanted"));
+            return Ok(());
         }
-        Some(_) => {
-            c.run(
-                &Target::Router,
-                "admin",
-                doc! { "updateRole": role, "privileges": privileges, "roles": [] },
-            )
-            .await
-            .map_err(|e| StepError::from_cmd(STEP, "updateRole", e))?;
-            steps.push(format!("updated role {role}"));
-        }
-        None => {
-            c.run(
-                &Target::Router,
-                "admin",
-                doc! { "createRole": role, "privileges": privileges, "roles": [] },
-            )
-            .await
-            .map_err(|e| StepError::from_cmd(STEP, "createRole", e))?;
-            steps.push(format!("created role {role}"));
-        }
-    }
+        Some(_) => ("updateRole", "updated"),
+        None => ("createRole", "created"),
+    };
+    c.run(
+        &Target::Router,
+        "admin",
+        doc! { command: role, "privileges": privileges, "roles": [] },
+    )
+    .await
+    .map_err(|e| StepError::from_cmd(STEP, command, e))?;
+    steps.push(format!("{done} role {role}"));
     Ok(())
 }
 

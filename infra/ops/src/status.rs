@@ -93,7 +93,7 @@ pub async fn gather(c: &DriverCluster) -> Result<StatusReport, OpsError> {
     let mut problems = Vec::new();
     let mut report = StatusReport {
         server: server.describe(),
-        namespace: format!("{}.{}", store.db_name, store.collection_name),
+        namespace: store.namespace(),
         shards: Vec::new(),
         replica_set: None,
         balancer: None,

@@ -1,4 +1,6 @@
 //! Running the real `auditlog-ops` binary to completion against a test's MongoDB.
+// Each test file uses only some of these helpers.
+#![allow(dead_code)]
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -43,4 +45,11 @@ pub async fn ops(env: Vec<(String, String)>, args: &[&str]) -> OpsRun {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// An event as the service stores it, of `consumer`, created at `created_ms`.
+pub fn event(consumer: &str, created_ms: i64) -> mongodb::bson::Document {
+    use mongodb::bson::{doc, oid::ObjectId, DateTime};
+    doc! { "_id": ObjectId::new(), "type": "t", "consumer": consumer,
+    "created_at": DateTime::from_millis(created_ms) }
 }
