@@ -57,6 +57,10 @@ pub struct Store {
     pub client: Client,
     pub db_name: String,
     pub collection_name: String,
+    /// How long the driver waits for a suitable server before an operation fails: ours (5 s)
+    /// unless the URI sets `serverSelectionTimeoutMS`. It bounds how long after its last retry
+    /// starts a write can still land, which the service's `complete_until` accounts for.
+    pub server_selection_timeout: Duration,
 }
 
 impl Store {
@@ -70,9 +74,9 @@ impl Store {
             options.app_name = Some(app_name.to_owned());
         }
         // Fail fast when no server answers; callers retry with their own deadlines.
-        if options.server_selection_timeout.is_none() {
-            options.server_selection_timeout = Some(Duration::from_secs(5));
-        }
+        let server_selection_timeout = *options
+            .server_selection_timeout
+            .get_or_insert(Duration::from_secs(5));
         if options.connect_timeout.is_none() {
             options.connect_timeout = Some(Duration::from_secs(5));
         }
@@ -81,6 +85,7 @@ impl Store {
             client,
             db_name: settings.db_name.clone(),
             collection_name: settings.collection.clone(),
+            server_selection_timeout,
         })
     }
 

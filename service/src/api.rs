@@ -102,6 +102,12 @@ impl Api {
     /// `order=desc`. When `next_cursor` is present, pass it as `cursor` (with the same
     /// filters and order) for the next page. The seed's form — the same fields as a JSON
     /// body on GET — is accepted too.
+    ///
+    /// Every answer carries `complete_until`: each event created before it that will ever be
+    /// stored is visible already. Ascending pages stop there (the newest few seconds appear
+    /// once they are complete, or at once with `include_incomplete=true` or `order=desc`),
+    /// and the last page's `next_cursor` resumes from there: a reader that tails the log by
+    /// cursor sees every event exactly once.
     #[allow(clippy::too_many_arguments)]
     #[oai(path = "/v1/find", method = "get", tag = "Tag::Query")]
     async fn find_get(
@@ -123,6 +129,9 @@ impl Api {
         cursor: Query<Option<String>>,
         /// `asc` (default) or `desc`.
         order: Query<Option<String>>,
+        /// Ascending order only: also return events newer than `complete_until`, which are
+        /// visible but may still be joined by older ones being written (default false).
+        include_incomplete: Query<Option<bool>>,
         body: OptionalFindBody,
     ) -> Result<Json<FindResponse>, ErrorResponse> {
         let from_query = FindRequest {
@@ -133,6 +142,7 @@ impl Api {
             limit: limit.0,
             cursor: cursor.0,
             order: order.0.as_deref().map(query::parse_order).transpose()?,
+            include_incomplete: include_incomplete.0,
         };
         let request = if body.bytes.iter().all(u8::is_ascii_whitespace) {
             from_query
@@ -198,18 +208,25 @@ impl Api {
 
 async fn find(state: &AppState, request: FindRequest) -> Result<FindResponse, ApiError> {
     let query = FindQuery::from_request(request, state.limits.find_max_limit)?;
-    query::run(&state.events, &query, state.limits.find_max_time)
-        .await
-        .map_err(|e| {
-            state.metrics.store_error("find");
-            if server_error_code(&e) == Some(codes::MAX_TIME_EXPIRED) {
-                ApiError::QueryTimeout {
-                    ms: state.limits.find_max_time.as_millis() as u64,
-                }
-            } else {
-                ApiError::Unavailable(e.to_string())
+    // Taken before the query runs: an event that lands during it is only ever newer.
+    let complete_until = chrono::Utc::now() - state.limits.visibility_lag;
+    query::run(
+        &state.events,
+        &query,
+        state.limits.find_max_time,
+        complete_until,
+    )
+    .await
+    .map_err(|e| {
+        state.metrics.store_error("find");
+        if server_error_code(&e) == Some(codes::MAX_TIME_EXPIRED) {
+            ApiError::QueryTimeout {
+                ms: state.limits.find_max_time.as_millis() as u64,
             }
-        })
+        } else {
+            ApiError::Unavailable(e.to_string())
+        }
+    })
 }
 
 /// The OpenAPI service: operations, security scheme, title and version.

@@ -136,6 +136,12 @@ pub struct Config {
     #[arg(long, env = "AUDIT_WRITE_DEADLINE_SECS", default_value_t = 15)]
     pub write_deadline_secs: u64,
 
+    /// How far apart the clocks of the service replicas may be, in seconds. With the write
+    /// deadline and the driver's server-selection timeout it sets how far behind now a find's
+    /// `complete_until` lies (see docs/api.md).
+    #[arg(long, env = "AUDIT_CLOCK_SKEW_SECS", default_value_t = 2)]
+    pub clock_skew_secs: u64,
+
     /// After SIGTERM/SIGINT, how long open connections may take to finish, in seconds. Queued
     /// events are written regardless.
     #[arg(long, env = "AUDIT_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
@@ -194,6 +200,10 @@ impl Config {
 
     pub fn write_deadline(&self) -> Duration {
         Duration::from_secs(self.write_deadline_secs)
+    }
+
+    pub fn clock_skew(&self) -> Duration {
+        Duration::from_secs(self.clock_skew_secs)
     }
 }
 

@@ -4,10 +4,16 @@
 //! Order is `created_at` then `_id`, ascending by default (`order=desc` reverses). The cursor
 //! is the position of the last event returned, `(created_at, _id)`, plus the direction, so
 //! the next page starts strictly after it: an event is never returned twice and, for events
-//! already stored when the page is read, never skipped, however many new events arrive.
-//! (An event becomes visible once its write is acknowledged, which can be a few milliseconds
-//! — up to the write deadline during a store outage — after its `created_at`; a reader
-//! following the newest events should keep `created_to` a little in the past.)
+//! already visible when the page is read, never skipped, however many new events arrive.
+//!
+//! An event becomes visible when its write lands, which can be up to the service's visibility
+//! lag after its `created_at` (a store outage, retried until the write deadline). So every
+//! answer carries `complete_until = now − lag`: every event created before it that will ever
+//! be stored is visible already. Ascending pages stop there, and the last page's
+//! `next_cursor` resumes from there, so a reader that tails the log by cursor cannot pass an
+//! event still being written. `include_incomplete` lifts the stop for readers that want the
+//! newest events at once and accept that a cursor may then pass some. Descending pages start
+//! from the newest visible event; their cursor moves back in time, away from the writes.
 //!
 //! Filters follow the indexes of `auditlog_common::schema`: equality on `consumer` or `type`,
 //! sort on `created_at, _id`, range on `created_at`.
@@ -69,6 +75,8 @@ pub struct FindRequest {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     pub order: Option<Order>,
+    /// Ascending order only: also return events newer than `complete_until` (default false).
+    pub include_incomplete: Option<bool>,
 }
 
 impl FindRequest {
@@ -123,9 +131,14 @@ impl FindRequest {
 #[oai(rename = "FindResponse")]
 pub struct FindResponse {
     pub events: Vec<EventOut>,
-    /// Present when more events may follow; pass it back as `cursor` for the next page.
+    /// Present when more events may follow; pass it back as `cursor` for the next page. In
+    /// ascending order it is absent only when `created_to` is at or before `complete_until`
+    /// and every matching event was returned: the answer can no longer change.
     #[oai(skip_serializing_if_is_none)]
     pub next_cursor: Option<String>,
+    /// Every event created before this instant that will ever be stored is visible already.
+    /// Ascending pages stop here unless `include_incomplete=true`.
+    pub complete_until: String,
 }
 
 /// A validated find.
@@ -138,6 +151,7 @@ pub struct FindQuery {
     pub limit: u32,
     pub order: Order,
     pub after: Option<Cursor>,
+    pub include_incomplete: bool,
 }
 
 /// Position after which the next page starts.
@@ -149,6 +163,20 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// The position after every event created before `until_ms`: where an ascending reader
+    /// resumes once it has seen all of them.
+    fn before(until_ms: i64) -> Cursor {
+        Cursor {
+            created_at_ms: until_ms - 1,
+            id: ObjectId::from_bytes([0xff; 12]),
+            order: Order::Asc,
+        }
+    }
+
+    fn position(&self) -> (i64, ObjectId) {
+        (self.created_at_ms, self.id)
+    }
+
     /// Opaque to clients: `<a|d><created_at ms, 16 hex><_id, 24 hex>`.
     pub fn encode(&self) -> String {
         let dir = match self.order {
@@ -239,6 +267,11 @@ pub fn merge(a: FindRequest, b: FindRequest) -> Result<FindRequest, ApiError> {
         limit: pick("limit", a.limit, b.limit)?,
         cursor: pick("cursor", a.cursor, b.cursor)?,
         order: pick("order", a.order, b.order)?,
+        include_incomplete: pick(
+            "include_incomplete",
+            a.include_incomplete,
+            b.include_incomplete,
+        )?,
     })
 }
 
@@ -281,11 +314,26 @@ impl FindQuery {
             limit,
             order,
             after,
+            include_incomplete: req.include_incomplete.unwrap_or(false),
         })
     }
 
-    /// The MongoDB filter: equality first, then the `created_at` range, then the keyset.
-    pub fn filter(&self) -> Document {
+    /// Where an ascending page stops (exclusive, ms): `complete_until`, unless the reader asked
+    /// for incomplete events or its own `created_to` comes first. `None`: no stop.
+    pub fn stop(&self, complete_until_ms: i64) -> Option<i64> {
+        let asked_to = self.created_to.map(|t| t.timestamp_millis());
+        match self.order {
+            Order::Asc if !self.include_incomplete => match asked_to {
+                Some(to) if to <= complete_until_ms => None,
+                _ => Some(complete_until_ms),
+            },
+            _ => None,
+        }
+    }
+
+    /// The MongoDB filter: equality first, then the `created_at` range, then the keyset;
+    /// `stop` is [`FindQuery::stop`].
+    pub fn filter(&self, stop: Option<i64>) -> Document {
         let mut filter = Document::new();
         if let Some(c) = &self.consumer {
             filter.insert(fields::CONSUMER, c.as_str());
@@ -297,8 +345,15 @@ impl FindQuery {
         if let Some(from) = self.created_from {
             range.insert("$gte", bson_dt(from));
         }
-        if let Some(to) = self.created_to {
-            range.insert("$lt", bson_dt(to));
+        // `stop` is only set when it comes before `created_to`.
+        match (stop, self.created_to) {
+            (Some(ms), _) => {
+                range.insert("$lt", mongodb::bson::DateTime::from_millis(ms));
+            }
+            (None, Some(to)) => {
+                range.insert("$lt", bson_dt(to));
+            }
+            (None, None) => {}
         }
         if let Some(after) = &self.after {
             let at = mongodb::bson::DateTime::from_millis(after.created_at_ms);
@@ -339,13 +394,16 @@ fn bson_dt(dt: DateTime<Utc>) -> mongodb::bson::DateTime {
 }
 
 /// Runs a find: one page plus one document to know whether another page follows.
+/// `complete_until` is now minus the service's visibility lag.
 pub async fn run(
     collection: &mongodb::Collection<Document>,
     query: &FindQuery,
     max_time: std::time::Duration,
+    complete_until: DateTime<Utc>,
 ) -> Result<FindResponse, mongodb::error::Error> {
+    let stop = query.stop(complete_until.timestamp_millis());
     let docs: Vec<Document> = collection
-        .find(query.filter())
+        .find(query.filter(stop))
         .sort(query.sort())
         .limit(i64::from(query.limit) + 1)
         .batch_size(query.limit.saturating_add(1))
@@ -355,29 +413,41 @@ pub async fn run(
         .await?;
     let more = docs.len() > query.limit as usize;
     let page = &docs[..docs.len().min(query.limit as usize)];
-    let next_cursor = if more {
-        page.last().and_then(|last| {
-            let created_at_ms = last
+    let last = page.last().and_then(|last| {
+        Some(Cursor {
+            created_at_ms: last
                 .get_datetime(fields::CREATED_AT)
                 .ok()?
-                .timestamp_millis();
-            let id = last.get_object_id(fields::ID).ok()?;
-            Some(
-                Cursor {
-                    created_at_ms,
-                    id,
-                    order: query.order,
-                }
-                .encode(),
-            )
+                .timestamp_millis(),
+            id: last.get_object_id(fields::ID).ok()?,
+            order: query.order,
         })
-    } else {
-        None
-    };
+    });
     Ok(FindResponse {
         events: page.iter().map(event_out).collect(),
-        next_cursor,
+        next_cursor: next_cursor(query, more, last, stop).map(|c| c.encode()),
+        complete_until: complete_until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     })
+}
+
+/// Where the next page starts. After a full page: after its last event. After the last page of
+/// an ascending find that stopped at `complete_until`: after every event created before it
+/// (all of them were returned), but never behind the reader's own cursor, so a tailing reader
+/// always has a cursor to come back with and it never passes an event still being written.
+fn next_cursor(
+    query: &FindQuery,
+    more: bool,
+    last: Option<Cursor>,
+    stop: Option<i64>,
+) -> Option<Cursor> {
+    if more {
+        return last;
+    }
+    let resume = Cursor::before(stop?);
+    match &query.after {
+        Some(after) if after.position() > resume.position() => Some(after.clone()),
+        _ => Some(resume),
+    }
 }
 
 #[cfg(test)]
@@ -510,7 +580,8 @@ mod tests {
                 "created_to",
                 "limit",
                 "cursor",
-                "order"
+                "order",
+                "include_incomplete"
             ]
         );
         for field in FindRequest::fields() {
@@ -518,5 +589,95 @@ mod tests {
             let parsed = serde_json::from_str::<FindRequest>(&body);
             assert!(parsed.is_ok(), "serde does not know {field}: {parsed:?}");
         }
+    }
+    fn asc_query(created_to: Option<&str>, include_incomplete: bool) -> FindQuery {
+        FindQuery::from_request(
+            FindRequest {
+                created_to: created_to.map(str::to_owned),
+                include_incomplete: Some(include_incomplete),
+                ..Default::default()
+            },
+            1000,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn ascending_pages_stop_at_complete_until_unless_asked_or_bounded_before_it() {
+        let until = parse_datetime("t", "2026-01-01T00:00:10Z").unwrap();
+        let ms = until.timestamp_millis();
+        assert_eq!(asc_query(None, false).stop(ms), Some(ms));
+        assert_eq!(
+            asc_query(Some("2026-01-01T00:00:11Z"), false).stop(ms),
+            Some(ms),
+            "a bound after complete_until does not lift the stop"
+        );
+        assert_eq!(
+            asc_query(Some("2026-01-01T00:00:10Z"), false).stop(ms),
+            None
+        );
+        assert_eq!(asc_query(None, true).stop(ms), None);
+        let desc = FindQuery::from_request(
+            FindRequest {
+                order: Some(Order::Desc),
+                ..Default::default()
+            },
+            1000,
+        )
+        .unwrap();
+        assert_eq!(desc.stop(ms), None);
+        let filter = asc_query(Some("2026-01-01T00:00:11Z"), false).filter(Some(ms));
+        assert_eq!(
+            filter.get_document(fields::CREATED_AT).unwrap(),
+            &doc! { "$lt": mongodb::bson::DateTime::from_millis(ms) }
+        );
+    }
+
+    #[test]
+    fn the_last_ascending_page_resumes_from_complete_until_never_behind_the_reader() {
+        let ms = 1_767_225_610_000;
+        let q = asc_query(None, false);
+        let last = Cursor {
+            created_at_ms: ms - 5_000,
+            id: ObjectId::new(),
+            order: Order::Asc,
+        };
+        assert_eq!(
+            next_cursor(&q, true, Some(last.clone()), Some(ms)),
+            Some(last.clone()),
+            "a full page continues after its last event"
+        );
+        let resume = next_cursor(&q, false, Some(last.clone()), Some(ms)).unwrap();
+        assert_eq!(resume, Cursor::before(ms));
+        assert!(resume.position() > last.position());
+        assert_eq!(
+            Cursor::decode(&resume.encode()).unwrap(),
+            resume,
+            "the resume position is an ordinary cursor"
+        );
+        let ahead = Cursor {
+            created_at_ms: ms + 60_000,
+            id: ObjectId::new(),
+            order: Order::Asc,
+        };
+        let q_ahead = FindQuery {
+            after: Some(ahead.clone()),
+            ..q.clone()
+        };
+        assert_eq!(
+            next_cursor(&q_ahead, false, None, Some(ms)),
+            Some(ahead),
+            "a cursor already past complete_until is kept"
+        );
+        assert_eq!(
+            next_cursor(
+                &asc_query(Some("2026-01-01T00:00:00Z"), false),
+                false,
+                None,
+                None
+            ),
+            None,
+            "a bounded, complete answer has no next page"
+        );
     }
 }

@@ -25,6 +25,11 @@ pub struct Limits {
     pub event: EventLimits,
     pub find_max_limit: u32,
     pub find_max_time: Duration,
+    /// How long after its `created_at` an event may still become visible: the write deadline
+    /// (the last retry starts before it), the server-selection timeout (that retry may wait
+    /// that long for a server) and the clock-skew allowance between replicas. A find's
+    /// `complete_until` is now minus this.
+    pub visibility_lag: Duration,
 }
 
 pub struct AppState {
@@ -70,6 +75,8 @@ impl AppState {
         };
         let raw: Collection<RawDocumentBuf> = store.database().collection(&store.collection_name);
         let (writer, handle) = Writer::start(raw, options, metrics.clone());
+        let visibility_lag =
+            config.write_deadline() + store.server_selection_timeout + config.clock_skew();
         let state = AppState {
             events: store.events(),
             store,
@@ -85,6 +92,7 @@ impl AppState {
                 },
                 find_max_limit: config.find_max_limit,
                 find_max_time: Duration::from_millis(config.find_timeout_ms),
+                visibility_lag,
             },
             body_budget: Arc::new(tokio::sync::Semaphore::new(
                 (config.max_inflight_body_bytes / 1024)

@@ -55,6 +55,9 @@ pub enum Fault {
     ResetBeforeForward,
     /// Forward, and hold the reply this long before answering.
     Delay(Duration),
+    /// Hold the request this long, then forward it: the write lands late, as one held up by
+    /// a shard's election does, while writes on other connections land meanwhile.
+    DelayBeforeForward(Duration),
 }
 
 impl Fault {
@@ -459,6 +462,10 @@ async fn serve(mut client: TcpStream, mut server: TcpStream, shared: Arc<Mutex<S
             }
             (Some(Fault::ResetAfterForward), _) => (request, After::Reset),
             (Some(Fault::Delay(d)), _) => (request, After::Delay(d)),
+            (Some(Fault::DelayBeforeForward(d)), _) => {
+                tokio::time::sleep(d).await;
+                (request, After::Forward)
+            }
         };
         let request_id = forward.request_id();
         if server.write_all(&forward.bytes).await.is_err() {

@@ -6,12 +6,12 @@
 #[path = "support/service.rs"]
 mod support;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{oid::ObjectId, Document};
 use serde_json::{json, Value};
-use support::{start_service_env, stored, Api};
+use support::{quick_visibility, start_service_env, stored, Api};
 use testcontainers_tests::mongo::{test_mongo, TestMongo};
 use testcontainers_tests::proxy::{Fault, Rule, WireProxy};
 
@@ -35,6 +35,71 @@ async fn proxied_service(
     let service = start_service_env(base, env).await;
     let api = Api::new(&service);
     (proxy, service, api)
+}
+
+/// A reader that tails `consumer` by cursor, as documented: it follows `next_cursor` and,
+/// caught up, asks again later from the last cursor it got. Every event it is given, in order.
+async fn tail_by_cursor(api: &Api, consumer: &str, until: Instant) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = vec![("consumer", consumer.to_owned()), ("limit", "50".into())];
+        if let Some(c) = &cursor {
+            q.push(("cursor", c.clone()));
+        }
+        let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, page) = api.find(&q).await;
+        assert_eq!(status, 200, "{page}");
+        let events = page["events"].as_array().expect("events").clone();
+        let complete_until = page["complete_until"].as_str().expect("complete_until");
+        for e in &events {
+            let at = e["created_at"].as_str().expect("created_at");
+            // Same format (RFC 3339, ms, Z) on both sides, so strings order as instants.
+            assert!(
+                at < complete_until,
+                "{at} returned at complete_until {complete_until}"
+            );
+        }
+        cursor = Some(
+            page["next_cursor"]
+                .as_str()
+                .expect("an ascending open-ended page always gives a cursor to come back with")
+                .to_owned(),
+        );
+        if events.is_empty() {
+            if Instant::now() > until {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seen.extend(events);
+    }
+}
+
+/// A reader that tails by time, as a reader would without `complete_until`: it asks for
+/// everything from the newest `created_at` it has seen (newest events included), skipping
+/// ids it already has. The `_id`s it was given.
+async fn tail_by_time(api: &Api, consumer: &str, until: Instant) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    let mut from = "2000-01-01T00:00:00.000Z".to_owned();
+    while Instant::now() < until {
+        let q = [
+            ("consumer", consumer),
+            ("created_from", from.as_str()),
+            ("include_incomplete", "true"),
+            ("limit", "1000"),
+        ];
+        let (status, page) = api.find(&q).await;
+        assert_eq!(status, 200, "{page}");
+        let mut newest = from.clone();
+        for e in page["events"].as_array().expect("events") {
+            seen.insert(e["id"].as_str().expect("id").to_owned());
+            newest = e["created_at"].as_str().expect("created_at").to_owned();
+        }
+        from = newest;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    seen
 }
 
 /// How many stored documents each `_id` has.
@@ -229,4 +294,118 @@ async fn a_producer_retry_after_the_first_was_stored_gets_200_with_the_first_cre
     let other = json!({"id": id, "type": "t", "consumer": "shipping", "payload": {"a": 1}});
     let (status, c) = api.post_event(&other).await;
     assert_eq!(status, 409, "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_tailing_by_cursor_sees_every_event_once_while_some_writes_land_late() {
+    let mongo = test_mongo().await;
+    let (proxy, uri) = WireProxy::in_front_of(&mongo.uri).await;
+    let base = mongo
+        .env()
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "MONGODB_URI" {
+                (k, uri.clone())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    // complete_until trails now by 2.5 s: a 2 s write deadline, 0.5 s server selection.
+    let service = start_service_env(
+        quick_visibility(base),
+        &[("AUDIT_WRITE_DEADLINE_SECS", "2")],
+    )
+    .await;
+    let api = Api::new(&service);
+
+    let writing = Duration::from_secs(4);
+    let started = Instant::now();
+    let producers: Vec<_> = (0..8)
+        .map(|p| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                while started.elapsed() < writing {
+                    let event = json!({"type": "tail", "consumer": "tailed", "payload": {"p": p}});
+                    let (status, body) = api.post_event(&event).await;
+                    assert_eq!(status, 201, "{body}");
+                    acked.push(body["id"].as_str().expect("id").to_owned());
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                acked
+            })
+        })
+        .collect();
+    // Both readers go on until every acknowledged event is older than complete_until.
+    let until = started + writing + Duration::from_secs(4);
+    let by_cursor = tokio::spawn({
+        let api = api.clone();
+        async move { tail_by_cursor(&api, "tailed", until).await }
+    });
+    let by_time = tokio::spawn({
+        let api = api.clone();
+        async move { tail_by_time(&api, "tailed", until).await }
+    });
+
+    // Every 250 ms (once the previous one was taken), one insert is held 800 ms before it
+    // reaches the store, as behind a shard's election: the events written meanwhile on the
+    // other connection land first.
+    let mut delays = 0;
+    while started.elapsed() < writing {
+        if proxy.applied("insert") == delays {
+            proxy.add(
+                Rule::new(
+                    "insert",
+                    Fault::DelayBeforeForward(Duration::from_millis(800)),
+                )
+                .on("events")
+                .times(1),
+            );
+            delays += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut acked = HashSet::new();
+    for p in producers {
+        acked.extend(p.await.expect("producer"));
+    }
+    assert!(
+        proxy.applied("insert") >= 5,
+        "only {} late writes happened",
+        proxy.applied("insert")
+    );
+
+    let got = by_cursor.await.expect("cursor reader");
+    let ids: Vec<String> = got
+        .iter()
+        .map(|e| e["id"].as_str().expect("id").to_owned())
+        .collect();
+    let unique: HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "the cursor reader got an event twice"
+    );
+    let missed: Vec<_> = acked.difference(&unique).collect();
+    assert!(
+        missed.is_empty(),
+        "the cursor reader missed {} of {} acknowledged events, e.g. {:?}",
+        missed.len(),
+        acked.len(),
+        missed.first()
+    );
+    assert_eq!(
+        unique.len(),
+        acked.len(),
+        "the cursor reader got events nobody acknowledged"
+    );
+
+    // The hazard is real: the reader that follows the newest events by time misses some.
+    let by_time = by_time.await.expect("time reader");
+    let missed_by_time = acked.difference(&by_time).count();
+    assert!(
+        missed_by_time > 0,
+        "no write landed behind a reader that tails by time; the late writes proved nothing"
+    );
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mongodb::bson::{doc, Document};
 use serde_json::{json, Value};
-use support::{start_service, Api};
+use support::{quick_visibility, start_service, start_service_env, Api};
 use testcontainers_tests::mongo::test_mongo;
 
 fn ids(events: &[Value]) -> Vec<String> {
@@ -53,7 +53,10 @@ async fn filters_ranges_and_order_select_the_right_events() {
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
 
-    let (all, _) = api.find_all(&[]).await;
+    // These events are seconds old at most: younger than `complete_until`, so they are read
+    // with `include_incomplete` (the default stop is tested on its own below).
+    const NOW: (&str, &str) = ("include_incomplete", "true");
+    let (all, _) = api.find_all(&[NOW]).await;
     assert_eq!(
         ids(&all),
         acks.iter()
@@ -61,11 +64,13 @@ async fn filters_ranges_and_order_select_the_right_events() {
             .collect::<Vec<_>>()
     );
 
-    let (c1, _) = api.find_all(&[("consumer", "c1")]).await;
+    let (c1, _) = api.find_all(&[("consumer", "c1"), NOW]).await;
     assert_eq!(c1.len(), 6);
     assert!(c1.iter().all(|e| e["consumer"] == "c1"));
 
-    let (t2c1, _) = api.find_all(&[("type", "t2"), ("consumer", "c1")]).await;
+    let (t2c1, _) = api
+        .find_all(&[("type", "t2"), ("consumer", "c1"), NOW])
+        .await;
     let expected: Vec<i64> = (0..12).filter(|i| i % 3 == 2 && i % 2 == 1).collect();
     let got: Vec<i64> = t2c1
         .iter()
@@ -77,7 +82,7 @@ async fn filters_ranges_and_order_select_the_right_events() {
     let from = acks[3].1["created_at"].as_str().unwrap();
     let to = acks[8].1["created_at"].as_str().unwrap();
     let (range, _) = api
-        .find_all(&[("created_from", from), ("created_to", to)])
+        .find_all(&[("created_from", from), ("created_to", to), NOW])
         .await;
     let got: Vec<i64> = range
         .iter()
@@ -92,8 +97,71 @@ async fn filters_ranges_and_order_select_the_right_events() {
     assert_eq!(ids(&desc), reversed);
     assert_strictly_ordered(&desc, true);
 
-    let (status, body) = api.find(&[("consumer", "nobody")]).await;
-    assert_eq!((status, body), (200, json!({"events": []})));
+    let (status, body) = api.find(&[("consumer", "nobody"), NOW]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"], json!([]));
+    assert!(body.get("next_cursor").is_none(), "{body}");
+    assert!(body["complete_until"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn ascending_finds_show_an_event_once_it_is_complete_and_newest_first_at_once() {
+    let mongo = test_mongo().await;
+    // complete_until trails now by 1.5 s.
+    let service = start_service_env(quick_visibility(mongo.env()), &[]).await;
+    let api = Api::new(&service);
+    let (status, ack) = api
+        .post_event(&json!({"type": "fresh", "consumer": "newest"}))
+        .await;
+    assert_eq!(status, 201, "{ack}");
+    let created_at = ack["created_at"].as_str().unwrap().to_owned();
+
+    // At once, for a reader who asks: newest first, or with include_incomplete.
+    for extra in [("order", "desc"), ("include_incomplete", "true")] {
+        let (_, page) = api.find(&[("consumer", "newest"), extra]).await;
+        assert_eq!(
+            ids(page["events"].as_array().unwrap()),
+            [ack["id"].as_str().unwrap()]
+        );
+    }
+
+    // By default, ascending: only once complete_until has passed it, and then exactly once
+    // to a reader that keeps coming back with its cursor.
+    let mut cursor: Option<String> = None;
+    let (mut before, mut after, mut seen) = (0, 0, vec![]);
+    while after < 2 {
+        let mut q = vec![("consumer", "newest")];
+        if let Some(c) = &cursor {
+            q.push(("cursor", c));
+        }
+        let (status, page) = api.find(&q).await;
+        assert_eq!(status, 200, "{page}");
+        let complete_until = page["complete_until"].as_str().unwrap().to_owned();
+        let events = page["events"].as_array().unwrap();
+        if complete_until.as_str() <= created_at.as_str() {
+            assert!(events.is_empty(), "returned before it was complete: {page}");
+            before += 1;
+        } else {
+            after += 1;
+        }
+        seen.extend(ids(events));
+        cursor = Some(
+            page["next_cursor"]
+                .as_str()
+                .expect("a cursor to come back with")
+                .to_owned(),
+        );
+        assert!(
+            before < 50,
+            "complete_until did not move past the event in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        before > 0,
+        "the first find came after complete_until had passed the event"
+    );
+    assert_eq!(seen, [ack["id"].as_str().unwrap()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -142,9 +210,14 @@ async fn paging_while_events_arrive_misses_and_repeats_nothing() {
         }));
     }
 
-    // Open-ended: everything stored before paging started is seen once, in order.
+    // The keyset alone (`include_incomplete`, so that the stop at complete_until does not hide
+    // these fresh events): everything stored before paging started is seen once, in order.
     let (open, pages) = api
-        .find_all(&[("consumer", "reader-test"), ("limit", "7")])
+        .find_all(&[
+            ("consumer", "reader-test"),
+            ("limit", "7"),
+            ("include_incomplete", "true"),
+        ])
         .await;
     assert!(pages > 40);
     let seen: Vec<String> = ids(&open);
@@ -162,6 +235,7 @@ async fn paging_while_events_arrive_misses_and_repeats_nothing() {
             ("consumer", "reader-test"),
             ("created_to", &boundary),
             ("limit", "9"),
+            ("include_incomplete", "true"),
         ])
         .await;
     let bounded: HashSet<String> = ids(&bounded).into_iter().collect();
@@ -221,10 +295,12 @@ async fn documented_filters_use_indexes_on_real_mongodb() {
         let body = serde_json::to_vec(&request).unwrap();
         let parsed = auditlog_service::query::FindRequest::from_json(&body).unwrap();
         let query = auditlog_service::query::FindQuery::from_request(parsed, 1000).unwrap();
+        // The filter as served now: ascending ones stop at complete_until.
+        let stop = query.stop(chrono::Utc::now().timestamp_millis() - 22_000);
         let explain: Document = store
             .database()
             .run_command(doc! {
-                "explain": { "find": "events", "filter": query.filter(), "sort": query.sort(), "limit": 101 },
+                "explain": { "find": "events", "filter": query.filter(stop), "sort": query.sort(), "limit": 101 },
                 "verbosity": "queryPlanner",
             })
             .await

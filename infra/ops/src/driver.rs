@@ -79,6 +79,7 @@ impl DriverCluster {
                 client,
                 db_name: settings.db_name.clone(),
                 collection_name: settings.collection.clone(),
+                server_selection_timeout: SELECT_TIMEOUT,
             },
             member_options,
             members: Mutex::new(HashMap::new()),
