@@ -126,9 +126,11 @@ pub struct Config {
     #[arg(long, env = "AUDIT_BATCH_MAX_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub batch_max_bytes: usize,
 
-    /// Group-commit batches in flight at once. With group commit off, up to 64 single inserts
-    /// run at once regardless (the driver's connection pool bounds them further).
-    #[arg(long, env = "AUDIT_WRITERS", default_value_t = 2)]
+    /// Most group-commit batches in flight at once. One is in flight while the store keeps up
+    /// (events gather meanwhile into the next batch); more only while full batches wait. With
+    /// group commit off, up to 64 single inserts run at once regardless (the driver's
+    /// connection pool bounds them further).
+    #[arg(long, env = "AUDIT_WRITERS", default_value_t = 4)]
     pub writers: usize,
 
     /// How long a write is retried (with backoff) while the store is unreachable before the

@@ -3,9 +3,10 @@
 //! Handlers [`Writer::submit`] a validated document and wait on a oneshot for *its* outcome.
 //! A dispatcher takes whatever is queued — without waiting for more, so a lone request is
 //! written at once — into one `insert_many(ordered = false)` of at most
-//! `AUDIT_BATCH_MAX_EVENTS` events / `AUDIT_BATCH_MAX_BYTES` bytes, with up to
-//! `AUDIT_WRITERS` batches in flight. While those are in flight the queue fills, so under load
-//! batches grow by themselves and many producers share one round trip.
+//! `AUDIT_BATCH_MAX_EVENTS` events / `AUDIT_BATCH_MAX_BYTES` bytes. Writes in flight adapt to
+//! the load: one while the store keeps up — events arriving meanwhile gather into the next
+//! batch, so under load batches grow to what arrives in one round trip and many producers
+//! share it — and more, up to `AUDIT_WRITERS`, only while full batches are waiting.
 //!
 //! A batch that fails as a whole (network, no primary, write concern not met) is retried with
 //! common's [`Backoff`] (50 ms doubling to 1 s), with the same documents and therefore the
@@ -37,6 +38,10 @@ use crate::metrics::Metrics;
 
 /// First wait before retrying a batch that failed as a whole.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
+/// Longest wait for the producers a write answered to send again (see [`LastWrite`]): a
+/// loaded producer's next request arrives well within it, and an event that is not part of a
+/// wave never waits longer.
+const WAVE_MAX: Duration = Duration::from_millis(5);
 /// Longest wait between two attempts at a batch.
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
@@ -81,6 +86,9 @@ struct Pending {
     doc: RawDocumentBuf,
     /// Its share of `queue_max_bytes`, given back once the document is answered.
     _bytes: OwnedSemaphorePermit,
+    /// Its place among the `queue_capacity` events waiting for a write — in the channel or
+    /// gathered for the next batch — given back when a write takes it.
+    waiting: Option<OwnedSemaphorePermit>,
     enqueued: Instant,
     reply: oneshot::Sender<WriteOutcome>,
 }
@@ -91,6 +99,8 @@ pub struct Writer {
     tx: mpsc::Sender<Pending>,
     /// One permit per KiB of document bytes queued or being written.
     bytes: Arc<Semaphore>,
+    /// One permit per event waiting for a write (`queue_capacity`).
+    waiting: Arc<Semaphore>,
 }
 
 impl Writer {
@@ -104,8 +114,11 @@ impl Writer {
         let (stop, stop_rx) = watch::channel(false);
         let kib = (options.queue_max_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
         let bytes = Arc::new(Semaphore::new(kib));
+        let waiting = Arc::new(Semaphore::new(
+            options.queue_capacity.clamp(1, Semaphore::MAX_PERMITS),
+        ));
         let join = tokio::spawn(dispatch(rx, stop_rx, collection, options, metrics));
-        (Writer { tx, bytes }, WriterTask { stop, join })
+        (Writer { tx, bytes, waiting }, WriterTask { stop, join })
     }
 
     /// Queues a document; the receiver yields its outcome.
@@ -119,10 +132,16 @@ impl Writer {
             Err(tokio::sync::TryAcquireError::NoPermits) => return Err(SubmitError::Full),
             Err(tokio::sync::TryAcquireError::Closed) => return Err(SubmitError::Closed),
         };
+        let waiting = match self.waiting.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(SubmitError::Full),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(SubmitError::Closed),
+        };
         let (reply, rx) = oneshot::channel();
         let pending = Pending {
             doc,
             _bytes: permit,
+            waiting: Some(waiting),
             enqueued: Instant::now(),
             reply,
         };
@@ -133,9 +152,9 @@ impl Writer {
         }
     }
 
-    /// Events waiting in the queue (not yet taken into a batch).
+    /// Events waiting for a write (queued, or gathered for the next batch).
     pub fn queue_depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.tx.max_capacity() - self.waiting.available_permits().min(self.tx.max_capacity())
     }
 }
 
@@ -156,6 +175,55 @@ impl WriterTask {
     }
 }
 
+/// Events gathered for the next `insert_many`.
+#[derive(Default)]
+struct Gathered {
+    events: Vec<Pending>,
+    bytes: usize,
+}
+
+impl Gathered {
+    fn push(&mut self, p: Pending) {
+        self.bytes += p.doc.as_bytes().len();
+        self.events.push(p);
+    }
+
+    fn is_full(&self, options: &WriterOptions) -> bool {
+        self.events.len() >= options.batch_max_events || self.bytes >= options.batch_max_bytes
+    }
+}
+
+/// The last write that finished: how many events it carried, how long it took, and when it
+/// ended.
+#[derive(Clone, Copy)]
+struct LastWrite {
+    events: usize,
+    took: Duration,
+    ended: Instant,
+}
+
+impl LastWrite {
+    /// Until when gathered events wait for the rest of the wave the last write's answers set
+    /// off: the producers it answered send their next events within about one HTTP round
+    /// trip, so they are waited for no longer after its end than that write took, and at most
+    /// [`WAVE_MAX`]. Later — or once as many events as it carried have gathered — there is no
+    /// wave to wait for.
+    fn wave_until(&self, gathered: usize) -> Option<Instant> {
+        (gathered < self.events).then_some(self.ended + self.took.min(WAVE_MAX))
+    }
+}
+
+/// Sends gathered events when the store is idle, or when they fill a batch and fewer than
+/// `concurrency` writes are in flight. While a write is in flight, events gather: one write at
+/// a time while the store keeps up, so under load batches grow to what arrives during one
+/// round trip; more in flight only once a batch is full, when waiting would only add latency.
+///
+/// When a write ends, the producers it answered send again within about a round trip. Sending
+/// the first of them alone would split them into a small batch and a large one, turn after
+/// turn, and every batch costs the store a fixed price; so while the store is idle, gathered
+/// events wait for that wave — until as many have gathered as the last write carried, and
+/// never longer after its end than that write took, nor than 5 ms ([`LastWrite::wave_until`]).
+/// A lone event, or one arriving after the wave, is written at once.
 async fn dispatch(
     mut rx: mpsc::Receiver<Pending>,
     mut stop: watch::Receiver<bool>,
@@ -164,45 +232,73 @@ async fn dispatch(
     metrics: Arc<Metrics>,
 ) {
     let options = Arc::new(options);
-    let slots = Arc::new(Semaphore::new(options.concurrency));
     let mut in_flight = JoinSet::new();
-    let mut closing = false;
+    let mut gathered = Gathered::default();
+    let mut last: Option<LastWrite> = None;
+    let (mut open, mut closing) = (true, false);
     loop {
-        // Take a slot first: while all slots are busy the queue keeps filling, which is what
-        // makes the next batch bigger under load.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
+        let full = gathered.is_full(&options);
+        let idle = in_flight.is_empty();
+        let wave = match last {
+            Some(last) if idle && !full && open => last
+                .wave_until(gathered.events.len())
+                .filter(|until| *until > Instant::now()),
+            _ => None,
         };
-        let first = tokio::select! {
-            next = rx.recv() => match next {
-                Some(p) => p,
-                None => break,
+        if !gathered.events.is_empty()
+            && ((idle && wave.is_none()) || (full && in_flight.len() < options.concurrency))
+        {
+            let mut batch = std::mem::take(&mut gathered).events;
+            for p in &mut batch {
+                p.waiting = None;
+            }
+            metrics.batch_size.observe(batch.len() as f64);
+            let (collection, options, metrics) =
+                (collection.clone(), options.clone(), metrics.clone());
+            in_flight.spawn(async move {
+                let (events, started) = (batch.len(), Instant::now());
+                write_batch(batch, &collection, &options, &metrics).await;
+                let ended = Instant::now();
+                LastWrite {
+                    events,
+                    took: ended - started,
+                    ended,
+                }
+            });
+            continue;
+        }
+        if !open && gathered.events.is_empty() {
+            break;
+        }
+        let wave_ends = wave.unwrap_or_else(Instant::now);
+        tokio::select! {
+            next = rx.recv(), if open && !full => match next {
+                Some(p) => {
+                    gathered.push(p);
+                    // Take what is already queued without waiting for more.
+                    while !gathered.is_full(&options) {
+                        match rx.try_recv() {
+                            Ok(p) => gathered.push(p),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => open = false,
             },
+            Some(done) = in_flight.join_next(), if !idle => {
+                if let Ok(done) = done {
+                    last = Some(done);
+                }
+            }
+            // The wave did not come in time: send what gathered.
+            _ = tokio::time::sleep_until(wave_ends), if wave.is_some() => last = None,
             _ = stop.wait_for(|s| *s), if !closing => {
                 // No new events from now on; recv() keeps yielding what is queued, then None.
                 rx.close();
                 closing = true;
-                continue;
             }
-        };
-        let mut bytes = first.doc.as_bytes().len();
-        let mut batch = vec![first];
-        while batch.len() < options.batch_max_events && bytes < options.batch_max_bytes {
-            match rx.try_recv() {
-                Ok(p) => {
-                    bytes += p.doc.as_bytes().len();
-                    batch.push(p);
-                }
-                Err(_) => break,
-            }
+            else => break,
         }
-        metrics.batch_size.observe(batch.len() as f64);
-        let (collection, options, metrics) = (collection.clone(), options.clone(), metrics.clone());
-        in_flight.spawn(async move {
-            write_batch(batch, &collection, &options, &metrics).await;
-            drop(slot);
-        });
-        while in_flight.try_join_next().is_some() {}
     }
     while in_flight.join_next().await.is_some() {}
     tracing::info!("write queue drained; writer stopped");
@@ -362,5 +458,32 @@ mod tests {
         let mut small = RawDocumentBuf::new();
         small.append("s", "x");
         assert!(writer.submit(small).is_ok(), "small events still fit");
+    }
+
+    #[test]
+    fn gathered_events_wait_for_the_last_writes_wave_only_briefly() {
+        let ended = Instant::now();
+        let last = LastWrite {
+            events: 64,
+            took: Duration::from_millis(3),
+            ended,
+        };
+        assert_eq!(last.wave_until(10), Some(ended + Duration::from_millis(3)));
+        assert_eq!(last.wave_until(64), None, "the whole wave is back");
+        let slow = LastWrite {
+            took: Duration::from_secs(2),
+            ..last
+        };
+        assert_eq!(
+            slow.wave_until(1),
+            Some(ended + WAVE_MAX),
+            "never longer than WAVE_MAX"
+        );
+        let lone = LastWrite { events: 1, ..last };
+        assert_eq!(
+            lone.wave_until(1),
+            None,
+            "after a lone event, the next goes at once"
+        );
     }
 }
