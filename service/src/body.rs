@@ -71,7 +71,7 @@ impl BodyHeaders {
 /// the bytes and what is parsed from them) is dropped. Over budget, the body is read into
 /// nothing (memory stays flat) so the client, still sending, receives the 503 instead of a
 /// broken connection.
-async fn read_body(
+pub(crate) async fn read_body(
     req: &Request,
     body: &mut RequestBody,
     state: &AppState,
@@ -126,12 +126,12 @@ fn content_type(req: &Request) -> Option<&str> {
 }
 
 /// The media type of the body; `None` when Content-Type is missing or not a media type.
-fn media_type(req: &Request) -> Option<Mime> {
+pub(crate) fn media_type(req: &Request) -> Option<Mime> {
     content_type(req)?.parse().ok()
 }
 
 /// `application/json` or any `application/*+json`.
-fn is_json(media: &Mime) -> bool {
+pub(crate) fn is_json(media: &Mime) -> bool {
     media.type_() == mime::APPLICATION
         && (media.subtype() == mime::JSON || media.suffix() == Some(mime::JSON))
 }
@@ -140,7 +140,7 @@ fn is_ndjson(media: &Mime) -> bool {
     media.type_() == mime::APPLICATION && NDJSON_SUBTYPES.contains(&media.subtype().as_str())
 }
 
-fn wrong_type(req: &Request, expected: &str) -> ApiError {
+pub(crate) fn wrong_type(req: &Request, expected: &str) -> ApiError {
     match content_type(req) {
         Some(ct) => ApiError::UnsupportedMediaType(format!(
             "Content-Type {ct:?} is not accepted here; send {expected}"

@@ -15,7 +15,7 @@ use crate::writer::{SubmitError, WriteOutcome};
 use auditlog_common::schema::fields;
 
 /// What a producer gets for a stored event.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(rename = "EventAck")]
 pub struct EventAck {
     /// ObjectId, 24 hex characters.

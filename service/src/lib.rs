@@ -4,6 +4,7 @@
 //! - [`config`]: every setting, from flags and environment variables.
 //! - [`server`]: builds the application and serves it on a bound listener until shutdown.
 //! - [`api`]: the OpenAPI operations (thin handlers).
+//! - [`fast_ingest`]: `POST /v1/event` answered before the full stack, same contract.
 //! - [`auth`]: `X-Api-Key` checking, in constant time, against one or more keys.
 //! - [`body`]: the one request-body extractor: media type, size cap (after decompression too).
 //! - [`event`]: validating incoming events and converting them to and from BSON.
@@ -23,6 +24,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod fast_ingest;
 pub mod ingest;
 pub mod metrics;
 pub mod query;

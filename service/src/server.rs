@@ -21,6 +21,7 @@ use tracing::Instrument;
 use crate::api::api_service;
 use crate::config::{Config, ConfigError};
 use crate::error::from_poem_error;
+use crate::fast_ingest::FastIngest;
 use crate::metrics::{route_label, Metrics};
 use crate::state::AppState;
 
@@ -48,17 +49,17 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint {
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
     let metrics = state.metrics.clone();
-    Route::new()
+    let full = Route::new()
         .nest("/", api)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .with(Compression::new())
-        .data(state)
-        .catch_all_error(|e| async move { from_poem_error(e) })
-        .around(move |ep, req| {
-            let metrics = metrics.clone();
-            async move { observe(ep, req, &metrics).await }
-        })
+        .data(state.clone())
+        .catch_all_error(|e| async move { from_poem_error(e) });
+    FastIngest { inner: full, state }.around(move |ep, req| {
+        let metrics = metrics.clone();
+        async move { observe(ep, req, &metrics).await }
+    })
 }
 
 /// Request id, span, metrics and one log line per request.
