@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Helper tools (FerretDB, helm, venvs, Hadoop jars) live in <repo>/target/tools, whatever
 # CARGO_TARGET_DIR says; scripts ask cargo where our own binaries are.
 
-.PHONY: help run stop test tools test-rust test-helm test-browser test-mongodb lint fmt bench-ingest bench-archive clean-data
+.PHONY: help run stop test tools test-rust test-helm test-browser test-mongodb lint fmt bench-ingest profile-ingest bench-archive clean-data
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ fmt: ## Format the code
 
 bench-ingest: ## Ingest benchmark: events/s and latency, group commit on and off, vs direct insert_many
 	bash service/bench/run.sh
+
+profile-ingest: ## Flamegraph of the service under the ingest benchmark's load (target/profile-ingest.svg)
+	bash service/bench/profile.sh
 
 bench-archive: ## Archive benchmark: events/s and peak RSS vs pymongoarrow + pyarrow
 	bash archiver/bench/run.sh

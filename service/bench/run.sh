@@ -5,6 +5,8 @@
 # infra/dev/ferretdb.sh serve; the binaries are wherever cargo puts them (CARGO_TARGET_DIR).
 #
 #   service/bench/run.sh                      # defaults: 5 s per figure, 1,16,64,256 producers
+# Besides events/s and latency it prints CPU seconds per 1000 events of FerretDB, the service
+# and the load generator (from /proc), and each target with whether this run met it.
 #   BENCH_SECONDS=10 service/bench/run.sh
 #   MONGODB_URI=mongodb://host:27017 service/bench/run.sh   # measure another store instead
 set -euo pipefail
@@ -25,6 +27,7 @@ if [ -z "${MONGODB_URI:-}" ]; then
   # ferretdb.sh serve execs FerretDB: $! is FerretDB's pid.
   bash infra/dev/ferretdb.sh serve "$data" "$port" >"$data/ferretdb.log" 2>&1 </dev/null &
   ferret_pid=$!
+  export BENCH_STORE_PID="$ferret_pid"
   trap 'kill "$ferret_pid" 2>/dev/null || true; wait "$ferret_pid" 2>/dev/null || true; rm -rf "$data"' EXIT
   for _ in $(seq 1 150); do
     python3 infra/dev/mongo_ping.py 127.0.0.1 "$port" && break

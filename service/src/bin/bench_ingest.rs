@@ -5,7 +5,12 @@
 //! (closed loop: each producer sends its next event when the previous one is answered),
 //! batch `POST /v1/events`, and an open-loop run at half the peak rate (latency measured from
 //! each request's scheduled start, so queueing is not hidden). Finally it measures the same
-//! store's direct `insert_many` rate (batches of 1000) from this Rust client, the ceiling.
+//! store's direct `insert_many` rate from this Rust client: at the mean batch size the service
+//! produced with 64 producers, and at 1000 (the ceiling).
+//!
+//! For every figure it also reads, from `/proc`, the CPU time (user + system) the store
+//! (`BENCH_STORE_PID`, set by `run.sh` for its FerretDB), the service and this load generator
+//! spent, per 1000 events. At the end it prints each target and whether this run met it.
 //!
 //! Run through `service/bench/run.sh`, which builds in release mode and starts a private
 //! FerretDB.
@@ -40,8 +45,15 @@ struct Args {
     )]
     producers: Vec<usize>,
     /// Events per batch POST.
-    #[arg(long, env = "BENCH_BATCH_EVENTS", default_value_t = 100)]
+    #[arg(long, env = "BENCH_BATCH_EVENTS", default_value_t = 1000)]
     batch_events: usize,
+    /// Profile instead of measuring: record the service with `perf` (into this file) while 64
+    /// producers send single events with group commit on, then stop.
+    #[arg(long, env = "BENCH_PERF_DATA")]
+    perf_data: Option<PathBuf>,
+    /// The store's process id, to report its CPU time (omitted when not given).
+    #[arg(long, env = "BENCH_STORE_PID")]
+    store_pid: Option<u32>,
     /// The service binary (default: `auditlog-service` next to this binary).
     #[arg(long, env = "BENCH_SERVICE_BIN")]
     service_bin: Option<PathBuf>,
@@ -55,6 +67,57 @@ struct Figures {
     errors: u64,
     elapsed: Duration,
     latencies_us: Vec<u64>,
+}
+
+/// CPU seconds (user + system) of a process so far, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // /proc reports clock ticks of USER_HZ, which is part of the kernel's ABI: 100.
+    Some(ticks / 100.0)
+}
+
+/// CPU time of the store, the service and the load generator over one measurement.
+#[derive(Clone, Copy)]
+struct Cpu {
+    store: Option<f64>,
+    service: Option<f64>,
+    load: Option<f64>,
+}
+
+impl Cpu {
+    fn now(store: Option<u32>, service: Option<u32>) -> Cpu {
+        Cpu {
+            store: store.and_then(|p| cpu_seconds(Some(p))),
+            service: service.and_then(|p| cpu_seconds(Some(p))),
+            load: cpu_seconds(None),
+        }
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        let d = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
+        Cpu {
+            store: d(self.store, before.store),
+            service: d(self.service, before.service),
+            load: d(self.load, before.load),
+        }
+    }
+
+    /// Seconds per 1000 events, as `store / service / load` (`-` when unknown).
+    fn per_1000(self, events: u64) -> String {
+        let f = |x: Option<f64>| match x {
+            Some(x) if events > 0 => format!("{:.3}", x * 1000.0 / events as f64),
+            _ => "-".to_owned(),
+        };
+        format!("{} / {} / {}", f(self.store), f(self.service), f(self.load))
+    }
 }
 
 impl Figures {
@@ -75,6 +138,41 @@ impl Figures {
 struct Service {
     child: Child,
     base: String,
+}
+
+impl Service {
+    fn pid(&self) -> Option<u32> {
+        Some(self.child.id())
+    }
+
+    /// `(sum, count)` of the service's `insert_many` batch sizes so far.
+    async fn mean_batch_counts(&self) -> Option<(f64, f64)> {
+        let text = reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let value = |name: &str| -> Option<f64> {
+            text.lines()
+                .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        Some((
+            value("auditlog_write_batch_size_sum")?,
+            value("auditlog_write_batch_size_count")?,
+        ))
+    }
+
+    /// Mean events per `insert_many` since `before` (from [`Service::mean_batch_counts`]).
+    async fn mean_batch_since(&self, before: Option<(f64, f64)>) -> Option<f64> {
+        let (sum, count) = self.mean_batch_counts().await?;
+        let (sum0, count0) = before.unwrap_or((0.0, 0.0));
+        (count > count0).then(|| (sum - sum0) / (count - count0))
+    }
 }
 
 impl Drop for Service {
@@ -106,7 +204,6 @@ async fn start_service(
         .env("AUDIT_GROUP_COMMIT", group_commit.to_string())
         .env("AUDIT_WRITE_CONCERN", &args.write_concern)
         .env("AUDIT_QUEUE_CAPACITY", "100000")
-        .env("RUST_LOG", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -265,9 +362,37 @@ async fn open_loop(base: &str, rate: f64, seconds: u64) -> Figures {
     figures
 }
 
-/// The store's own rate: `insert_many` of 1000 documents, `tasks` at a time.
-async fn direct_insert_many(args: &Args, tasks: usize) -> anyhow::Result<f64> {
+/// The store's own rate: `insert_many` of `size` documents, `tasks` at a time, and the CPU
+/// time it cost.
+/// `indexed`: into a collection with the service's indexes (as `auditlog-service` creates
+/// them), so the store does the same work per event as on the service path; otherwise into a
+/// bare collection.
+async fn direct_insert_many(
+    args: &Args,
+    tasks: usize,
+    size: u64,
+    indexed: bool,
+) -> anyhow::Result<Measured> {
     let client = mongodb::Client::with_uri_str(&args.mongodb_uri).await?;
+    client.database("bench_direct").drop().await?;
+    if indexed {
+        let store = auditlog_common::store::Store::connect(
+            &auditlog_common::settings::MongoSettings {
+                mongodb_uri: args.mongodb_uri.clone(),
+                db_name: "bench_direct".into(),
+                collection: "events".into(),
+            },
+            "auditlog-bench-ingest",
+        )
+        .await?;
+        let server = store.server_info().await?;
+        auditlog_common::schema::ensure_storage(
+            &store,
+            &server,
+            auditlog_common::schema::Retention::from_days(30),
+        )
+        .await?;
+    }
     let coll = client
         .database("bench_direct")
         .collection::<Document>("events");
@@ -277,18 +402,21 @@ async fn direct_insert_many(args: &Args, tasks: usize) -> anyhow::Result<f64> {
         WriteConcern::majority()
     };
     let stop = Arc::new(AtomicBool::new(false));
+    let cpu = Cpu::now(args.store_pid, None);
     let started = Instant::now();
     let mut handles = vec![];
-    for t in 0..tasks {
+    for _ in 0..tasks {
         let (coll, stop, wc) = (coll.clone(), stop.clone(), wc.clone());
         handles.push(tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let docs: Vec<Document> = (0..1000u64)
+                let docs: Vec<Document> = (0..size)
                     .map(|i| {
                         doc! {
                             "_id": mongodb::bson::oid::ObjectId::new(),
-                            "type": "bench", "consumer": format!("producer-{t}"),
+                            // Spread over 64 consumers like the service's producers: where
+                            // new keys land in the consumer index changes the store's cost.
+                            "type": "bench", "consumer": format!("producer-{}", (n + i) % 64),
                             "created_at": mongodb::bson::DateTime::now(),
                             "payload": {"n": (n + i) as i64, "user": "someone@example.com", "action": "login", "ok": true},
                         }
@@ -301,7 +429,7 @@ async fn direct_insert_many(args: &Args, tasks: usize) -> anyhow::Result<f64> {
                     .await
                     .is_ok()
                 {
-                    n += 1000;
+                    n += size;
                 }
             }
             n
@@ -313,9 +441,103 @@ async fn direct_insert_many(args: &Args, tasks: usize) -> anyhow::Result<f64> {
     for h in handles {
         total += h.await.unwrap_or(0);
     }
-    let rate = total as f64 / started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
+    let cpu = Cpu::now(args.store_pid, None).since(cpu);
     client.database("bench_direct").drop().await?;
-    Ok(rate)
+    Ok(Measured {
+        figures: Figures {
+            events: total,
+            errors: 0,
+            elapsed,
+            latencies_us: vec![],
+        },
+        cpu,
+    })
+}
+
+/// One figure: what the load achieved and the CPU it cost.
+struct Measured {
+    figures: Figures,
+    cpu: Cpu,
+}
+
+impl Measured {
+    fn print(&mut self, label: &str, producers: &str) {
+        let (p50, p99) = (
+            self.figures.percentile_ms(0.50),
+            self.figures.percentile_ms(0.99),
+        );
+        println!(
+            "{label:<30} {producers:>9} {:>10.0} {p50:>8.2} {p99:>8.2} {:>6}   {}",
+            self.figures.rate(),
+            self.figures.errors,
+            self.cpu.per_1000(self.figures.events)
+        );
+    }
+
+    fn per_event(&self, who: fn(&Cpu) -> Option<f64>) -> Option<f64> {
+        Some(who(&self.cpu)? / self.figures.events.max(1) as f64)
+    }
+}
+
+/// Runs `load` against `service`, measuring the CPU of the store, the service and this process.
+async fn measure<F: std::future::Future<Output = Figures>>(
+    args: &Args,
+    service: &Service,
+    load: F,
+) -> Measured {
+    let before = Cpu::now(args.store_pid, service.pid());
+    let figures = load.await;
+    let cpu = Cpu::now(args.store_pid, service.pid()).since(before);
+    Measured { figures, cpu }
+}
+
+/// `perf record` of the service (call graphs from DWARF) while 64 producers load it.
+async fn profile(args: &Args, bin: &PathBuf, out: &PathBuf) -> anyhow::Result<()> {
+    let service = start_service(args, bin, "bench_profile", true).await?;
+    let pid = service.pid().context("the service has no pid")?;
+    // Warm up the connections and the store before recording.
+    closed_loop(&service.base, 64, 1, None).await;
+    let mut perf = Command::new("perf")
+        .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-o"])
+        .arg(out)
+        .args([
+            "-p",
+            &pid.to_string(),
+            "--",
+            "sleep",
+            &args.seconds.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start perf (Debian: apt-get install linux-perf)")?;
+    let mut m = measure(
+        args,
+        &service,
+        closed_loop(&service.base, 64, args.seconds, None),
+    )
+    .await;
+    let status = perf.wait()?;
+    if !status.success() {
+        bail!("perf record failed: {status}");
+    }
+    m.print("single POST, group commit", "64");
+    drop(service);
+    mongodb::Client::with_uri_str(&args.mongodb_uri)
+        .await?
+        .database("bench_profile")
+        .drop()
+        .await?;
+    Ok(())
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "NOT met"
+    }
 }
 
 #[tokio::main]
@@ -328,17 +550,24 @@ async fn main() -> anyhow::Result<()> {
             .context("no parent directory")?
             .join("auditlog-service"),
     };
+    if let Some(out) = &args.perf_data {
+        return profile(&args, &bin, out).await;
+    }
     println!(
         "auditlog ingest benchmark — store {}, write concern {}, {} s per figure",
         args.mongodb_uri, args.write_concern, args.seconds
     );
+    println!("cpu: CPU seconds per 1000 events of the store / the service / the load generator");
     println!();
     println!(
-        "{:<28} {:>10} {:>12} {:>9} {:>9} {:>7}",
+        "{:<30} {:>9} {:>10} {:>8} {:>8} {:>6}   cpu s/1000 events",
         "scenario", "producers", "events/s", "p50 ms", "p99 ms", "errors"
     );
     let mut peak_on = 0.0f64;
-    let mut at_64 = [0.0f64; 2];
+    let mut at_64: [Option<Measured>; 2] = [None, None];
+    let mut mean_batch_64 = None;
+    let mut batch_post = None;
+    let mut open = None;
     for (i, group_commit) in [true, false].into_iter().enumerate() {
         let db = if group_commit {
             "bench_gc_on"
@@ -352,64 +581,124 @@ async fn main() -> anyhow::Result<()> {
             "single POST, no group commit"
         };
         for &p in &args.producers {
-            let mut f = closed_loop(&service.base, p, args.seconds, None).await;
-            let (p50, p99) = (f.percentile_ms(0.50), f.percentile_ms(0.99));
-            println!(
-                "{label:<28} {p:>10} {:>12.0} {p50:>9.2} {p99:>9.2} {:>7}",
-                f.rate(),
-                f.errors
-            );
-            if p == 64 {
-                at_64[i] = f.rate();
-            }
+            let batches_before = service.mean_batch_counts().await;
+            let mut m = measure(
+                &args,
+                &service,
+                closed_loop(&service.base, p, args.seconds, None),
+            )
+            .await;
+            m.print(label, &p.to_string());
             if group_commit {
-                peak_on = peak_on.max(f.rate());
+                peak_on = peak_on.max(m.figures.rate());
+                if p == 64 {
+                    mean_batch_64 = service.mean_batch_since(batches_before).await;
+                }
+            }
+            if p == 64 {
+                at_64[i] = Some(m);
             }
         }
         if group_commit {
-            for p in [4, 16] {
-                let mut f =
-                    closed_loop(&service.base, p, args.seconds, Some(args.batch_events)).await;
-                let (p50, p99) = (f.percentile_ms(0.50), f.percentile_ms(0.99));
-                println!(
-                    "{:<28} {p:>10} {:>12.0} {p50:>9.2} {p99:>9.2} {:>7}",
-                    format!("batch POST x{}", args.batch_events),
-                    f.rate(),
-                    f.errors
-                );
-            }
+            let mut m = measure(
+                &args,
+                &service,
+                closed_loop(&service.base, 2, args.seconds, Some(args.batch_events)),
+            )
+            .await;
+            m.print(&format!("batch POST x{}", args.batch_events), "2");
+            batch_post = Some(m);
             let half = peak_on / 2.0;
-            let mut f = open_loop(&service.base, half, args.seconds).await;
-            let (p50, p99) = (f.percentile_ms(0.50), f.percentile_ms(0.99));
-            println!(
-                "{:<28} {:>10} {:>12.0} {p50:>9.2} {p99:>9.2} {:>7}",
-                "open loop at half peak",
-                "-",
-                f.rate(),
-                f.errors
-            );
+            let mut m = measure(
+                &args,
+                &service,
+                open_loop(&service.base, half, args.seconds),
+            )
+            .await;
+            m.print(&format!("open loop at {half:.0}/s"), "-");
+            open = Some(m);
         }
         drop(service);
         let client = mongodb::Client::with_uri_str(&args.mongodb_uri).await?;
         client.database(db).drop().await?;
     }
-    let mut ceiling = 0.0f64;
-    for tasks in [1, 4] {
-        let rate = direct_insert_many(&args, tasks).await?;
-        println!(
-            "{:<28} {tasks:>10} {rate:>12.0} {:>9} {:>9} {:>7}",
-            "direct insert_many x1000", "-", "-", "-"
-        );
-        ceiling = ceiling.max(rate);
+    let mean = mean_batch_64.unwrap_or(1.0).round().max(1.0) as u64;
+    let mut same_size = direct_insert_many(&args, 1, mean, true).await?;
+    same_size.print(&format!("direct x{mean}, indexed"), "1");
+    let mut ceiling: Option<Measured> = None;
+    for tasks in [1, 2] {
+        let mut m = direct_insert_many(&args, tasks, 1000, true).await?;
+        m.print("direct x1000, indexed", &tasks.to_string());
+        if ceiling
+            .as_ref()
+            .is_none_or(|c| m.figures.rate() > c.figures.rate())
+        {
+            ceiling = Some(m);
+        }
     }
+    let mut bare = direct_insert_many(&args, 2, 1000, false).await?;
+    bare.print("direct x1000, bare collection", "2");
     println!();
+    let ceiling_rate = ceiling.as_ref().map_or(1.0, |c| c.figures.rate()).max(1.0);
+    let [Some(on), Some(off)] = &at_64 else {
+        bail!("the 64-producer figures are missing (BENCH_PRODUCERS must include 64)");
+    };
     println!(
-        "64 producers: group commit {:.0}/s vs off {:.0}/s = {:.1}x (target >= 10x); {:.0}% of the insert_many ceiling {:.0}/s (target >= 70%)",
-        at_64[0],
-        at_64[1],
-        at_64[0] / at_64[1].max(1.0),
-        100.0 * at_64[0] / ceiling.max(1.0),
-        ceiling
+        "mean insert_many batch with 64 producers: {}",
+        mean_batch_64.map_or("-".into(), |m| format!("{m:.1} events"))
     );
+    let bare_rate = bare.figures.rate().max(1.0);
+    println!(
+        "ceiling: direct insert_many x1000 into the service's indexes {ceiling_rate:.0}/s \
+         (into a bare collection {bare_rate:.0}/s: the indexes cost the store {:.0}%)",
+        100.0 * (1.0 - ceiling_rate / bare_rate)
+    );
+    let share = on.figures.rate() / ceiling_rate;
+    println!(
+        "64 producers vs the ceiling: {:.0}% (target >= 50%: {}); vs the bare collection: {:.0}%",
+        100.0 * share,
+        verdict(share >= 0.5),
+        100.0 * on.figures.rate() / bare_rate
+    );
+    let gain = on.figures.rate() / off.figures.rate().max(1.0);
+    println!(
+        "group commit on vs off at 64 producers: {gain:.1}x (target >= 10x: {})",
+        verdict(gain >= 10.0)
+    );
+    if let Some(us) = on.per_event(|c| c.service) {
+        let us = us * 1e6;
+        println!(
+            "service CPU per single-event request at 64 producers: {us:.1} us (target <= 20 us: {})",
+            verdict(us <= 20.0)
+        );
+    }
+    if let Some(open) = open.as_mut() {
+        let p99 = open.figures.percentile_ms(0.99);
+        println!(
+            "p99 in the open loop at half of peak: {p99:.1} ms (target <= 20 ms: {})",
+            verdict(p99 <= 20.0)
+        );
+    }
+    if let Some(b) = &batch_post {
+        let share = b.figures.rate() / ceiling_rate;
+        println!(
+            "batch POST x{} vs the ceiling: {:.0}% (target >= 80%: {}); vs the bare collection: {:.0}%",
+            args.batch_events,
+            100.0 * share,
+            verdict(share >= 0.8),
+            100.0 * b.figures.rate() / bare_rate
+        );
+    }
+    if let (Some(ours), Some(direct)) =
+        (on.per_event(|c| c.store), same_size.per_event(|c| c.store))
+    {
+        let ratio = ours / direct;
+        println!(
+            "store CPU per event, service path vs direct x{mean} (same indexes): {:.1} us vs {:.1} us = {ratio:.2}x (target <= 1.2x: {})",
+            ours * 1e6,
+            direct * 1e6,
+            verdict(ratio <= 1.2)
+        );
+    }
     Ok(())
 }
