@@ -255,9 +255,13 @@ async fn closed_loop(base: &str, producers: usize, seconds: u64, batch: Option<u
             while !stop.load(Ordering::Relaxed) {
                 let body = match batch {
                     None => event(p, n),
-                    Some(k) => {
-                        serde_json::Value::Array((0..k as u64).map(|i| event(p, n + i)).collect())
-                    }
+                    // A batch carries many consumers' events (a gateway's, say), spread
+                    // over 64 like the direct inserts it is compared with.
+                    Some(k) => serde_json::Value::Array(
+                        (0..k as u64)
+                            .map(|i| event(((n + i) % 64) as usize, n + i))
+                            .collect(),
+                    ),
                 };
                 let sent = Instant::now();
                 let r = client
