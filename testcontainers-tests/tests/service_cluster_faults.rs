@@ -20,6 +20,15 @@ async fn proxied_service(
     mongo: &TestMongo,
     env: &[(&str, &str)],
 ) -> (WireProxy, testcontainers_tests::binary::RunningBinary, Api) {
+    proxied_service_with(mongo, |base| base, env).await
+}
+
+/// [`proxied_service`], with the service's base environment passed through `adjust` first.
+async fn proxied_service_with(
+    mongo: &TestMongo,
+    adjust: impl FnOnce(Vec<(String, String)>) -> Vec<(String, String)>,
+    env: &[(&str, &str)],
+) -> (WireProxy, testcontainers_tests::binary::RunningBinary, Api) {
     let (proxy, uri) = WireProxy::in_front_of(&mongo.uri).await;
     let base: Vec<(String, String)> = mongo
         .env()
@@ -32,7 +41,7 @@ async fn proxied_service(
             }
         })
         .collect();
-    let service = start_service_env(base, env).await;
+    let service = start_service_env(adjust(base), env).await;
     let api = Api::new(&service);
     (proxy, service, api)
 }
@@ -299,30 +308,18 @@ async fn a_producer_retry_after_the_first_was_stored_gets_200_with_the_first_cre
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reader_tailing_by_cursor_sees_every_event_once_while_some_writes_land_late() {
     let mongo = test_mongo().await;
-    let (proxy, uri) = WireProxy::in_front_of(&mongo.uri).await;
-    let base = mongo
-        .env()
-        .into_iter()
-        .map(|(k, v)| {
-            if k == "MONGODB_URI" {
-                (k, uri.clone())
-            } else {
-                (k, v)
-            }
-        })
-        .collect();
     // complete_until trails now by 2.5 s: a 2 s write deadline, 0.5 s server selection.
     // Single inserts, many in flight: while one is held, the others land, as the writes of the
     // other replicas of a deployment do while one replica's write waits on a shard.
-    let service = start_service_env(
-        quick_visibility(base),
+    let (proxy, _service, api) = proxied_service_with(
+        &mongo,
+        quick_visibility,
         &[
             ("AUDIT_WRITE_DEADLINE_SECS", "2"),
             ("AUDIT_GROUP_COMMIT", "false"),
         ],
     )
     .await;
-    let api = Api::new(&service);
 
     let writing = Duration::from_secs(4);
     let started = Instant::now();
