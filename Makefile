@@ -14,10 +14,10 @@ help: ## List the targets
 run: ## Start the service on 127.0.0.1:8080 (starts a local FerretDB unless MONGODB_URI is set)
 	@bash infra/dev/run.sh
 
-stop: ## Stop every local server make run or make test started (service, FerretDB, HDFS, S3)
+stop: ## Stop every local server make run or make test started (service, FerretDB, HDFS, S3, RabbitMQ)
 	@bash infra/dev/stop.sh
 
-tools: ## Install what the tests need (FerretDB, Python venv, Hadoop MiniDFS, helm, Chromium)
+tools: ## Install what the tests need (FerretDB, Python venv, Hadoop MiniDFS, helm, Chromium, RabbitMQ)
 	bash infra/dev/install-tools.sh
 
 test: ## Run every test: Rust unit + end-to-end, Helm chart checks, Swagger UI in Chromium

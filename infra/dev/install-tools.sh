@@ -5,6 +5,9 @@
 #   Python venv               infra/dev/python-env.sh         (pyarrow, duckdb, pymongo, moto, pytest)
 #   Hadoop MiniDFSCluster     infra/dev/hdfs.sh install       (Maven Central)
 #   helm + chart validators   infra/helm-tests/install-tools.sh (Go module proxy, PyPI)
+#   RabbitMQ                  Debian's rabbitmq-server, for queue mode's tests
+#                             (infra/dev/rabbitmq.sh install; run as local processes, never
+#                             as the system service)
 #   Chromium                  Debian package, for the Swagger UI check
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,6 +18,7 @@ bash infra/dev/ferretdb.sh install
 bash infra/dev/python-env.sh >/dev/null
 bash infra/dev/hdfs.sh install
 bash infra/helm-tests/install-tools.sh
+bash infra/dev/rabbitmq.sh install
 
 if ! command -v chromium >/dev/null 2>&1; then
   sudo=""

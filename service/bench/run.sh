@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Ingest benchmark on the local store: builds auditlog-service and auditlog-bench-ingest in
-# release mode, starts a private FerretDB (free port, temporary data directory), runs the
-# benchmark, and removes the FerretDB again. Figures go to stdout. FerretDB runs through
-# infra/dev/ferretdb.sh serve; the binaries are wherever cargo puts them (CARGO_TARGET_DIR).
+# release mode, starts a private FerretDB and a private RabbitMQ (free ports, temporary data
+# directories), runs the benchmark — direct mode, then queue mode next to it — and removes both
+# again. Figures go to stdout. FerretDB runs through infra/dev/ferretdb.sh serve, RabbitMQ
+# through infra/dev/rabbitmq.sh serve; the binaries are wherever cargo puts them
+# (CARGO_TARGET_DIR).
 #
 #   service/bench/run.sh                      # defaults: 5 s per figure, 1,16,64,256 producers
 # Besides events/s and latency it prints CPU seconds per 1000 events of FerretDB, the service
 # and the load generator (from /proc), and each target with whether this run met it.
 #   BENCH_SECONDS=10 service/bench/run.sh
 #   MONGODB_URI=mongodb://host:27017 service/bench/run.sh   # measure another store instead
+#   BENCH_AMQP_URL=amqp://... service/bench/run.sh          # another RabbitMQ for queue mode
+#   BENCH_OUTAGE_SECONDS=60 (default)                       # the queue-mode store outage
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,6 +41,40 @@ if [ -z "${MONGODB_URI:-}" ]; then
   export MONGODB_URI="mongodb://127.0.0.1:$port/"
   ferretdb="$(bash infra/dev/ferretdb.sh path)"
   echo "FerretDB $("$ferretdb" --version 2>/dev/null | sed -n 's/^version:[[:space:]]*//p' | sed -n 1p) on 127.0.0.1:$port (SQLite in $data)"
+fi
+
+# Stops what this script started: RabbitMQ (SIGTERM to its process group, then SIGKILL) and
+# FerretDB.
+cleanup() {
+  if [ -n "${rabbit_pid:-}" ]; then
+    kill -TERM -- "-$rabbit_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$rabbit_pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL -- "-$rabbit_pid" 2>/dev/null || true
+    rm -rf "$rdata"
+  fi
+  if [ -n "${ferret_pid:-}" ]; then
+    kill "$ferret_pid" 2>/dev/null || true
+    wait "$ferret_pid" 2>/dev/null || true
+    rm -rf "$data"
+  fi
+}
+
+if [ -z "${BENCH_AMQP_URL:-}" ]; then
+  bash infra/dev/rabbitmq.sh install
+  rport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  rdist="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  rdata="$(mktemp -d -t auditlog-bench-rabbitmq-XXXXXX)"
+  # setsid: RabbitMQ's wrapper and its Erlang VM form one process group, stopped together.
+  setsid bash infra/dev/rabbitmq.sh serve "$rdata" "$rport" "$rdist" >"$rdata/serve.out" 2>&1 </dev/null &
+  rabbit_pid=$!
+  trap cleanup EXIT
+  for _ in $(seq 1 450); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$rport") 2>/dev/null && break
+    kill -0 "$rabbit_pid" 2>/dev/null || { cat "$rdata/serve.out" >&2; exit 1; }
+    sleep 0.2
+  done
+  export BENCH_AMQP_URL="amqp://guest:guest@127.0.0.1:$rport/%2f"
+  echo "RabbitMQ $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null) on 127.0.0.1:$rport (data in $rdata)"
 fi
 
 "$bench_bin" "$@"

@@ -6,19 +6,21 @@ use std::time::Duration;
 
 use auditlog_common::error::{codes, server_error_code};
 use poem::web::Data;
-use poem_openapi::param::Query;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, Tags};
 
 use crate::auth::ApiKeyAuth;
 use crate::body::{BodyFormat, JsonBody, OptionalFindBody};
-use crate::error::{ApiError, ErrorResponse};
+use crate::error::{ApiError, ErrorResponse, LookupErrorResponse};
 use crate::event::EventIn;
 use crate::ingest::{self, Accepted, BatchResponse, EventAck};
+use crate::lookup::{self, EventStatus, Lookup};
 use crate::query::{self, FindQuery, FindRequest, FindResponse};
 use crate::state::AppState;
 
-/// How long `/readyz` waits for the database.
+/// How long `/readyz` waits for the database (queue mode: how recent RabbitMQ's last answer
+/// must be).
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Tags)]
@@ -40,6 +42,27 @@ enum PostEventResponse {
     /// and `created_at` are returned and nothing new is written.
     #[oai(status = 200)]
     AlreadyStored(Json<EventAck>),
+    /// Queue mode (`AUDIT_INGEST_MODE=queue`): durable in RabbitMQ (it confirmed the publish),
+    /// not yet visible to find; the service writes it to MongoDB. `GET /v1/event/{id}` tells
+    /// when it is stored. A repeated producer `id` is resolved then (same content: stored once;
+    /// other content: not stored, dead-lettered).
+    #[oai(status = 202)]
+    Queued(Json<EventAck>),
+}
+
+#[derive(ApiResponse)]
+enum GetEventResponse {
+    /// In MongoDB (visible to find): `status` is `stored`, with the event's fields.
+    #[oai(status = 200)]
+    Stored(Json<EventStatus>),
+    /// Queue mode: this replica published the event (RabbitMQ confirmed it); not stored yet.
+    #[oai(status = 202)]
+    Queued(Json<EventStatus>),
+    /// Not stored, and not published recently by this replica: `{"id", "status": "unknown"}`.
+    /// In queue mode an event acknowledged with 202 reads so on another replica, or after a
+    /// restart, until it is stored: keep polling, or re-send it with the same `id` (safe).
+    #[oai(status = 404)]
+    Unknown(Json<EventStatus>),
 }
 
 #[derive(Debug, Object)]
@@ -50,7 +73,7 @@ struct Readiness {
 
 #[derive(ApiResponse)]
 enum ReadyResponse {
-    /// The database answered within 2 s.
+    /// The database answered within 2 s (queue mode: RabbitMQ).
     #[oai(status = 200)]
     Ready(Json<Readiness>),
 }
@@ -64,7 +87,8 @@ impl Api {
     /// The server assigns `created_at` (UTC, milliseconds) and, unless the producer sent one,
     /// `id`. Answers 201 only once the event is stored. Send your own `id` (24 hex chars) to
     /// make retries safe: the same event again answers 200 with the stored `id`/`created_at`;
-    /// a different event with that `id` answers 409.
+    /// a different event with that `id` answers 409. In queue mode the answer is 202 once
+    /// RabbitMQ confirmed the event (stored later; see `GET /v1/event/{id}`).
     #[oai(path = "/v1/event", method = "post", tag = "Tag::Ingest")]
     async fn post_event(
         &self,
@@ -75,7 +99,31 @@ impl Api {
         match ingest::ingest_json(&state, &body.bytes).await? {
             Accepted::Created(ack) => Ok(PostEventResponse::Created(Json(ack))),
             Accepted::AlreadyStored(ack) => Ok(PostEventResponse::AlreadyStored(Json(ack))),
+            Accepted::Queued(ack) => Ok(PostEventResponse::Queued(Json(ack))),
         }
+    }
+
+    /// Whether an event is stored.
+    ///
+    /// 200 `{"id", "status": "stored", "created_at", "type", "consumer", "payload"?}` once the
+    /// event is in MongoDB (either mode). Queue mode: 202 `{"id", "status": "queued"}` while
+    /// an event this replica published is on its way. Otherwise 404
+    /// `{"id", "status": "unknown"}`: each replica remembers only what it published recently
+    /// (in memory), so on another replica or after a restart a queued event reads `unknown`
+    /// until it is stored — never "lost"; poll until `stored`, or re-send with the same `id`.
+    #[oai(path = "/v1/event/:id", method = "get", tag = "Tag::Ingest")]
+    async fn get_event(
+        &self,
+        _auth: ApiKeyAuth,
+        state: Data<&Arc<AppState>>,
+        /// The event's `id` (24 hex characters), as answered to its POST.
+        id: Path<String>,
+    ) -> Result<GetEventResponse, LookupErrorResponse> {
+        Ok(match lookup::lookup(&state, &id.0).await? {
+            Lookup::Stored(s) => GetEventResponse::Stored(Json(s)),
+            Lookup::Queued(s) => GetEventResponse::Queued(Json(s)),
+            Lookup::Unknown(s) => GetEventResponse::Unknown(Json(s)),
+        })
     }
 
     /// Store many events in one request.
@@ -83,7 +131,8 @@ impl Api {
     /// A JSON array of events, or NDJSON (one event per line) with
     /// `Content-Type: application/x-ndjson`; at most `AUDIT_MAX_BATCH_EVENTS` events. Each
     /// event is accepted or refused on its own; `results` lists, in order, the status and the
-    /// `id` or the error of every event.
+    /// `id` or the error of every event. In queue mode each event is published on its own and
+    /// the confirms are awaited together: an accepted event's status is 202.
     #[oai(path = "/v1/events", method = "post", tag = "Tag::Ingest")]
     async fn post_events(
         &self,
@@ -172,9 +221,16 @@ impl Api {
         PlainText("ok")
     }
 
-    /// Readiness: the database answers within 2 s (else 503).
+    /// Readiness: the database answers within 2 s (else 503). In queue mode RabbitMQ instead:
+    /// connected, and it answered within 2 s — producers need RabbitMQ, not MongoDB.
     #[oai(path = "/readyz", method = "get", tag = "Tag::Operations")]
     async fn readyz(&self, state: Data<&Arc<AppState>>) -> Result<ReadyResponse, ErrorResponse> {
+        if let Some(queue) = &state.queue {
+            queue.ready(READY_TIMEOUT).map_err(ApiError::from)?;
+            return Ok(ReadyResponse::Ready(Json(Readiness {
+                status: "ready".into(),
+            })));
+        }
         match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
             Ok(Ok(())) => Ok(ReadyResponse::Ready(Json(Readiness {
                 status: "ready".into(),

@@ -28,6 +28,16 @@ pub enum Command {
     Openapi,
 }
 
+/// How `POST /v1/event(s)` takes an event in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IngestMode {
+    /// Written to MongoDB before the producer is answered (201).
+    Direct,
+    /// Published to a RabbitMQ quorum queue and answered once RabbitMQ confirmed it (202); a
+    /// drain task in every replica writes the queue into MongoDB (see [`crate::queue`]).
+    Queue,
+}
+
 /// How many copies of an event must be written before a producer gets its 201.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum WriteConcernSetting {
@@ -144,6 +154,31 @@ pub struct Config {
     #[arg(long, env = "AUDIT_CLOCK_SKEW_SECS", default_value_t = 2)]
     pub clock_skew_secs: u64,
 
+    /// `direct` (default): answer 201 once the event is in MongoDB. `queue`: answer 202 once
+    /// RabbitMQ (AUDIT_AMQP_URL) confirmed it; the service drains the queue into MongoDB, so a
+    /// MongoDB outage does not reach producers.
+    #[arg(long, env = "AUDIT_INGEST_MODE", value_enum, default_value = "direct")]
+    pub ingest_mode: IngestMode,
+
+    /// Queue mode: the RabbitMQ URL, e.g. `amqp://user:password@rabbitmq:5672/%2f` (`amqps://`
+    /// for TLS). Required with AUDIT_INGEST_MODE=queue.
+    #[arg(long, env = "AUDIT_AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
+
+    /// Queue mode: the durable quorum queue events go through (declared at start if missing);
+    /// events the store refuses for good go to `<queue>.dead`.
+    #[arg(long, env = "AUDIT_AMQP_QUEUE", default_value = "auditlog.events")]
+    pub amqp_queue: String,
+
+    /// Queue mode: messages ready in the queue past which producers get 429 with Retry-After.
+    #[arg(long, env = "AUDIT_AMQP_MAX_DEPTH", default_value_t = 1_000_000)]
+    pub amqp_max_depth: u64,
+
+    /// Queue mode: messages each replica's drain holds unacknowledged at once (AMQP prefetch);
+    /// they are what its group commits are made of.
+    #[arg(long, env = "AUDIT_AMQP_PREFETCH", default_value_t = 1000)]
+    pub amqp_prefetch: u16,
+
     /// After SIGTERM/SIGINT, how long open connections may take to finish, in seconds. Queued
     /// events are written regardless.
     #[arg(long, env = "AUDIT_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
@@ -185,6 +220,11 @@ impl Config {
             ("AUDIT_BATCH_MAX_EVENTS", self.batch_max_events),
             ("AUDIT_BATCH_MAX_BYTES", self.batch_max_bytes),
             ("AUDIT_WRITERS", self.writers),
+            ("AUDIT_AMQP_PREFETCH", usize::from(self.amqp_prefetch)),
+            (
+                "AUDIT_AMQP_MAX_DEPTH",
+                usize::try_from(self.amqp_max_depth).unwrap_or(usize::MAX),
+            ),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -196,6 +236,16 @@ impl Config {
                 budget: self.max_inflight_body_bytes,
                 body: self.max_body_bytes,
             });
+        }
+        if self.ingest_mode == IngestMode::Queue {
+            if self.amqp_url.as_deref().is_none_or(|u| u.trim().is_empty()) {
+                return Err(ConfigError::MissingAmqpUrl);
+            }
+            let queue = self.amqp_queue.trim();
+            // AMQP queue names are short strings; `<queue>.dead` must fit too.
+            if queue.is_empty() || queue.len() + ".dead".len() > 255 {
+                return Err(ConfigError::BadQueueName(self.amqp_queue.clone()));
+            }
         }
         Ok(())
     }
@@ -215,6 +265,10 @@ pub enum ConfigError {
     MissingApiKey,
     #[error("{0} must be greater than 0")]
     Zero(&'static str),
+    #[error("AUDIT_INGEST_MODE=queue needs AUDIT_AMQP_URL: set it to the RabbitMQ URL, e.g. amqp://user:password@rabbitmq:5672/%2f")]
+    MissingAmqpUrl,
+    #[error("AUDIT_AMQP_QUEUE {0:?} is not a queue name: 1 to 250 bytes")]
+    BadQueueName(String),
     #[error("AUDIT_MAX_INFLIGHT_BODY_BYTES ({budget}) is below AUDIT_MAX_BODY_BYTES ({body}): a body of the largest accepted size could never be read")]
     BudgetBelowBody { budget: usize, body: usize },
 }
@@ -238,6 +292,26 @@ mod tests {
             cli.config.api_keys(),
             Err(ConfigError::MissingApiKey)
         ));
+    }
+
+    #[test]
+    fn queue_mode_is_opt_in_and_needs_an_amqp_url() {
+        let cli = Cli::parse_from(["auditlog-service", "--api-key", "k"]);
+        assert_eq!(cli.config.ingest_mode, IngestMode::Direct);
+        assert_eq!(cli.config.amqp_queue, "auditlog.events");
+        assert!(cli.config.validate().is_ok());
+        let cli = Cli::parse_from(["auditlog-service", "--ingest-mode", "queue"]);
+        let err = cli.config.validate().unwrap_err();
+        assert!(matches!(err, ConfigError::MissingAmqpUrl));
+        assert!(err.to_string().contains("AUDIT_AMQP_URL"), "{err}");
+        let cli = Cli::parse_from([
+            "auditlog-service",
+            "--ingest-mode",
+            "queue",
+            "--amqp-url",
+            "amqp://127.0.0.1:5672/%2f",
+        ]);
+        assert!(cli.config.validate().is_ok());
     }
 
     #[test]

@@ -4,13 +4,18 @@
 //! - [`ApiError::status`] and [`ApiError::code`] are the only mapping to HTTP; every answer
 //!   that is not a success has the body `{"error": {"code": "...", "message": "..."}}`
 //!   ([`ErrorBody`]), including the errors poem and poem-openapi raise themselves (unknown
-//!   route, bad query parameter, missing API key), which [`from_poem_error`] converts.
+//!   route, bad query parameter, missing API key), which [`from_poem_error`] converts. The one
+//!   exception is not an error: `GET /v1/event/{id}` answers an id it does not know with 404
+//!   and a status body (`{"id", "status": "unknown"}`), so that operation declares its errors
+//!   with [`LookupErrorResponse`], which has no 404 of its own.
 //! - 429 and 503 carry `Retry-After` (seconds).
 
 use poem::http::StatusCode;
 use poem::IntoResponse;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
+
+use crate::queue::QueueError;
 
 /// Seconds a producer should wait after a 429 (queue full).
 pub const RETRY_AFTER_BUSY_SECS: u64 = 1;
@@ -56,6 +61,10 @@ pub enum ApiError {
     /// The store did not take the write within the retry deadline, or is unreachable.
     #[error("the event store is unavailable: {0}")]
     Unavailable(String),
+    /// Queue mode: RabbitMQ did not take the event — the queue is past `AUDIT_AMQP_MAX_DEPTH`
+    /// (429), or RabbitMQ is unreachable, blocks publishers, refused or did not confirm (503).
+    #[error("{0}")]
+    Queue(#[from] QueueError),
     /// The query ran past its server-side time limit.
     #[error("the query exceeded its time limit of {ms} ms; narrow the filter or time range")]
     QueryTimeout { ms: u64 },
@@ -83,7 +92,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::IdConflict { .. } => StatusCode::CONFLICT,
-            ApiError::Busy => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Busy | ApiError::Queue(QueueError::Full { .. }) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable(_) | ApiError::QueryTimeout { .. } | ApiError::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -105,7 +117,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unauthorized => "unauthorized",
             ApiError::IdConflict { .. } => "id_conflict",
-            ApiError::Busy => "busy",
+            ApiError::Busy | ApiError::Queue(QueueError::Full { .. }) => "busy",
+            ApiError::Queue(_) => "queue_unavailable",
             ApiError::Unavailable(_) => "store_unavailable",
             ApiError::Overloaded => "overloaded",
             ApiError::QueryTimeout { .. } => "query_timeout",
@@ -117,8 +130,10 @@ impl ApiError {
 
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            ApiError::Busy | ApiError::Overloaded => Some(RETRY_AFTER_BUSY_SECS),
-            ApiError::Unavailable(_) | ApiError::QueryTimeout { .. } => {
+            ApiError::Busy | ApiError::Overloaded | ApiError::Queue(QueueError::Full { .. }) => {
+                Some(RETRY_AFTER_BUSY_SECS)
+            }
+            ApiError::Unavailable(_) | ApiError::Queue(_) | ApiError::QueryTimeout { .. } => {
                 Some(RETRY_AFTER_UNAVAILABLE_SECS)
             }
             _ => None,
@@ -177,14 +192,52 @@ pub enum ErrorResponse {
     /// (not an object, unknown field).
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
-    /// Write queue full; retry after the given seconds.
+    /// Write queue full (queue mode: RabbitMQ queue past `AUDIT_AMQP_MAX_DEPTH`); retry after
+    /// the given seconds.
     #[oai(status = 429)]
     TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// Store unreachable past the retry deadline, or query over its time limit.
+    /// Store unreachable past the retry deadline, query over its time limit, or (queue mode)
+    /// RabbitMQ unreachable, blocking publishers or not confirming.
     #[oai(status = 503)]
     ServiceUnavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+}
+
+/// The error answers of `GET /v1/event/{id}`: those of [`ErrorResponse`] it can give, and no
+/// 404 (there, 404 is the status answer for an unknown id).
+#[derive(Debug, ApiResponse)]
+#[oai(bad_request_handler = "lookup_bad_request")]
+pub enum LookupErrorResponse {
+    /// The id is not 24 hexadecimal characters.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Missing or wrong `X-Api-Key`.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// The store did not answer (and, in queue mode, this replica did not publish the id).
+    #[oai(status = 503)]
+    ServiceUnavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+}
+
+impl From<ApiError> for LookupErrorResponse {
+    fn from(err: ApiError) -> Self {
+        match ErrorResponse::from(&err) {
+            ErrorResponse::BadRequest(b) => LookupErrorResponse::BadRequest(b),
+            ErrorResponse::Unauthorized(b) => LookupErrorResponse::Unauthorized(b),
+            ErrorResponse::ServiceUnavailable(b, retry) => {
+                LookupErrorResponse::ServiceUnavailable(b, retry)
+            }
+            // Nothing else can happen on this path; should it, it is a bug, answered as one.
+            _ => LookupErrorResponse::Internal(Json(err.body())),
+        }
+    }
+}
+
+fn lookup_bad_request(err: poem::Error) -> LookupErrorResponse {
+    LookupErrorResponse::from(ApiError::BadQuery(err.to_string()))
 }
 
 fn bad_request(err: poem::Error) -> ErrorResponse {

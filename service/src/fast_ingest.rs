@@ -4,8 +4,8 @@
 //! about as much CPU as the event's own work (`make profile-ingest`). This endpoint takes such
 //! a request first and answers it with the same steps in the same order as the OpenAPI
 //! operation [`crate::api::Api`] `post_event`: the API key (401), the media type (415), the
-//! body under its limits (413, 503), then [`crate::ingest::ingest_json`]; the same status
-//! codes and bodies. The operation stays, for the OpenAPI document and for what this path
+//! body under its limits (413, 503), then [`crate::ingest::ingest_json`] — which in queue mode
+//! publishes to RabbitMQ (202) — so the same status codes and bodies. The operation stays, for the OpenAPI document and for what this path
 //! passes on: requests with a compressed body, which the compression layer must decode.
 
 use std::sync::Arc;
@@ -38,6 +38,9 @@ impl<E: Endpoint> Endpoint for FastIngest<E> {
                 Json(ack).with_status(StatusCode::CREATED).into_response()
             }
             Ok(Accepted::AlreadyStored(ack)) => Json(ack).into_response(),
+            Ok(Accepted::Queued(ack)) => {
+                Json(ack).with_status(StatusCode::ACCEPTED).into_response()
+            }
             Err(e) => ErrorResponse::from(e).into_response(),
         })
     }

@@ -3,6 +3,11 @@
 //! write outcome into what the producer is told, including idempotent retries: a duplicate
 //! `_id` with the same content is a success (200 with the stored `id`/`created_at`, or 201
 //! when it was this very request's earlier attempt), with other content a 409.
+//!
+//! In queue mode the validated event is published to RabbitMQ instead ([`crate::queue`]) and
+//! the producer gets 202 once RabbitMQ confirmed it; a repeated producer id is resolved when
+//! the drain writes the event, with [`resolve_duplicate`] too. Both `POST /v1/event` paths (the
+//! OpenAPI operation and [`crate::fast_ingest`]) and `POST /v1/events` come through here.
 
 use chrono::Utc;
 use poem_openapi::Object;
@@ -10,6 +15,7 @@ use serde_json::Value;
 
 use crate::error::{ApiError, ErrorDetail};
 use crate::event::{format_created_at, parse_event, same_content, NewEvent};
+use crate::queue::QueueError;
 use crate::state::AppState;
 use crate::writer::{SubmitError, WriteOutcome};
 use auditlog_common::schema::fields;
@@ -24,18 +30,21 @@ pub struct EventAck {
     pub created_at: String,
 }
 
-/// A stored event: newly (201), or earlier with the same id and content (200).
+/// A stored event: newly (201), or earlier with the same id and content (200); or, in queue
+/// mode, an event RabbitMQ confirmed (202).
 #[derive(Debug, Clone)]
 pub enum Accepted {
     Created(EventAck),
     AlreadyStored(EventAck),
+    Queued(EventAck),
 }
 
 /// The outcome of one event of a batch.
 #[derive(Debug, Clone, Object)]
 #[oai(rename = "BatchItem")]
 pub struct BatchItem {
-    /// The status this event would have had alone: 201, 200, or an error status.
+    /// The status this event would have had alone: 201, 200, 202 (queue mode), or an error
+    /// status.
     pub status: u16,
     #[oai(skip_serializing_if_is_none)]
     pub id: Option<String>,
@@ -49,7 +58,7 @@ pub struct BatchItem {
 #[derive(Debug, Clone, Object)]
 #[oai(rename = "BatchResponse")]
 pub struct BatchResponse {
-    /// Events stored (201 or 200).
+    /// Events stored (201 or 200), or queued (202, queue mode).
     pub accepted: u32,
     /// Events refused.
     pub rejected: u32,
@@ -74,8 +83,8 @@ async fn ingest_value(state: &AppState, value: Value) -> Result<Accepted, ApiErr
     let result = store(state, event).await;
     if let Err(e) = &result {
         let reason = match e {
-            ApiError::Busy => "busy",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Busy | ApiError::Queue(QueueError::Full { .. }) => "busy",
+            ApiError::Unavailable(_) | ApiError::Queue(_) => "unavailable",
             ApiError::IdConflict { .. } => "conflict",
             _ => "rejected",
         };
@@ -89,6 +98,10 @@ async fn ingest_value(state: &AppState, value: Value) -> Result<Accepted, ApiErr
 }
 
 async fn store(state: &AppState, event: NewEvent) -> Result<Accepted, ApiError> {
+    if let Some(queue) = &state.queue {
+        queue.publish(&event).await?;
+        return Ok(Accepted::Queued(ack(&event)));
+    }
     let outcome = state
         .writer
         .submit(event.doc.clone())
@@ -117,7 +130,10 @@ fn ack(event: &NewEvent) -> EventAck {
     }
 }
 
-async fn resolve_duplicate(
+/// Resolves a duplicate `_id` against the stored copy: the same content is the same event
+/// (`Created` when `after_retry` and it is our own earlier attempt, else `AlreadyStored`);
+/// other content, or another consumer's event, is an [`ApiError::IdConflict`].
+pub(crate) async fn resolve_duplicate(
     state: &AppState,
     event: &NewEvent,
     after_retry: bool,
@@ -223,7 +239,8 @@ pub fn split_batch(
     Ok(items)
 }
 
-/// Stores every event of a batch concurrently (so they share group commits) and reports each.
+/// Stores every event of a batch concurrently (so they share group commits; in queue mode, one
+/// publish per event with the confirms awaited together) and reports each.
 pub async fn ingest_batch(state: &AppState, items: Vec<Result<Value, ApiError>>) -> BatchResponse {
     let outcomes = futures::future::join_all(items.into_iter().map(|item| async move {
         match item {
@@ -241,6 +258,7 @@ pub async fn ingest_batch(state: &AppState, items: Vec<Result<Value, ApiError>>)
         let item = match outcome {
             Ok(Accepted::Created(a)) => (201, a),
             Ok(Accepted::AlreadyStored(a)) => (200, a),
+            Ok(Accepted::Queued(a)) => (202, a),
             Err(e) => {
                 response.rejected += 1;
                 response.results.push(BatchItem {

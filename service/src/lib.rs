@@ -10,6 +10,9 @@
 //! - [`event`]: validating incoming events and converting them to and from BSON.
 //! - [`ingest`]: storing one event or a batch, idempotent retries with producer ids.
 //! - [`writer`]: the bounded queue and group commit into `insert_many`, retries, shutdown.
+//! - [`queue`]: queue mode — RabbitMQ holds events in flight: publish with confirms (202), the
+//!   drain into the writer, dead letters, backpressure, the connection.
+//! - [`lookup`]: `GET /v1/event/{id}` — stored, queued or unknown.
 //! - [`query`]: find filters, ordering and keyset cursors.
 //! - [`state`]: what the handlers share.
 //! - [`metrics`]: Prometheus metrics.
@@ -26,8 +29,10 @@ pub mod error;
 pub mod event;
 pub mod fast_ingest;
 pub mod ingest;
+pub mod lookup;
 pub mod metrics;
 pub mod query;
+pub mod queue;
 pub mod server;
 pub mod state;
 pub mod writer;

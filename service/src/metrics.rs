@@ -28,6 +28,96 @@ pub struct Metrics {
     pub queue_capacity: IntGauge,
     /// The archive's state for alerting, read from MongoDB by [`crate::archive_watch`].
     pub archive: ArchiveGauges,
+    /// Queue mode's RabbitMQ figures (zero in direct mode).
+    pub queue: QueueMetrics,
+}
+
+/// Queue mode ([`crate::queue`]): what producers' publishes, the queue and the drain do.
+#[derive(Clone)]
+pub struct QueueMetrics {
+    /// `auditlog_queue_depth` — messages ready in the queue (polled twice a second).
+    pub depth: IntGauge,
+    /// `auditlog_queue_dead_letter_depth` — messages in the dead-letter queue.
+    pub dead_depth: IntGauge,
+    /// `auditlog_queue_connected` — 1 while this replica is connected to RabbitMQ.
+    pub connected: IntGauge,
+    /// `auditlog_queue_blocked` — 1 while RabbitMQ blocks publishers (memory or disk alarm).
+    pub blocked: IntGauge,
+    /// `auditlog_queue_published_total` — events RabbitMQ confirmed.
+    pub published: IntCounter,
+    /// `auditlog_queue_publish_confirm_seconds` — from publish to RabbitMQ's confirm.
+    pub confirm_latency: Histogram,
+    /// `auditlog_queue_drained_total{outcome}` — messages the drain settled: `stored`,
+    /// `duplicate` (already in MongoDB: a redelivery or a producer's retry), `dead_lettered`.
+    pub drained: IntCounterVec,
+    /// `auditlog_queue_redeliveries_total` — messages RabbitMQ delivered again.
+    pub redeliveries: IntCounter,
+    /// `auditlog_queue_dead_letters_total{reason}` — messages moved to `<queue>.dead`.
+    pub dead_letters: IntCounterVec,
+}
+
+impl QueueMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = QueueMetrics {
+            depth: IntGauge::new(
+                "auditlog_queue_depth",
+                "Queue mode: messages ready in the RabbitMQ queue",
+            )?,
+            dead_depth: IntGauge::new(
+                "auditlog_queue_dead_letter_depth",
+                "Queue mode: messages in the dead-letter queue",
+            )?,
+            connected: IntGauge::new(
+                "auditlog_queue_connected",
+                "Queue mode: 1 while connected to RabbitMQ",
+            )?,
+            blocked: IntGauge::new(
+                "auditlog_queue_blocked",
+                "Queue mode: 1 while RabbitMQ blocks publishers (memory or disk alarm)",
+            )?,
+            published: IntCounter::new(
+                "auditlog_queue_published_total",
+                "Queue mode: events RabbitMQ confirmed",
+            )?,
+            confirm_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "auditlog_queue_publish_confirm_seconds",
+                    "Queue mode: time from publish to RabbitMQ's confirm",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
+            )?,
+            drained: IntCounterVec::new(
+                Opts::new(
+                    "auditlog_queue_drained_total",
+                    "Queue mode: messages the drain settled, by outcome (stored, duplicate, dead_lettered)",
+                ),
+                &["outcome"],
+            )?,
+            redeliveries: IntCounter::new(
+                "auditlog_queue_redeliveries_total",
+                "Queue mode: messages RabbitMQ delivered again (after a consumer or connection was lost)",
+            )?,
+            dead_letters: IntCounterVec::new(
+                Opts::new(
+                    "auditlog_queue_dead_letters_total",
+                    "Queue mode: messages moved to the dead-letter queue, by reason (malformed, rejected, id_conflict)",
+                ),
+                &["reason"],
+            )?,
+        };
+        registry.register(Box::new(m.depth.clone()))?;
+        registry.register(Box::new(m.dead_depth.clone()))?;
+        registry.register(Box::new(m.connected.clone()))?;
+        registry.register(Box::new(m.blocked.clone()))?;
+        registry.register(Box::new(m.published.clone()))?;
+        registry.register(Box::new(m.confirm_latency.clone()))?;
+        registry.register(Box::new(m.drained.clone()))?;
+        registry.register(Box::new(m.redeliveries.clone()))?;
+        registry.register(Box::new(m.dead_letters.clone()))?;
+        Ok(m)
+    }
 }
 
 impl Metrics {
@@ -93,6 +183,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(queue_capacity.clone()))?;
         let archive = ArchiveGauges::register(&registry)?;
+        let queue = QueueMetrics::register(&registry)?;
         Ok(Self {
             registry,
             requests,
@@ -104,6 +195,7 @@ impl Metrics {
             store_errors,
             queue_capacity,
             archive,
+            queue,
         })
     }
 
@@ -121,8 +213,15 @@ impl Metrics {
 }
 
 /// The route label for a request path: the known routes, else `other` (so that scanners
-/// probing random paths cannot blow up the number of series).
+/// probing random paths cannot blow up the number of series). `GET /v1/event/{id}` is one
+/// route, whatever the id.
 pub fn route_label(path: &str) -> &'static str {
+    if path
+        .strip_prefix("/v1/event/")
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+    {
+        return "/v1/event/{id}";
+    }
     const ROUTES: [&str; 8] = [
         "/v1/event",
         "/v1/events",

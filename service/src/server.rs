@@ -2,8 +2,11 @@
 //! listener until shutdown, so tests start the real server on `127.0.0.1:0`.
 //!
 //! Start: connect, make the storage ready (indexes, TTL; retried in the background while the
-//! database is unreachable), start the writer. Shutdown: stop accepting, let open requests
-//! finish (they wait for their writes), then write whatever is still queued.
+//! database is unreachable), start the writer — and in queue mode the RabbitMQ link (which
+//! connects in the background too) and the drain. Shutdown: stop accepting, let open requests
+//! finish (they wait for their writes or confirms), stop the drain (it finishes and
+//! acknowledges what it is writing), close the RabbitMQ link, then write whatever is still
+//! queued.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use crate::config::{Config, ConfigError};
 use crate::error::from_poem_error;
 use crate::fast_ingest::FastIngest;
 use crate::metrics::{route_label, Metrics};
+use crate::queue::{drain, QueueSettings};
 use crate::state::AppState;
 
 /// Why the server could not run.
@@ -125,13 +129,23 @@ pub async fn run(
         .queue_capacity
         .set(i64::try_from(config.queue_capacity).unwrap_or(i64::MAX));
     crate::archive_watch::spawn(store.clone(), metrics.archive.clone(), metrics.clone());
-    let (state, writer_task) = AppState::new(&config, store, api_keys, metrics);
+    let queue =
+        QueueSettings::from_config(&config).map(|s| crate::queue::start(s, metrics.clone()));
+    let (state, writer_task) = AppState::new(
+        &config,
+        store,
+        api_keys,
+        metrics,
+        queue.as_ref().map(|(q, _)| q.clone()),
+    );
     tracing::info!(
         group_commit = config.group_commit,
         write_concern = ?config.write_concern,
         queue_capacity = config.queue_capacity,
+        ingest_mode = ?config.ingest_mode,
         "writer started"
     );
+    let queue = queue.map(|(q, link)| (drain::start(state.clone(), q), link));
 
     listener.set_nonblocking(true)?;
     let acceptor = TcpAcceptor::from_std(listener)?;
@@ -146,6 +160,10 @@ pub async fn run(
             Some(grace),
         )
         .await;
+    if let Some((drain, link)) = queue {
+        drain.shutdown().await;
+        link.shutdown().await;
+    }
     writer_task.shutdown().await;
     drop(state);
     tracing::info!("stopped");

@@ -1,5 +1,5 @@
-//! What every request handler shares: the store, the write queue, the metrics, the API keys
-//! and the request limits, built once from the [`Config`].
+//! What every request handler shares: the store, the write queue, queue mode's RabbitMQ
+//! handle, the metrics, the API keys and the request limits, built once from the [`Config`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use mongodb::Collection;
 use crate::config::{Config, WriteConcernSetting};
 use crate::event::EventLimits;
 use crate::metrics::Metrics;
+use crate::queue::Queue;
 use crate::writer::{Writer, WriterOptions, WriterTask};
 
 /// With group commit off, single inserts allowed in flight at once.
@@ -36,6 +37,9 @@ pub struct AppState {
     pub store: Store,
     pub events: Collection<Document>,
     pub writer: Writer,
+    /// Queue mode: producers' events go to RabbitMQ, and the drain feeds [`Self::writer`].
+    /// `None` in direct mode.
+    pub queue: Option<Arc<Queue>>,
     pub metrics: Arc<Metrics>,
     pub api_keys: Vec<Vec<u8>>,
     pub limits: Limits,
@@ -51,6 +55,7 @@ impl AppState {
         store: Store,
         api_keys: Vec<String>,
         metrics: Arc<Metrics>,
+        queue: Option<Arc<Queue>>,
     ) -> (Arc<AppState>, WriterTask) {
         let write_concern = match config.write_concern {
             WriteConcernSetting::Majority => WriteConcern::majority(),
@@ -81,6 +86,7 @@ impl AppState {
             events: store.events(),
             store,
             writer,
+            queue,
             metrics,
             api_keys: api_keys.into_iter().map(String::into_bytes).collect(),
             limits: Limits {

@@ -7,6 +7,8 @@
 //! - [`binary`]: builds and starts a binary of the workspace with given environment variables on
 //!   a free port, waits for its `/healthz`, and stops it when dropped.
 //! - [`ferretdb`]: starting and stopping a private FerretDB process.
+//! - [`rabbitmq`]: a private RabbitMQ process on free ports (queue mode), which tests can stop,
+//!   kill and start again on the same data.
 //! - [`proxy`]: a fault-injecting MongoDB wire proxy, so tests can script what only a cluster
 //!   does (elections, per-document shard errors, write-concern errors, lost replies).
 //!
@@ -27,6 +29,7 @@ pub mod binary;
 pub mod ferretdb;
 pub mod mongo;
 pub mod proxy;
+pub mod rabbitmq;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

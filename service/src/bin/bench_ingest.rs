@@ -12,8 +12,15 @@
 //! (`BENCH_STORE_PID`, set by `run.sh` for its FerretDB), the service and this load generator
 //! spent, per 1000 events. At the end it prints each target and whether this run met it.
 //!
+//! Queue mode (when `BENCH_AMQP_URL` names a RabbitMQ): the same single-event closed loop at
+//! 16, 64 and 256 producers against a service with `AUDIT_INGEST_MODE=queue`, with the
+//! publish-to-visibility time (from a 202 to `GET /v1/event/{id}` answering `stored`, probed
+//! during the load), next to direct mode; then 64 producers through a store outage (the
+//! store's process stopped with SIGSTOP for `BENCH_OUTAGE_SECONDS`, when `BENCH_STORE_PID`
+//! is known), counting producer errors and the drain's catch-up time.
+//!
 //! Run through `service/bench/run.sh`, which builds in release mode and starts a private
-//! FerretDB.
+//! FerretDB and a private RabbitMQ.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -57,6 +64,20 @@ struct Args {
     /// The service binary (default: `auditlog-service` next to this binary).
     #[arg(long, env = "BENCH_SERVICE_BIN")]
     service_bin: Option<PathBuf>,
+    /// RabbitMQ for the queue-mode figures (omitted: direct mode only).
+    #[arg(long, env = "BENCH_AMQP_URL")]
+    amqp_url: Option<String>,
+    /// Producer counts for queue mode's single-event POSTs.
+    #[arg(
+        long,
+        env = "BENCH_QUEUE_PRODUCERS",
+        value_delimiter = ',',
+        default_value = "16,64,256"
+    )]
+    queue_producers: Vec<usize>,
+    /// Seconds the store is stopped during the queue-mode outage run.
+    #[arg(long, env = "BENCH_OUTAGE_SECONDS", default_value_t = 60)]
+    outage_seconds: u64,
     /// Write concern the service uses (`majority` or `1`).
     #[arg(long, env = "AUDIT_WRITE_CONCERN", default_value = "majority")]
     write_concern: String,
@@ -193,9 +214,11 @@ async fn start_service(
     bin: &PathBuf,
     db: &str,
     group_commit: bool,
+    extra: &[(&str, &str)],
 ) -> anyhow::Result<Service> {
     let port = free_port()?;
     let child = Command::new(bin)
+        .envs(extra.iter().copied())
         .arg("run")
         .env("MONGODB_URI", &args.mongodb_uri)
         .env("AUDIT_DB_NAME", db)
@@ -274,7 +297,7 @@ async fn closed_loop(base: &str, producers: usize, seconds: u64, batch: Option<u
                     Ok(r) => {
                         let status = r.status().as_u16();
                         let _ = r.bytes().await;
-                        status == 201 || status == 200
+                        status == 201 || status == 200 || status == 202
                     }
                     Err(_) => false,
                 };
@@ -498,7 +521,7 @@ async fn measure<F: std::future::Future<Output = Figures>>(
 
 /// `perf record` of the service (call graphs from DWARF) while 64 producers load it.
 async fn profile(args: &Args, bin: &PathBuf, out: &PathBuf) -> anyhow::Result<()> {
-    let service = start_service(args, bin, "bench_profile", true).await?;
+    let service = start_service(args, bin, "bench_profile", true, &[]).await?;
     let pid = service.pid().context("the service has no pid")?;
     // Warm up the connections and the store before recording.
     closed_loop(&service.base, 64, 1, None).await;
@@ -578,7 +601,7 @@ async fn main() -> anyhow::Result<()> {
         } else {
             "bench_gc_off"
         };
-        let service = start_service(&args, &bin, db, group_commit).await?;
+        let service = start_service(&args, &bin, db, group_commit, &[]).await?;
         let label = if group_commit {
             "single POST, group commit"
         } else {
@@ -604,6 +627,18 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         if group_commit {
+            for &p in &args.queue_producers {
+                if args.producers.contains(&p) {
+                    continue;
+                }
+                let mut m = measure(
+                    &args,
+                    &service,
+                    closed_loop(&service.base, p, args.seconds, None),
+                )
+                .await;
+                m.print(label, &p.to_string());
+            }
             let mut m = measure(
                 &args,
                 &service,
@@ -626,6 +661,13 @@ async fn main() -> anyhow::Result<()> {
         let client = mongodb::Client::with_uri_str(&args.mongodb_uri).await?;
         client.database(db).drop().await?;
     }
+    let queue = match &args.amqp_url {
+        Some(url) => Some(queue_mode(&args, &bin, url).await?),
+        None => {
+            println!("(queue mode skipped: BENCH_AMQP_URL is not set)");
+            None
+        }
+    };
     let mean = mean_batch_64.unwrap_or(1.0).round().max(1.0) as u64;
     let mut same_size = direct_insert_many(&args, 1, mean, true).await?;
     same_size.print(&format!("direct x{mean}, indexed"), "1");
@@ -644,7 +686,7 @@ async fn main() -> anyhow::Result<()> {
     bare.print("direct x1000, bare collection", "2");
     println!();
     let ceiling_rate = ceiling.as_ref().map_or(1.0, |c| c.figures.rate()).max(1.0);
-    let [Some(on), Some(off)] = &at_64 else {
+    let [Some(on), Some(off)] = &mut at_64 else {
         bail!("the 64-producer figures are missing (BENCH_PRODUCERS must include 64)");
     };
     println!(
@@ -693,6 +735,28 @@ async fn main() -> anyhow::Result<()> {
             100.0 * b.figures.rate() / bare_rate
         );
     }
+    if let Some(mut q) = queue {
+        let direct_p99 = on.figures.percentile_ms(0.99);
+        if let Some(m) = q.at_64.as_mut() {
+            let p99 = m.figures.percentile_ms(0.99);
+            println!(
+                "queue mode p99 at 64 producers: {p99:.2} ms vs direct {direct_p99:.2} ms (target: no worse: {})",
+                verdict(p99 <= direct_p99)
+            );
+            let share = m.figures.rate() / on.figures.rate().max(1.0);
+            println!(
+                "queue mode throughput at 64 producers: {:.0}% of direct (target >= 80%: {})",
+                100.0 * share,
+                verdict(share >= 0.8)
+            );
+        }
+        if let Some((errors, seconds)) = q.outage_errors {
+            println!(
+                "producer errors through a {seconds} s store outage in queue mode: {errors} (target 0: {})",
+                verdict(errors == 0)
+            );
+        }
+    }
     if let (Some(ours), Some(direct)) =
         (on.per_event(|c| c.store), same_size.per_event(|c| c.store))
     {
@@ -705,4 +769,198 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Queue mode's figures that the targets compare.
+struct QueueFigures {
+    at_64: Option<Measured>,
+    /// Producer errors, and the outage's length in seconds.
+    outage_errors: Option<(u64, u64)>,
+}
+
+/// Queue mode: closed loops at `BENCH_QUEUE_PRODUCERS` with the publish-to-visibility time,
+/// then the outage run.
+async fn queue_mode(args: &Args, bin: &PathBuf, url: &str) -> anyhow::Result<QueueFigures> {
+    let db = "bench_queue";
+    let queue_name = format!("bench.events.{}", std::process::id());
+    let env = [
+        ("AUDIT_INGEST_MODE", "queue"),
+        ("AUDIT_AMQP_URL", url),
+        ("AUDIT_AMQP_QUEUE", queue_name.as_str()),
+    ];
+    let service = start_service(args, bin, db, true, &env).await?;
+    let mut figures = QueueFigures {
+        at_64: None,
+        outage_errors: None,
+    };
+    let label = "single POST, queue mode";
+    for &p in &args.queue_producers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let probe = tokio::spawn(visibility_probe(service.base.clone(), stop.clone()));
+        let mut m = measure(
+            args,
+            &service,
+            closed_loop(&service.base, p, args.seconds, None),
+        )
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        let mut visible = probe.await.unwrap_or(Figures {
+            events: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            latencies_us: vec![],
+        });
+        m.print(label, &p.to_string());
+        println!(
+            "{:<30} {:>9} {:>10} {:>8.2} {:>8.2} {:>6}   ({} probes)",
+            "  publish to visibility",
+            p,
+            "",
+            visible.percentile_ms(0.5),
+            visible.percentile_ms(0.99),
+            visible.errors,
+            visible.events
+        );
+        if p == 64 {
+            figures.at_64 = Some(m);
+        }
+        wait_drained(&service, Duration::from_secs(300)).await;
+    }
+    if let Some(pid) = args.store_pid {
+        let outage = Duration::from_secs(args.outage_seconds);
+        // SIGSTOP: the store keeps its connections open and answers nothing, like a hung
+        // primary; SIGCONT brings it back with everything it had.
+        let control = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            signal(pid, "STOP")?;
+            tokio::time::sleep(outage).await;
+            signal(pid, "CONT")
+        });
+        let mut m = measure(
+            args,
+            &service,
+            closed_loop(&service.base, 64, args.outage_seconds + 10, None),
+        )
+        .await;
+        control.await??;
+        m.print(
+            &format!("queue mode, {} s store outage", args.outage_seconds),
+            "64",
+        );
+        let caught_up = Instant::now();
+        wait_drained(&service, Duration::from_secs(600)).await;
+        println!(
+            "  the drain caught up {:.1} s after the store returned",
+            caught_up.elapsed().as_secs_f64()
+        );
+        figures.outage_errors = Some((m.figures.errors, args.outage_seconds));
+    } else {
+        println!("(queue-mode outage skipped: BENCH_STORE_PID is not set)");
+    }
+    drop(service);
+    mongodb::Client::with_uri_str(&args.mongodb_uri)
+        .await?
+        .database(db)
+        .drop()
+        .await?;
+    Ok(figures)
+}
+
+fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
+    if !status.success() {
+        bail!("kill -{name} {pid} failed");
+    }
+    Ok(())
+}
+
+/// Every 100 ms while the load runs: one event, then `GET /v1/event/{id}` every 2 ms until it
+/// is `stored`; the figures are those times (from the 202).
+async fn visibility_probe(base: String, stop: Arc<AtomicBool>) -> Figures {
+    let client = reqwest::Client::new();
+    let mut figures = Figures {
+        events: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies_us: vec![],
+    };
+    let started = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let posted = client
+            .post(format!("{base}/v1/event"))
+            .header("X-Api-Key", "bench")
+            .json(&event(9999, figures.events))
+            .send()
+            .await;
+        let id = match posted {
+            Ok(r) if r.status().as_u16() == 202 => r
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|v| v["id"].as_str().map(str::to_owned)),
+            _ => None,
+        };
+        let Some(id) = id else {
+            figures.errors += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let acked = Instant::now();
+        loop {
+            let r = client
+                .get(format!("{base}/v1/event/{id}"))
+                .header("X-Api-Key", "bench")
+                .send()
+                .await;
+            if r.is_ok_and(|r| r.status().as_u16() == 200) {
+                figures
+                    .latencies_us
+                    .push(acked.elapsed().as_micros() as u64);
+                figures.events += 1;
+                break;
+            }
+            if acked.elapsed() > Duration::from_secs(60) {
+                figures.errors += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    figures.elapsed = started.elapsed();
+    figures
+}
+
+/// Waits until the service's queue holds no ready message and its drain is idle.
+async fn wait_drained(service: &Service, within: Duration) {
+    let deadline = Instant::now() + within;
+    let value = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let mut last_drained = -1.0;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Ok(r) = reqwest::get(format!("{}/metrics", service.base)).await else {
+            continue;
+        };
+        let Ok(text) = r.text().await else { continue };
+        let depth = value(&text, "auditlog_queue_depth").unwrap_or(1.0);
+        let drained: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("auditlog_queue_drained_total{"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .sum();
+        if depth == 0.0 && drained == last_drained {
+            return;
+        }
+        last_drained = drained;
+    }
 }

@@ -1,0 +1,330 @@
+//! The drain: consumes the events' queue and writes the events into MongoDB through the
+//! group-commit [`crate::writer::Writer`], acknowledging each message only once its insert is
+//! acknowledged.
+//!
+//! Up to `AUDIT_AMQP_PREFETCH` messages are unacknowledged at once; each is submitted to the
+//! writer as it arrives, so the writer's batches are made of whatever the prefetch window holds.
+//! Per message, by the writer's outcome:
+//! - stored → ack;
+//! - duplicate `_id` → read the stored copy: same content (a redelivery of a message whose
+//!   insert landed, or a producer's retry) → ack, nothing stored twice; other content or another
+//!   consumer's event → dead letter (`id_conflict`);
+//! - refused for good by the store, or a body that is not an event → dead letter
+//!   ([`super::dead_letter`]);
+//! - store unavailable past the writer's deadline → the drain keeps the message and submits it
+//!   again after a backoff, for as long as MongoDB is away: the message stays unacknowledged,
+//!   the rest waits in RabbitMQ, and producers never notice.
+//!
+//! Nothing is acknowledged early, so a crash (even SIGKILL) loses nothing: RabbitMQ delivers the
+//! unacknowledged messages again, to this replica after its restart or to another one. On
+//! shutdown the consumer is cancelled, the messages being written are finished and
+//! acknowledged, and the rest is left to RabbitMQ.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use auditlog_common::retry::Backoff;
+use auditlog_common::schema::fields;
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::Channel;
+use mongodb::bson::RawDocumentBuf;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::dead_letter::{dead_letter, Reason};
+use super::link::Link;
+use super::publish::{Queue, CONTENT_TYPE};
+use crate::error::ApiError;
+use crate::event::NewEvent;
+use crate::ingest::resolve_duplicate;
+use crate::state::AppState;
+use crate::writer::{SubmitError, WriteOutcome};
+
+/// First and longest wait before a message whose write failed is submitted again.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Wait before consuming again after the consumer failed on a link that is still current.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+/// The top-level fields of an event document as the service publishes it.
+const DOC_FIELDS: [&str; 5] = [
+    fields::ID,
+    fields::TYPE,
+    fields::CONSUMER,
+    fields::CREATED_AT,
+    fields::PAYLOAD,
+];
+
+/// The running drain.
+pub struct DrainTask {
+    stop: watch::Sender<bool>,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl DrainTask {
+    /// Cancels the consumer, finishes (writes and acknowledges) the messages being written,
+    /// and returns; the writer must still be running.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.join.await {
+            tracing::error!(error = %e, "the drain task failed");
+        }
+    }
+}
+
+/// Starts draining `queue` into the state's writer.
+pub fn start(state: Arc<AppState>, queue: Arc<Queue>) -> DrainTask {
+    let (stop, stop_rx) = watch::channel(false);
+    let join = tokio::spawn(run(state, queue, stop_rx));
+    DrainTask { stop, join }
+}
+
+enum Ended {
+    Stopped,
+    Lost(String),
+}
+
+async fn run(state: Arc<AppState>, queue: Arc<Queue>, mut stop: watch::Receiver<bool>) {
+    let mut links = queue.links().watch();
+    loop {
+        let current = links.borrow_and_update().clone();
+        let Some(link) = current else {
+            tokio::select! {
+                changed = links.changed() => if changed.is_err() { break },
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            continue;
+        };
+        match consume(&state, &queue, &link, &mut links, &mut stop).await {
+            Ended::Stopped => break,
+            Ended::Lost(why) => {
+                tracing::warn!(error = %why, "the drain lost its consumer; consuming again");
+                // A new link, or the same one a moment later (the channel alone failed).
+                tokio::select! {
+                    _ = links.changed() => {}
+                    _ = tokio::time::sleep(RESUBSCRIBE_AFTER) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        }
+    }
+    tracing::info!("drain stopped");
+}
+
+/// Consumes on `link` until it is replaced or fails, or the service stops.
+async fn consume(
+    state: &Arc<AppState>,
+    queue: &Arc<Queue>,
+    link: &Arc<Link>,
+    links: &mut watch::Receiver<Option<Arc<Link>>>,
+    stop: &mut watch::Receiver<bool>,
+) -> Ended {
+    let settings = queue.settings();
+    let subscribe = async {
+        let channel = link.consumer().create_channel().await?;
+        channel
+            .basic_qos(settings.prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                settings.queue.clone(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok::<_, lapin::Error>((channel, consumer))
+    };
+    let (channel, mut consumer) = match subscribe.await {
+        Ok(c) => c,
+        Err(e) => return Ended::Lost(format!("cannot consume: {e}")),
+    };
+    tracing::info!(queue = %settings.queue, prefetch = settings.prefetch, "draining the queue into MongoDB");
+    let mut settling = JoinSet::new();
+    let stopping = stop.clone();
+    let ended = loop {
+        tokio::select! {
+            delivery = consumer.next() => match delivery {
+                Some(Ok(delivery)) => {
+                    settling.spawn(settle(
+                        state.clone(),
+                        queue.clone(),
+                        link.clone(),
+                        channel.clone(),
+                        delivery,
+                        stopping.clone(),
+                    ));
+                }
+                Some(Err(e)) => break Ended::Lost(e.to_string()),
+                None => break Ended::Lost("RabbitMQ cancelled the consumer".into()),
+            },
+            Some(_) = settling.join_next(), if !settling.is_empty() => {}
+            _ = links.changed() => {
+                let same = links.borrow().as_ref().is_some_and(|l| Arc::ptr_eq(l, link));
+                if !same {
+                    break Ended::Lost("the RabbitMQ link was replaced".into());
+                }
+            }
+            _ = stop.wait_for(|s| *s) => break Ended::Stopped,
+        }
+    };
+    match ended {
+        // The messages being written finish and are acknowledged; those delivered but not yet
+        // taken go back to the queue when the channel closes.
+        Ended::Stopped => {
+            let _ = channel
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                .await;
+            while settling.join_next().await.is_some() {}
+        }
+        // Their acknowledgements could not reach RabbitMQ any more: it delivers them again.
+        Ended::Lost(_) => settling.abort_all(),
+    }
+    if channel.status().connected() {
+        let _ = channel.close(200, "drain stopping".into()).await;
+    }
+    ended
+}
+
+/// What to do with a message after its write.
+enum Settle {
+    Ack(&'static str),
+    Dead(Reason, String),
+    Retry(String),
+}
+
+/// Writes one message's event and settles the message (see the module documentation).
+async fn settle(
+    state: Arc<AppState>,
+    queue: Arc<Queue>,
+    link: Arc<Link>,
+    channel: Channel,
+    delivery: Delivery,
+    stop: watch::Receiver<bool>,
+) {
+    let metrics = &state.metrics;
+    if delivery.redelivered {
+        metrics.queue.redeliveries.inc();
+    }
+    let event = match decode(&delivery) {
+        Ok(event) => event,
+        Err(why) => {
+            return dead_letter(
+                &link,
+                queue.settings(),
+                metrics,
+                &delivery,
+                Reason::Malformed,
+                &why,
+            )
+            .await;
+        }
+    };
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+    loop {
+        let outcome = match state.writer.submit(event.doc.clone()) {
+            Ok(rx) => match rx.await {
+                Ok(outcome) => Some(outcome),
+                // The writer stopped: leave the message to RabbitMQ.
+                Err(_) => return,
+            },
+            Err(SubmitError::Full) => None,
+            Err(SubmitError::Closed) => return,
+        };
+        let settle = match outcome {
+            None => Settle::Retry("the write queue is full".into()),
+            Some(WriteOutcome::Stored) => Settle::Ack("stored"),
+            Some(WriteOutcome::Duplicate { after_retry }) => {
+                match resolve_duplicate(&state, &event, after_retry).await {
+                    Ok(_) => Settle::Ack("duplicate"),
+                    Err(e @ ApiError::IdConflict { .. }) => {
+                        Settle::Dead(Reason::IdConflict, e.to_string())
+                    }
+                    Err(e) => Settle::Retry(e.to_string()),
+                }
+            }
+            Some(WriteOutcome::Rejected(msg)) => Settle::Dead(
+                Reason::Rejected,
+                format!("the event store refused this event: {msg}"),
+            ),
+            Some(WriteOutcome::Unavailable(msg)) => Settle::Retry(msg),
+        };
+        match settle {
+            Settle::Ack(outcome) => {
+                metrics.queue.drained.with_label_values(&[outcome]).inc();
+                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                    // Stored already; the redelivery will resolve as a duplicate.
+                    tracing::debug!(error = %e, id = %event.id, "cannot acknowledge a stored event");
+                }
+                return;
+            }
+            Settle::Dead(reason, why) => {
+                queue.forget(&event.id);
+                return dead_letter(&link, queue.settings(), metrics, &delivery, reason, &why)
+                    .await;
+            }
+            Settle::Retry(why) => {
+                // Leaving the message unacknowledged hands it back to RabbitMQ: on shutdown, or
+                // when its channel is gone (it is being delivered again already).
+                if *stop.borrow() || !channel.status().connected() {
+                    return;
+                }
+                let wait = backoff.next_wait().unwrap_or(RETRY_MAX);
+                // The writer logs each failed attempt; one line per message would flood.
+                tracing::debug!(id = %event.id, error = %why, retry_in_ms = wait.as_millis() as u64,
+                    "event not written yet; keeping its message and trying again");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Describes a missing or mistyped field of the document.
+fn field_error<E: std::fmt::Display>(field: &'static str) -> impl Fn(E) -> String {
+    move |e| format!("field `{field}`: {e}")
+}
+
+/// The event a message carries, checked to be a document as [`Queue::publish`] makes them.
+fn decode(delivery: &Delivery) -> Result<NewEvent, String> {
+    if let Some(ct) = delivery.properties.content_type() {
+        if ct.as_str() != CONTENT_TYPE {
+            return Err(format!(
+                "content type {:?}, expected {CONTENT_TYPE}",
+                ct.as_str()
+            ));
+        }
+    }
+    let doc = RawDocumentBuf::from_bytes(delivery.data.clone())
+        .map_err(|e| format!("the body is not a BSON document: {e}"))?;
+    for field in doc.iter() {
+        let (key, _) = field.map_err(|e| format!("the body is not a valid BSON document: {e}"))?;
+        if !DOC_FIELDS.contains(&key) {
+            return Err(format!("unknown field `{key}` in the event document"));
+        }
+    }
+    let id = doc
+        .get_object_id(fields::ID)
+        .map_err(field_error(fields::ID))?;
+    let created_at = doc
+        .get_datetime(fields::CREATED_AT)
+        .map_err(field_error(fields::CREATED_AT))?;
+    doc.get_str(fields::TYPE)
+        .map_err(field_error(fields::TYPE))?;
+    doc.get_str(fields::CONSUMER)
+        .map_err(field_error(fields::CONSUMER))?;
+    if doc
+        .get(fields::PAYLOAD)
+        .map_err(field_error(fields::PAYLOAD))?
+        .is_some_and(|p| p.as_document().is_none())
+    {
+        return Err("field `payload` is not a document".into());
+    }
+    Ok(NewEvent {
+        id,
+        created_at,
+        doc,
+        producer_id: true,
+    })
+}

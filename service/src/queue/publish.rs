@@ -1,0 +1,149 @@
+//! The producer's side of queue mode: publishing one validated event and waiting for
+//! RabbitMQ's confirm.
+//!
+//! The message is the event's final BSON document — `_id` and `created_at` already fixed — so
+//! the drain writes exactly what the producer was acknowledged for, and a redelivery carries
+//! the same `_id` (which is what makes it harmless). Persistent, `mandatory` (a queue deleted
+//! behind our back returns the message instead of dropping it), confirmed within
+//! [`CONFIRM_TIMEOUT`]. Before publishing, two checks answer at once rather than let producers
+//! wait: the queue past `AUDIT_AMQP_MAX_DEPTH` (429) and RabbitMQ blocking publishers (503).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Confirmation};
+use mongodb::bson::oid::ObjectId;
+use tokio::time::Instant;
+
+use super::link::{Link, Links};
+use super::recent::Recent;
+use super::{QueueError, QueueSettings};
+use crate::event::NewEvent;
+use crate::metrics::Metrics;
+
+/// Longest wait for RabbitMQ's confirm before the producer gets 503. A quorum queue confirms
+/// once a majority of its nodes has the message on disk: milliseconds normally; longer only
+/// when RabbitMQ is in trouble, which producers should hear about.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The content type of every message: the event's BSON document.
+pub const CONTENT_TYPE: &str = "application/bson";
+
+/// Queue mode's handle for the handlers: publishing, readiness, and the ids this replica
+/// published.
+pub struct Queue {
+    settings: QueueSettings,
+    links: Links,
+    metrics: Arc<Metrics>,
+    recent: Recent,
+}
+
+impl Queue {
+    pub(super) fn new(settings: QueueSettings, links: Links, metrics: Arc<Metrics>) -> Queue {
+        Queue {
+            settings,
+            links,
+            metrics,
+            recent: Recent::default(),
+        }
+    }
+
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
+    /// Publishes one event and returns once RabbitMQ confirmed it (durable there).
+    pub async fn publish(&self, event: &NewEvent) -> Result<(), QueueError> {
+        let link = self
+            .links
+            .current()
+            .ok_or_else(|| QueueError::Disconnected("not connected; reconnecting".into()))?;
+        if link.blocked() {
+            return Err(QueueError::Blocked);
+        }
+        let depth = link.ready();
+        if depth > self.settings.max_depth {
+            return Err(QueueError::Full {
+                depth,
+                max: self.settings.max_depth,
+            });
+        }
+        let started = Instant::now();
+        let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, self.send(&link, event)).await;
+        let result = match confirmed {
+            Ok(r) => r,
+            Err(_) => Err(QueueError::ConfirmTimeout(CONFIRM_TIMEOUT.as_secs())),
+        };
+        if result.is_ok() {
+            self.metrics
+                .queue
+                .confirm_latency
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics.queue.published.inc();
+            self.recent.insert(event.id);
+        }
+        result
+    }
+
+    async fn send(&self, link: &Link, event: &NewEvent) -> Result<(), QueueError> {
+        let channel = link
+            .publish_channel()
+            .ok_or_else(|| QueueError::Disconnected("no publish channel".into()))?;
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(CONTENT_TYPE.into())
+            .with_message_id(event.id.to_hex().into())
+            .with_timestamp(u64::try_from(event.created_at.timestamp_millis() / 1000).unwrap_or(0));
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                self.settings.queue.clone(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                event.doc.as_bytes(),
+                properties,
+            )
+            .await?
+            .await?;
+        match confirm {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(QueueError::Unroutable(
+                self.settings.queue.as_str().to_owned(),
+            )),
+            Confirmation::Nack(_) => Err(QueueError::Nacked),
+            // Every publish channel is in confirm mode; without a confirm nothing is known.
+            Confirmation::NotRequested => Err(QueueError::Amqp(
+                "the channel is not in confirm mode".into(),
+            )),
+        }
+    }
+
+    /// Readiness: connected, and RabbitMQ answered a depth poll within `within`.
+    pub fn ready(&self, within: Duration) -> Result<(), QueueError> {
+        match self.links.current() {
+            Some(link) if link.answered_within(within) => Ok(()),
+            Some(_) => Err(QueueError::Disconnected(format!(
+                "RabbitMQ did not answer within {} s",
+                within.as_secs()
+            ))),
+            None => Err(QueueError::Disconnected("not connected".into())),
+        }
+    }
+
+    /// Whether this replica published `id` recently (and so it is queued unless stored).
+    pub fn published_recently(&self, id: &ObjectId) -> bool {
+        self.recent.contains(id)
+    }
+
+    /// Forgets `id` (its message left the queue without being stored: dead-lettered).
+    pub fn forget(&self, id: &ObjectId) {
+        self.recent.remove(id);
+    }
+}

@@ -1,0 +1,787 @@
+//! Queue mode (`AUDIT_INGEST_MODE=queue`) over real HTTP against the real binary, with a real
+//! RabbitMQ (a private `rabbitmq-server` process per test) and FerretDB: every event RabbitMQ
+//! confirmed (202) reaches MongoDB exactly once — through MongoDB outages, a SIGKILLed
+//! service and a stopped RabbitMQ — poison messages are dead-lettered with their reason, and
+//! producers meet backpressure (429/503 with Retry-After), never unbounded waits.
+
+#[path = "support/service.rs"]
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::types::AMQPValue;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use mongodb::bson::{doc, oid::ObjectId, Document};
+use serde_json::{json, Value};
+use support::{quick_visibility, start_service_env, unique_ids, Api, RestartableFerret, KEY};
+use testcontainers_tests::binary::RunningBinary;
+use testcontainers_tests::mongo::{test_mongo, TestMongo};
+use testcontainers_tests::rabbitmq::RabbitMq;
+
+const QUEUE: &str = "auditlog.events";
+
+/// The environment of a queue-mode service on `rabbit`, plus `extra`.
+fn queue_env(rabbit: &RabbitMq, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("AUDIT_INGEST_MODE".to_owned(), "queue".to_owned()),
+        ("AUDIT_AMQP_URL".to_owned(), rabbit.url()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
+}
+
+/// Starts the service with `base` (its store) and `env`, and waits for `/readyz` (RabbitMQ).
+async fn start_queue_service(
+    base: Vec<(String, String)>,
+    env: &[(String, String)],
+) -> RunningBinary {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let service = start_service_env(base, &env).await;
+    wait_ready(&Api::new(&service), Duration::from_secs(60)).await;
+    service
+}
+
+async fn wait_ready(api: &Api, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, body) = api.send(api.http.get(api.url("/readyz"))).await;
+        if status == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready within {within:?}: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What producers were told.
+#[derive(Default)]
+struct Tally {
+    /// Ids answered 202.
+    acked: Vec<String>,
+    /// Every id sent (the producers choose them, so a refused event is known too).
+    sent: Vec<String>,
+    /// Refusals: status, Retry-After, body.
+    errors: Vec<(u16, Option<String>, String)>,
+    latencies: Vec<Duration>,
+}
+
+impl Tally {
+    fn p99(&self) -> Duration {
+        let mut l = self.latencies.clone();
+        l.sort_unstable();
+        l.get(((l.len() as f64 - 1.0) * 0.99).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// `producers` tasks, each sending one event at a time with its own id until `stop`, pausing
+/// `pace` between events.
+async fn produce(api: &Api, producers: usize, pace: Duration, stop: Arc<AtomicBool>) -> Tally {
+    let mut tasks = vec![];
+    for p in 0..producers {
+        let (api, stop) = (api.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let id = ObjectId::new().to_hex();
+                let event = json!({"type": "queued", "consumer": format!("producer-{p}"), "id": id, "payload": {"n": n}});
+                n += 1;
+                let sent = Instant::now();
+                let r = api
+                    .http
+                    .post(api.url("/v1/event"))
+                    .header("X-Api-Key", KEY)
+                    .json(&event)
+                    .send()
+                    .await
+                    .expect("the service stays up");
+                let status = r.status().as_u16();
+                let retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let body: Value = r.json().await.unwrap_or_default();
+                tally.latencies.push(sent.elapsed());
+                tally.sent.push(id.clone());
+                if status == 202 {
+                    assert_eq!(body["id"], id.as_str(), "{body}");
+                    tally.acked.push(id);
+                } else {
+                    tally.errors.push((status, retry_after, body.to_string()));
+                }
+                tokio::time::sleep(pace).await;
+            }
+            tally
+        }));
+    }
+    let mut all = Tally::default();
+    for t in tasks {
+        let t = t.await.expect("producer task");
+        all.acked.extend(t.acked);
+        all.sent.extend(t.sent);
+        all.errors.extend(t.errors);
+        all.latencies.extend(t.latencies);
+    }
+    all
+}
+
+async fn all_docs(collection: &mongodb::Collection<Document>) -> Vec<Document> {
+    collection
+        .find(doc! {})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("collect")
+}
+
+/// Waits until `collection` holds `expected` documents (and not more), then returns them.
+async fn wait_stored(
+    collection: &mongodb::Collection<Document>,
+    expected: usize,
+    within: Duration,
+) -> Vec<Document> {
+    let deadline = Instant::now() + within;
+    loop {
+        let count = collection.count_documents(doc! {}).await.unwrap_or(0) as usize;
+        assert!(
+            count <= expected,
+            "{count} documents stored, more than the {expected} expected"
+        );
+        if count == expected {
+            // Anything still on its way would show up now.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return all_docs(collection).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {count} of {expected} events stored within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn events_of(mongo: &TestMongo) -> mongodb::Collection<Document> {
+    mongo.store().await.events()
+}
+
+async fn events_in(ferret: &RestartableFerret, db: &str) -> mongodb::Collection<Document> {
+    ferret.client().await.database(db).collection("events")
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn assert_exactly_once(docs: &[Document], acked: &[String], sent: &[String]) {
+    let stored = unique_ids(docs);
+    let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events were not stored, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
+    );
+    let sent: HashSet<&String> = sent.iter().collect();
+    assert!(
+        stored.iter().all(|id| sent.contains(id)),
+        "an event nobody sent was stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_published_in_queue_mode_reach_mongodb_exactly_once() {
+    let (rabbit, mongo) = tokio::join!(RabbitMq::start(), test_mongo());
+    let service = start_queue_service(mongo.env(), &queue_env(&rabbit, &[])).await;
+    let api = Api::new(&service);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (api, stop) = (api.clone(), stop.clone());
+        tokio::spawn(async move { produce(&api, 16, Duration::ZERO, stop).await })
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut tally = load.await.unwrap();
+    assert!(
+        tally.errors.is_empty(),
+        "{:?}",
+        &tally.errors[..tally.errors.len().min(5)]
+    );
+    assert!(
+        tally.acked.len() > 200,
+        "too little load: {}",
+        tally.acked.len()
+    );
+
+    // A batch: one publish per event, each answered 202.
+    let batch: Vec<Value> = (0..50)
+        .map(|i| json!({"type": "batch", "consumer": "batcher", "payload": {"i": i}}))
+        .collect();
+    let (status, body) = api
+        .send(
+            api.http
+                .post(api.url("/v1/events"))
+                .header("X-Api-Key", KEY)
+                .json(&batch),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 50, "{body}");
+    for item in body["results"].as_array().unwrap() {
+        assert_eq!(item["status"], 202, "{item}");
+        let id = item["id"].as_str().unwrap().to_owned();
+        tally.acked.push(id.clone());
+        tally.sent.push(id);
+    }
+
+    // A producer's retries: the same id and content three times, stored once.
+    let id = ObjectId::new().to_hex();
+    for _ in 0..3 {
+        let (status, body) = api
+            .post_event(&json!({"type": "retry", "consumer": "retrier", "id": id}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    tally.acked.push(id.clone());
+    tally.sent.push(id);
+
+    let expected = tally.acked.iter().collect::<HashSet<_>>().len();
+    let docs = wait_stored(&events_of(&mongo).await, expected, Duration::from_secs(120)).await;
+    assert_exactly_once(&docs, &tally.acked, &tally.sent);
+
+    let metrics = api.metrics_text().await;
+    let published = metric(&metrics, "auditlog_queue_published_total");
+    assert_eq!(
+        published as usize,
+        tally.acked.len() + 2,
+        "every confirm counted"
+    );
+    let stored = metric(&metrics, "auditlog_queue_drained_total{outcome=\"stored\"}");
+    let duplicate = metric(
+        &metrics,
+        "auditlog_queue_drained_total{outcome=\"duplicate\"}",
+    );
+    assert_eq!(stored as usize, expected, "{metrics}");
+    assert_eq!(
+        duplicate, 2.0,
+        "the retries resolved as duplicates: {metrics}"
+    );
+    assert!(metrics.contains("auditlog_queue_publish_confirm_seconds_count"));
+    assert_eq!(metric(&metrics, "auditlog_queue_connected"), 1.0);
+    println!(
+        "{} events through RabbitMQ, p99 {:?}; {} stored",
+        tally.acked.len(),
+        tally.p99(),
+        docs.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn get_event_reports_queued_then_stored() {
+    let (rabbit, mut ferret) = tokio::join!(RabbitMq::start(), RestartableFerret::start());
+    // Direct mode: stored at once, or unknown.
+    let direct = start_service_env(ferret.env("status_direct"), &[]).await;
+    let api = Api::new(&direct);
+    let (status, ack) = api
+        .post_event(&json!({"type": "t", "consumer": "c", "payload": {"k": 1}}))
+        .await;
+    assert_eq!(status, 201, "{ack}");
+    let get = |api: &Api, id: &str| {
+        let req = api
+            .http
+            .get(api.url(&format!("/v1/event/{id}")))
+            .header("X-Api-Key", KEY);
+        let api = api.clone();
+        async move { api.send(req).await }
+    };
+    let id = ack["id"].as_str().unwrap();
+    let (status, body) = get(&api, id).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"id": id, "status": "stored", "created_at": ack["created_at"], "type": "t", "consumer": "c", "payload": {"k": 1}})
+    );
+    let unknown = ObjectId::new().to_hex();
+    let (status, body) = get(&api, &unknown).await;
+    assert_eq!(
+        (status, body),
+        (404, json!({"id": unknown, "status": "unknown"}))
+    );
+    let (status, body) = get(&api, "not-an-id").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "bad_query");
+    let (status, body) = api
+        .send(api.http.get(api.url(&format!("/v1/event/{id}"))))
+        .await;
+    assert_eq!(status, 401, "{body}");
+    drop(direct);
+
+    // Queue mode, MongoDB stopped: 202 from the POST, then queued, then stored once it is back.
+    let env = queue_env(&rabbit, &[]);
+    let service = start_queue_service(quick_visibility(ferret.env("status_queue")), &env).await;
+    let api = Api::new(&service);
+    ferret.pause();
+    let (status, ack) = api
+        .post_event(&json!({"type": "t", "consumer": "c", "payload": {"k": 2}}))
+        .await;
+    assert_eq!(status, 202, "{ack}");
+    let id = ack["id"].as_str().unwrap().to_owned();
+    let (status, body) = get(&api, &id).await;
+    assert_eq!((status, body), (202, json!({"id": id, "status": "queued"})));
+    let (status, body) = get(&api, &unknown).await;
+    assert_eq!(
+        status, 503,
+        "MongoDB is down and the id was not published here: {body}"
+    );
+    ferret.resume().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let (status, body) = get(&api, &id).await;
+        if status == 200 {
+            break body;
+        }
+        assert_eq!((status, &body["status"]), (202, &json!("queued")), "{body}");
+        assert!(Instant::now() < deadline, "not stored within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        body,
+        json!({"id": id, "status": "stored", "created_at": ack["created_at"], "type": "t", "consumer": "c", "payload": {"k": 2}})
+    );
+    let (status, body) = get(&api, &unknown).await;
+    assert_eq!(
+        (status, body),
+        (404, json!({"id": unknown, "status": "unknown"}))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mongodb_stopped_for_60_s_under_32_producers_costs_them_nothing() {
+    let (rabbit, mut ferret) = tokio::join!(RabbitMq::start(), RestartableFerret::start());
+    let service = start_queue_service(ferret.env("outage"), &queue_env(&rabbit, &[])).await;
+    let api = Api::new(&service);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (api, stop) = (api.clone(), stop.clone());
+        // Each producer sends an event every ~10 ms: a steady load the machine can carry
+        // beside RabbitMQ and FerretDB, so latency is the service's and not the CPU queue's.
+        tokio::spawn(async move { produce(&api, 32, Duration::from_millis(10), stop).await })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ferret.pause();
+    let paused = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, body) = api.send(api.http.get(api.url("/readyz"))).await;
+    assert_eq!(status, 200, "queue mode is ready without MongoDB: {body}");
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(paused.elapsed())).await;
+    let depth = metric(&api.metrics_text().await, "auditlog_queue_depth");
+    ferret.resume().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let tally = load.await.unwrap();
+
+    assert!(
+        tally.errors.is_empty(),
+        "producers saw errors: {:?}",
+        &tally.errors[..tally.errors.len().min(5)]
+    );
+    let p99 = tally.p99();
+    println!(
+        "{} events acknowledged during a 60 s MongoDB outage; p99 {p99:?}; queue depth before MongoDB returned: {depth}",
+        tally.acked.len()
+    );
+    assert!(
+        tally.acked.len() > 10_000,
+        "too little load: {}",
+        tally.acked.len()
+    );
+    assert!(
+        depth > 1000.0,
+        "the queue should have held the backlog: {depth}"
+    );
+    assert!(p99 < Duration::from_millis(50), "p99 {p99:?}");
+
+    let collection = events_in(&ferret, "outage").await;
+    let docs = wait_stored(&collection, tally.acked.len(), Duration::from_secs(300)).await;
+    assert_exactly_once(&docs, &tally.acked, &tally.sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_sigkilled_while_draining_stores_every_confirmed_event_once() {
+    let (rabbit, mut ferret) = tokio::join!(RabbitMq::start(), RestartableFerret::start());
+    let base = ferret.env("sigkill");
+    let env = queue_env(&rabbit, &[]);
+    let mut service = start_queue_service(base.clone(), &env).await;
+    let api = Api::new(&service);
+    // A backlog: MongoDB away while producers send.
+    ferret.pause();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (api, stop) = (api.clone(), stop.clone());
+        tokio::spawn(async move { produce(&api, 16, Duration::ZERO, stop).await })
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::Relaxed);
+    let tally = load.await.unwrap();
+    assert!(
+        tally.errors.is_empty(),
+        "{:?}",
+        &tally.errors[..tally.errors.len().min(5)]
+    );
+    assert!(
+        tally.acked.len() > 3000,
+        "too little backlog: {}",
+        tally.acked.len()
+    );
+
+    ferret.resume().await;
+    let collection = events_in(&ferret, "sigkill").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let at_kill = loop {
+        let n = collection.count_documents(doc! {}).await.unwrap_or(0);
+        if n > 0 {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "the drain never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    service.signal(libc::SIGKILL);
+    service
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("SIGKILL");
+    assert!(
+        (at_kill as usize) < tally.acked.len(),
+        "the drain finished before the kill ({at_kill}); nothing was proven"
+    );
+    drop(service);
+
+    let service = start_queue_service(base, &env).await;
+    let api = Api::new(&service);
+    let docs = wait_stored(&collection, tally.acked.len(), Duration::from_secs(180)).await;
+    assert_exactly_once(&docs, &tally.acked, &tally.sent);
+    let metrics = api.metrics_text().await;
+    println!(
+        "killed at {at_kill} of {} stored; redelivered after the restart: {}",
+        tally.acked.len(),
+        metric(&metrics, "auditlog_queue_redeliveries_total")
+    );
+    assert!(
+        metric(&metrics, "auditlog_queue_redeliveries_total") > 0.0,
+        "the killed drain's unacknowledged messages come back as redeliveries: {metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rabbitmq_stopped_answers_503_with_retry_after_and_loses_nothing_confirmed() {
+    let (mut rabbit, mongo) = tokio::join!(RabbitMq::start(), test_mongo());
+    let service = start_queue_service(mongo.env(), &queue_env(&rabbit, &[])).await;
+    let api = Api::new(&service);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (api, stop) = (api.clone(), stop.clone());
+        tokio::spawn(async move { produce(&api, 8, Duration::from_millis(5), stop).await })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rabbit.stop().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r = api
+        .http
+        .post(api.url("/v1/event"))
+        .header("X-Api-Key", KEY)
+        .json(&json!({"type": "t", "consumer": "c"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(
+        r.headers().get("retry-after").is_some(),
+        "503 without Retry-After"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "queue_unavailable", "{body}");
+    let (status, _) = api.send(api.http.get(api.url("/readyz"))).await;
+    assert_eq!(status, 503, "not ready without RabbitMQ");
+    let health = api.http.get(api.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rabbit.resume().await;
+    wait_ready(&api, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let tally = load.await.unwrap();
+
+    for (status, retry_after, body) in &tally.errors {
+        assert_eq!(*status, 503, "{body}");
+        assert!(retry_after.is_some(), "503 without Retry-After: {body}");
+    }
+    assert!(
+        !tally.errors.is_empty(),
+        "RabbitMQ was down: some producer should have seen it"
+    );
+    let docs_before = tally.acked.len();
+    assert!(docs_before > 100, "too little load: {docs_before}");
+    // Each acknowledged event exactly once; an event refused with 503 may be stored or not
+    // (its confirm may have been lost with the connection) — never twice.
+    let collection = events_of(&mongo).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let docs = loop {
+        let docs = all_docs(&collection).await;
+        let ids = unique_ids(&docs);
+        if tally.acked.iter().all(|id| ids.contains(id)) {
+            break docs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged events missing after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_exactly_once(&docs, &tally.acked, &tally.sent);
+    println!(
+        "{} acknowledged, {} refused with 503 while RabbitMQ was down, {} stored",
+        tally.acked.len(),
+        tally.errors.len(),
+        docs.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
+    let (rabbit, mongo) = tokio::join!(RabbitMq::start(), test_mongo());
+    let service = start_queue_service(mongo.env(), &queue_env(&rabbit, &[])).await;
+    let api = Api::new(&service);
+
+    // Not an event at all, straight into the queue.
+    let conn = Connection::connect(&rabbit.url(), ConnectionProperties::default())
+        .await
+        .expect("connect to RabbitMQ");
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .basic_publish(
+            "".into(),
+            QUEUE.into(),
+            BasicPublishOptions::default(),
+            b"this is not BSON",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // The same producer id with other content: the second cannot be stored.
+    let id = ObjectId::new().to_hex();
+    let (status, body) = api
+        .post_event(&json!({"type": "t", "consumer": "c", "id": id, "payload": {"v": "first"}}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = api
+        .post_event(&json!({"type": "t", "consumer": "c", "id": id, "payload": {"v": "second"}}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = api.metrics_text().await;
+        let dead = metric(&metrics, "auditlog_queue_dead_letter_depth");
+        if dead >= 2.0 {
+            assert_eq!(
+                metric(
+                    &metrics,
+                    "auditlog_queue_dead_letters_total{reason=\"malformed\"}"
+                ),
+                1.0,
+                "{metrics}"
+            );
+            assert_eq!(
+                metric(
+                    &metrics,
+                    "auditlog_queue_dead_letters_total{reason=\"id_conflict\"}"
+                ),
+                1.0,
+                "{metrics}"
+            );
+            assert_eq!(dead, 2.0, "{metrics}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no dead letters within 60 s: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut reasons = vec![];
+    for _ in 0..2 {
+        let message = channel
+            .basic_get(
+                format!("{QUEUE}.dead").into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+            .expect("a dead letter");
+        let headers = message
+            .delivery
+            .properties
+            .headers()
+            .clone()
+            .unwrap_or_default();
+        let text = |key: &str| match headers.inner().get(key) {
+            Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            other => panic!("header {key}: {other:?}"),
+        };
+        reasons.push((text("x-auditlog-reason-code"), text("x-auditlog-reason")));
+    }
+    reasons.sort();
+    assert_eq!(reasons[0].0, "id_conflict", "{reasons:?}");
+    assert!(reasons[0].1.contains(&id), "{reasons:?}");
+    assert_eq!(reasons[1].0, "malformed", "{reasons:?}");
+    assert!(reasons[1].1.contains("BSON"), "{reasons:?}");
+
+    // The first event is stored, once, with its own content.
+    let docs = all_docs(&events_of(&mongo).await).await;
+    assert_eq!(docs.len(), 1, "{docs:?}");
+    assert_eq!(
+        docs[0]
+            .get_document("payload")
+            .unwrap()
+            .get_str("v")
+            .unwrap(),
+        "first"
+    );
+    let (status, body) = api
+        .send(
+            api.http
+                .get(api.url(&format!("/v1/event/{id}")))
+                .header("X-Api-Key", KEY),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["payload"]["v"], "first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disk_alarm_answers_503_and_a_deep_queue_429_both_with_retry_after() {
+    let (rabbit, mut ferret) = tokio::join!(RabbitMq::start(), RestartableFerret::start());
+    let env = queue_env(
+        &rabbit,
+        &[
+            ("AUDIT_AMQP_MAX_DEPTH", "50"),
+            ("AUDIT_AMQP_PREFETCH", "10"),
+        ],
+    );
+    let service = start_queue_service(ferret.env("pressure"), &env).await;
+    let api = Api::new(&service);
+    let post = |i: u64| {
+        let api = api.clone();
+        async move {
+            let started = Instant::now();
+            let r = api
+                .http
+                .post(api.url("/v1/event"))
+                .header("X-Api-Key", KEY)
+                .json(&json!({"type": "t", "consumer": "c", "payload": {"i": i}}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: Value = r.json().await.unwrap_or_default();
+            (status, retry_after, body, started.elapsed())
+        }
+    };
+    assert_eq!(post(0).await.0, 202);
+
+    // A disk alarm: RabbitMQ blocks publishers; producers hear it within seconds.
+    let out = rabbit.ctl(&["set_disk_free_limit", "1000000GB"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, retry_after, body, took) = post(1).await;
+        if status == 503 {
+            assert_eq!(body["error"]["code"], "queue_unavailable", "{body}");
+            assert!(retry_after.is_some(), "503 without Retry-After");
+            assert!(
+                took < Duration::from_secs(10),
+                "a blocked publish waited {took:?}"
+            );
+            break;
+        }
+        assert_eq!(status, 202, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "publishes still confirmed during a disk alarm"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = rabbit.ctl(&["set_disk_free_limit", "50MB"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while post(2).await.0 != 202 {
+        assert!(
+            Instant::now() < deadline,
+            "publishes not confirmed again after the alarm"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // MongoDB away: the queue grows past AUDIT_AMQP_MAX_DEPTH (50 ready) and producers get 429.
+    ferret.pause();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 3;
+    loop {
+        let (status, retry_after, body, _) = post(i).await;
+        i += 1;
+        if status == 429 {
+            assert_eq!(body["error"]["code"], "busy", "{body}");
+            assert_eq!(retry_after.as_deref(), Some("1"));
+            break;
+        }
+        assert_eq!(status, 202, "{body}");
+        assert!(Instant::now() < deadline, "no 429 after {i} events");
+    }
+    let depth = metric(&api.metrics_text().await, "auditlog_queue_depth");
+    assert!(depth > 50.0, "{depth}");
+}
+
+#[tokio::test]
+async fn queue_mode_without_an_amqp_url_refuses_to_start() {
+    let bin = testcontainers_tests::binary::build("auditlog-service");
+    let out = std::process::Command::new(bin)
+        .arg("run")
+        .env("AUDIT_API_KEY", KEY)
+        .env("AUDIT_INGEST_MODE", "queue")
+        .env_remove("AUDIT_AMQP_URL")
+        .output()
+        .expect("run the service");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("AUDIT_AMQP_URL"), "{stderr}");
+}
