@@ -3,6 +3,7 @@
 Run through run.sh, which installs the pinned helm and sets $HELM. Each test names the
 operator-facing property it protects; DESIGN.md §7 lists why each one matters.
 """
+import base64
 import json
 import os
 import pathlib
@@ -547,6 +548,116 @@ def test_external_mongodb_renders_no_cluster_and_runs_db_setup():
         assert env["MONGODB_URI"]["valueFrom"]["secretKeyRef"] == {"name": "auditlog-external-mongodb", "key": "mongodb-uri"}
 
 
+# -------------------------------------------------------------------- queue mode
+
+AMQP_ENV = {"AUDIT_INGEST_MODE", "AUDIT_AMQP_URL", "AUDIT_AMQP_QUEUE", "AUDIT_AMQP_MAX_DEPTH", "AUDIT_AMQP_PREFETCH"}
+AMQP_URL = "amqp://auditlog:s3cret@rabbitmq.mq.svc:5672/%2f"
+QUEUE_ON = ("queue.enabled=true",)
+
+
+def service_env(docs):
+    return env_of(pod_spec(one(docs, "Deployment", "auditlog-service"))["containers"][0])
+
+
+@pytest.mark.parametrize("value_set,sets", [
+    ("default", ()),
+    ("external-mongodb", ()),
+    ("existing-secrets", ()),
+    # A URL alone does not turn queue mode on.
+    ("default", ("externalAmqp.url=" + AMQP_URL,)),
+])
+def test_queue_mode_off_renders_no_amqp_env_and_no_amqp_secret(value_set, sets):
+    docs = render(value_set, sets)
+    for d in docs:
+        if d["kind"] in WORKLOAD_KINDS:
+            for _, c in containers(d):
+                assert not AMQP_ENV & set(env_of(c)), (d["metadata"]["name"], c["name"])
+    assert not [d for d in of_kind(docs, "Secret") if d["metadata"]["name"] == "auditlog-amqp"]
+    assert not [d for d in of_kind(docs, "NetworkPolicy") if d["metadata"]["name"] == "auditlog-service-egress"]
+
+
+def test_queue_mode_with_a_url_renders_the_env_and_the_secret_holding_it():
+    docs = render("default", QUEUE_ON + ("externalAmqp.url=" + AMQP_URL,))
+    env = service_env(docs)
+    assert env["AUDIT_INGEST_MODE"]["value"] == "queue"
+    # The URL carries credentials: from the chart's Secret, never inline.
+    assert env["AUDIT_AMQP_URL"] == {"name": "AUDIT_AMQP_URL",
+                                     "valueFrom": {"secretKeyRef": {"name": "auditlog-amqp", "key": "url"}}}
+    assert env["AUDIT_AMQP_QUEUE"]["value"] == "auditlog.events"
+    assert env["AUDIT_AMQP_MAX_DEPTH"]["value"] == "1000000"  # an integer, not 1e+06
+    assert env["AUDIT_AMQP_PREFETCH"]["value"] == "1000"
+    # The drain task still writes to MongoDB through the service's own user.
+    assert env["MONGODB_USERNAME"]["valueFrom"]["secretKeyRef"]["name"] == "auditlog-mongodb-service"
+    secret = one(docs, "Secret", "auditlog-amqp")
+    assert base64.b64decode(secret["data"]["url"]).decode() == AMQP_URL
+    assert secret["metadata"]["labels"]["app.kubernetes.io/component"] == "service"
+    # Only the service reads the RabbitMQ credentials.
+    for d in docs:
+        if d["kind"] in WORKLOAD_KINDS and d["metadata"]["name"] != "auditlog-service":
+            assert "auditlog-amqp" not in secret_refs(d), d["metadata"]["name"]
+            for _, c in containers(d):
+                assert not AMQP_ENV & set(env_of(c)), d["metadata"]["name"]
+
+
+def test_queue_mode_values_reach_the_service():
+    v = values_of("queue-mode")["queue"]
+    env = service_env(render("queue-mode"))
+    assert env["AUDIT_AMQP_QUEUE"]["value"] == v["name"] == "audit.ingest"
+    assert env["AUDIT_AMQP_MAX_DEPTH"]["value"] == str(v["maxDepth"])
+    assert env["AUDIT_AMQP_PREFETCH"]["value"] == str(v["prefetch"])
+
+
+@pytest.mark.parametrize("sets,key", [
+    (("externalAmqp.existingSecret=auditlog-rabbitmq",), "url"),
+    (("externalAmqp.existingSecret=auditlog-rabbitmq", "externalAmqp.existingSecretKey=connection-url"), "connection-url"),
+    # The existing Secret wins over an inline URL.
+    (("externalAmqp.existingSecret=auditlog-rabbitmq", "externalAmqp.url=" + AMQP_URL), "url"),
+])
+def test_queue_mode_with_an_existing_secret_uses_it(sets, key):
+    docs = render("default", QUEUE_ON + sets)
+    env = service_env(docs)
+    assert env["AUDIT_INGEST_MODE"]["value"] == "queue"
+    assert env["AUDIT_AMQP_URL"]["valueFrom"]["secretKeyRef"] == {"name": "auditlog-rabbitmq", "key": key}
+    assert not [d for d in of_kind(docs, "Secret") if d["metadata"]["name"] == "auditlog-amqp"]
+
+
+def test_queue_mode_network_policy_lets_the_service_reach_rabbitmq():
+    docs = render("default", QUEUE_ON + ("externalAmqp.existingSecret=auditlog-rabbitmq", "networkPolicy.enabled=true"))
+    policies = {d["metadata"]["name"]: d["spec"] for d in of_kind(docs, "NetworkPolicy")}
+    assert set(policies) == {"auditlog-mongos", "auditlog-mongodb", "auditlog-service-egress"}
+    spec = policies["auditlog-service-egress"]
+    assert spec["policyTypes"] == ["Egress"] and "ingress" not in spec
+    # It selects the service's pods and no other workload's.
+    for d in docs:
+        if d["kind"] in WORKLOAD_KINDS:
+            assert selects(spec["podSelector"], pod_labels(d)) == (d["metadata"]["name"] == "auditlog-service")
+
+    def ports(rule):
+        return {(p["protocol"], p["port"]) for p in rule["ports"]}
+
+    rules = spec["egress"]
+    # Restricting egress must keep what the service already needs: DNS and mongos.
+    (dns,) = [r for r in rules if ports(r) == {("UDP", 53), ("TCP", 53)}]
+    assert "to" not in dns
+    (mongo,) = [r for r in rules if ports(r) == {("TCP", 27017)}]
+    (peer,) = mongo["to"]
+    assert selects(peer["podSelector"], pod_labels(one(docs, "Deployment", "auditlog-mongos")))
+    (amqp,) = [r for r in rules if ports(r) == {("TCP", 5672)}]
+    assert "to" not in amqp  # anywhere on the AMQP port unless networkPolicy.amqp.to says where
+    assert len(rules) == 3
+    # mongos still admits the service.
+    mongos_from = policies["auditlog-mongos"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"][0]["values"]
+    assert "service" in mongos_from
+
+    # The port, the peers and extra rules come from the values.
+    v = values_of("queue-mode")["networkPolicy"]
+    rules = one(render("queue-mode"), "NetworkPolicy", "auditlog-service-egress")["spec"]["egress"]
+    (amqp,) = [r for r in rules if ports(r) == {("TCP", 5671)}]
+    assert amqp["to"] == v["amqp"]["to"]
+    for extra in v["serviceExtraEgress"]:
+        assert extra in rules
+
+
 # -------------------------------------------------------------------- the archiver
 
 def test_archiver_daemon_is_a_single_recreated_replica_with_a_pvc():
@@ -704,6 +815,12 @@ def test_notes_tell_how_to_reach_swagger_and_get_the_key(tmp_path):
     (["--set-string", "retentionDays=30"], "string for an integer"),
     (["--set", "archiver.url=ftp://x/y"], "unsupported archive URL"),
     (["--set", "mongodb.configsvr.resources.limits=null"], "resources without limits"),
+    (["--set", "queue.enable=true"], "misspelled queue key"),
+    (["--set", "queue.prefetch=0"], "prefetch below 1"),
+    (["--set", "queue.prefetch=70000"], "prefetch over AMQP's 16-bit prefetch-count"),
+    (["--set", "queue.name=amq.events"], "queue name in RabbitMQ's reserved amq. namespace"),
+    (["--set", "externalAmqp.url=http://rabbitmq:15672"], "not an amqp:// URL"),
+    (["--set", "networkPolicy.amqp.port=0"], "port out of range"),
 ])
 def test_schema_rejects_bad_values(args, why):
     cmd = [HELM, "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION] + args
@@ -716,6 +833,7 @@ def test_schema_rejects_bad_values(args, why):
     (["mongodb.tls.enabled=true"], "needs mongodb.tls.existingSecret or mongodb.tls.certManager.enabled"),
     (["mongodb.tls.enabled=true", "mongodb.tls.certManager.enabled=true"], "issuerRef.name"),
     (["mongodb.enabled=false"], "needs externalMongodb.uri"),
+    (["queue.enabled=true"], "queue.enabled=true needs externalAmqp.url or externalAmqp.existingSecret"),
 ])
 def test_template_refuses_incomplete_settings(sets, message):
     proc = helm_template(sets=sets, check=False)
@@ -727,8 +845,10 @@ def test_schema_is_closed_at_the_top_and_for_the_main_sections():
     schema = json.loads((CHART / "values.schema.json").read_text())
     assert schema["additionalProperties"] is False
     props = schema["properties"]
-    for section in ("image", "mongodb", "externalMongodb", "service", "archiver", "tests", "logging", "database"):
+    for section in ("image", "mongodb", "externalMongodb", "service", "archiver", "tests", "logging", "database",
+                    "queue", "externalAmqp", "networkPolicy"):
         assert props[section]["additionalProperties"] is False, section
+    assert props["networkPolicy"]["properties"]["amqp"]["additionalProperties"] is False
     for sub in ("auth", "tls", "configsvr", "shards", "mongos", "metrics", "bootstrap"):
         assert props["mongodb"]["properties"][sub]["additionalProperties"] is False, sub
 

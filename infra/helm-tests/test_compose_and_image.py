@@ -98,6 +98,23 @@ def test_apps_start_after_the_bootstrap_and_run_locked_down():
             assert p.startswith("127.0.0.1:"), p
 
 
+def test_queue_mode_is_opt_in_with_a_healthchecked_rabbitmq():
+    rmq = SERVICES["rabbitmq"]
+    # Not started by a plain `docker compose up`: the default run stays in direct mode.
+    assert rmq["profiles"] == ["queue"]
+    assert re.fullmatch(r"\$\{RABBITMQ_IMAGE:-rabbitmq:3\.13-management\}", rmq["image"])
+    assert rmq["healthcheck"]["test"] == ["CMD", "rabbitmq-diagnostics", "-q", "ping"]
+    # Its data survives re-creation: a named volume, and a fixed host name (the node name).
+    assert "rabbitmq:/var/lib/rabbitmq" in rmq["volumes"] and "rabbitmq" in COMPOSE["volumes"]
+    assert rmq["hostname"] == "rabbitmq"
+    env = SERVICES["service"]["environment"]
+    assert env["AUDIT_INGEST_MODE"] == "${AUDIT_INGEST_MODE:-direct}"
+    assert "@rabbitmq:5672/" in env["AUDIT_AMQP_URL"]
+    # Nothing outside the profile needs RabbitMQ to start.
+    for name, svc in SERVICES.items():
+        assert "rabbitmq" not in (svc.get("depends_on") or {}), name
+
+
 def test_dockerfile_builds_the_three_binaries_into_a_small_non_root_image():
     text = (REPO / "Dockerfile").read_text()
     stages = re.findall(r"^FROM\s+(\S+)", text, re.M)

@@ -147,6 +147,14 @@ Comma-separated member list of one replica set:
 {{- if .Values.externalMongodb.existingSecret }}{{ .Values.externalMongodb.existingSecretKey }}{{ else }}mongodb-uri{{ end }}
 {{- end }}
 
+{{- define "auditlog.externalAmqp.secretName" -}}
+{{- default (printf "%s-amqp" (include "auditlog.fullname" .)) .Values.externalAmqp.existingSecret }}
+{{- end }}
+
+{{- define "auditlog.externalAmqp.secretKey" -}}
+{{- if .Values.externalAmqp.existingSecret }}{{ .Values.externalAmqp.existingSecretKey }}{{ else }}url{{ end }}
+{{- end }}
+
 {{- define "auditlog.tls.secretName" -}}
 {{- default (printf "%s-mongodb-tls" (include "auditlog.fullname" .)) .Values.mongodb.tls.existingSecret }}
 {{- end }}
@@ -465,6 +473,9 @@ resources:
 {{- if and (not .Values.externalMongodb.uri) (not .Values.externalMongodb.existingSecret) }}
 {{- fail "mongodb.enabled=false needs externalMongodb.uri or externalMongodb.existingSecret" }}
 {{- end }}
+{{- end }}
+{{- if and .Values.queue.enabled (not .Values.externalAmqp.url) (not .Values.externalAmqp.existingSecret) }}
+{{- fail "queue.enabled=true needs externalAmqp.url or externalAmqp.existingSecret (a Secret holding the amqp:// URL of RabbitMQ)" }}
 {{- end }}
 {{- end }}
 
