@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use support::{quick_visibility, start_service_env, unique_ids, Api, RestartableFerret, KEY};
 use testcontainers_tests::binary::RunningBinary;
 use testcontainers_tests::mongo::{test_mongo, TestMongo};
+use testcontainers_tests::proxy::{Fault, Rule, WireProxy};
 use testcontainers_tests::rabbitmq::RabbitMq;
 
 const QUEUE: &str = "auditlog.events";
@@ -565,7 +566,31 @@ async fn rabbitmq_stopped_answers_503_with_retry_after_and_loses_nothing_confirm
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
     let (rabbit, mongo) = tokio::join!(RabbitMq::start(), test_mongo());
-    let service = start_queue_service(mongo.env(), &queue_env(&rabbit, &[])).await;
+    // Through a proxy that answers as a store refusing every event of consumer "refused" for
+    // good: DocumentValidationFailure (121), which no retry can mend.
+    let (proxy, uri) = WireProxy::in_front_of(&mongo.uri).await;
+    proxy.add(
+        Rule::new(
+            "insert",
+            Fault::FailEachDocumentOnce {
+                consumer: "refused".into(),
+                code: 121,
+            },
+        )
+        .on("events"),
+    );
+    let base = mongo
+        .env()
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "MONGODB_URI" {
+                (k, uri.clone())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let service = start_queue_service(base, &queue_env(&rabbit, &[])).await;
     let api = Api::new(&service);
 
     // Not an event at all, straight into the queue.
@@ -595,12 +620,18 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
         .post_event(&json!({"type": "t", "consumer": "c", "id": id, "payload": {"v": "second"}}))
         .await;
     assert_eq!(status, 202, "{body}");
+    // An event the store refuses for good.
+    let (status, refused) = api
+        .post_event(&json!({"type": "t", "consumer": "refused", "payload": {"v": "x"}}))
+        .await;
+    assert_eq!(status, 202, "{refused}");
+    let refused_id = refused["id"].as_str().expect("id").to_owned();
 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let metrics = api.metrics_text().await;
         let dead = metric(&metrics, "auditlog_queue_dead_letter_depth");
-        if dead >= 2.0 {
+        if dead >= 3.0 {
             assert_eq!(
                 metric(
                     &metrics,
@@ -617,7 +648,15 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
                 1.0,
                 "{metrics}"
             );
-            assert_eq!(dead, 2.0, "{metrics}");
+            assert_eq!(
+                metric(
+                    &metrics,
+                    "auditlog_queue_dead_letters_total{reason=\"rejected\"}"
+                ),
+                1.0,
+                "{metrics}"
+            );
+            assert_eq!(dead, 3.0, "{metrics}");
             break;
         }
         assert!(
@@ -626,8 +665,13 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_eq!(
+        proxy.documents_failed(),
+        1,
+        "the refused event was sent once"
+    );
     let mut reasons = vec![];
-    for _ in 0..2 {
+    for _ in 0..3 {
         let message = channel
             .basic_get(
                 format!("{QUEUE}.dead").into(),
@@ -653,6 +697,8 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
     assert!(reasons[0].1.contains(&id), "{reasons:?}");
     assert_eq!(reasons[1].0, "malformed", "{reasons:?}");
     assert!(reasons[1].1.contains("BSON"), "{reasons:?}");
+    assert_eq!(reasons[2].0, "rejected", "{reasons:?}");
+    assert!(reasons[2].1.contains("code 121"), "{reasons:?}");
 
     // The first event is stored, once, with its own content.
     let docs = all_docs(&events_of(&mongo).await).await;
@@ -674,6 +720,18 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["payload"]["v"], "first");
+    // The refused event is not stored, and this replica no longer calls it queued.
+    let (status, body) = api
+        .send(
+            api.http
+                .get(api.url(&format!("/v1/event/{refused_id}")))
+                .header("X-Api-Key", KEY),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (404, json!({"id": refused_id, "status": "unknown"}))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
