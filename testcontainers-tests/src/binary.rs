@@ -2,9 +2,9 @@
 //! with given environment variables on a free port, ready once `/healthz` answers.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::{free_port, repo_root};
@@ -204,4 +204,19 @@ fn target_profile_dir() -> PathBuf {
         .and_then(|deps| deps.parent())
         .map(PathBuf::from)
         .expect("test executable is not under target/<profile>/deps")
+}
+
+/// Runs `bash <script> install` the first time `done` is reached in this test process, so
+/// parallel tests do not each wait on an install (a build, a package) inside their start
+/// timeout. Fails the test when the script fails.
+pub fn install_once(done: &OnceLock<()>, script: &Path) {
+    done.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(script)
+            .arg("install")
+            .stdin(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(status.success(), "{} install failed", script.display());
+    });
 }

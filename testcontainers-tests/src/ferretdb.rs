@@ -122,13 +122,5 @@ pub fn command(dir: &Path, port: u16) -> Command {
 /// test process, so parallel tests do not each wait on the build inside their start timeout.
 fn install() {
     static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let status = Command::new("bash")
-            .arg(script())
-            .arg("install")
-            .stdin(Stdio::null())
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script().display()));
-        assert!(status.success(), "{} install failed", script().display());
-    });
+    crate::binary::install_once(&DONE, &script());
 }

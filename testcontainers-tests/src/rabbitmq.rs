@@ -197,13 +197,5 @@ fn script() -> PathBuf {
 /// Installs Debian's rabbitmq-server unless it is there, once per test process.
 fn install() {
     static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let status = Command::new("bash")
-            .arg(script())
-            .arg("install")
-            .stdin(Stdio::null())
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script().display()));
-        assert!(status.success(), "{} install failed", script().display());
-    });
+    crate::binary::install_once(&DONE, &script());
 }

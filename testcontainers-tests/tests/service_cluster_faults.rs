@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mongodb::bson::{oid::ObjectId, Document};
 use serde_json::{json, Value};
-use support::{quick_visibility, start_service_env, stored, Api};
+use support::{quick_visibility, start_service_env, stored, with_mongodb_uri, Api};
 use testcontainers_tests::mongo::{test_mongo, TestMongo};
 use testcontainers_tests::proxy::{Fault, Rule, WireProxy};
 
@@ -30,18 +30,7 @@ async fn proxied_service_with(
     env: &[(&str, &str)],
 ) -> (WireProxy, testcontainers_tests::binary::RunningBinary, Api) {
     let (proxy, uri) = WireProxy::in_front_of(&mongo.uri).await;
-    let base: Vec<(String, String)> = mongo
-        .env()
-        .into_iter()
-        .map(|(k, v)| {
-            if k == "MONGODB_URI" {
-                (k, uri.clone())
-            } else {
-                (k, v)
-            }
-        })
-        .collect();
-    let service = start_service_env(adjust(base), env).await;
+    let service = start_service_env(adjust(with_mongodb_uri(mongo.env(), &uri)), env).await;
     let api = Api::new(&service);
     (proxy, service, api)
 }

@@ -1,62 +1,18 @@
 //! Many producers, store outages, SIGTERM and backpressure, over real HTTP against the real
 //! binary: every acknowledged event is stored exactly once.
 
+#[path = "support/load.rs"]
+mod load;
 #[path = "support/service.rs"]
 mod support;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use load::Load;
 use serde_json::json;
 use support::{start_service, start_service_env, stored, unique_ids, Api, RestartableFerret};
 use testcontainers_tests::mongo::test_mongo;
-
-/// What producers were told.
-#[derive(Default)]
-struct Tally {
-    acked: Vec<String>,
-    errors: Vec<(u16, String)>,
-}
-
-/// `producers` tasks each sending up to `per_producer` events (until `stop`), one at a time.
-async fn produce(api: &Api, producers: usize, per_producer: usize, stop: Arc<AtomicBool>) -> Tally {
-    let mut tasks = vec![];
-    for p in 0..producers {
-        let (api, stop) = (api.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tally = Tally::default();
-            for n in 0..per_producer {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let event = json!({"type": "load", "consumer": format!("producer-{p}"), "payload": {"n": n}});
-                match api.http.post(api.url("/v1/event")).header("X-Api-Key", support::KEY).json(&event).send().await {
-                    Ok(r) => {
-                        let status = r.status().as_u16();
-                        let body: serde_json::Value = r.json().await.unwrap_or_default();
-                        if status == 201 {
-                            tally.acked.push(body["id"].as_str().unwrap().to_owned());
-                        } else {
-                            tally.errors.push((status, body.to_string()));
-                        }
-                    }
-                    // The server went away (SIGTERM test): this producer is done.
-                    Err(_) => break,
-                }
-            }
-            tally
-        }));
-    }
-    let mut all = Tally::default();
-    for t in tasks {
-        let t = t.await.unwrap();
-        all.acked.extend(t.acked);
-        all.errors.extend(t.errors);
-    }
-    all
-}
 
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -71,7 +27,7 @@ async fn many_concurrent_producers_lose_nothing_and_repeat_nothing() {
     let mongo = test_mongo().await;
     let service = start_service(&mongo, &[]).await;
     let api = Api::new(&service);
-    let tally = produce(&api, 32, 200, Arc::new(AtomicBool::new(false))).await;
+    let tally = load::run(&api, Load::new(32, 201).per_producer(200).server_ids()).await;
     assert!(
         tally.errors.is_empty(),
         "errors: {:?}",
@@ -104,7 +60,7 @@ async fn without_group_commit_every_event_is_its_own_insert() {
     let mongo = test_mongo().await;
     let service = start_service(&mongo, &[("AUDIT_GROUP_COMMIT", "false")]).await;
     let api = Api::new(&service);
-    let tally = produce(&api, 8, 40, Arc::new(AtomicBool::new(false))).await;
+    let tally = load::run(&api, Load::new(8, 201).per_producer(40).server_ids()).await;
     assert!(tally.errors.is_empty(), "{:?}", tally.errors);
     let docs = stored(&mongo).await;
     assert_eq!(unique_ids(&docs).len(), 320);
@@ -154,11 +110,7 @@ async fn a_store_outage_of_five_seconds_costs_latency_not_events() {
     let service =
         start_service_env(ferret.env("outage"), &[("AUDIT_WRITE_DEADLINE_SECS", "30")]).await;
     let api = Api::new(&service);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (api, stop) = (api.clone(), stop.clone());
-        tokio::spawn(async move { produce(&api, 16, 100_000, stop).await })
-    };
+    let load = load::start(&api, Load::new(16, 201).server_ids());
     tokio::time::sleep(Duration::from_secs(1)).await;
     ferret.pause();
     let paused = Instant::now();
@@ -177,8 +129,7 @@ async fn a_store_outage_of_five_seconds_costs_latency_not_events() {
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(paused.elapsed())).await;
     ferret.resume().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    let tally = load.await.unwrap();
+    let tally = load.stop().await;
 
     assert!(
         tally.errors.is_empty(),
@@ -220,12 +171,9 @@ async fn sigterm_under_load_loses_no_acknowledged_event() {
     let mongo = test_mongo().await;
     let mut service = start_service(&mongo, &[]).await;
     let api = Api::new(&service);
-    let load = {
-        let api = api.clone();
-        tokio::spawn(
-            async move { produce(&api, 16, 100_000, Arc::new(AtomicBool::new(false))).await },
-        )
-    };
+    let load = tokio::spawn(
+        load::start(&api, Load::new(16, 201).server_ids().until_disconnected()).finish(),
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     service.signal(libc::SIGTERM);
     let status = service
@@ -248,7 +196,7 @@ async fn sigterm_under_load_loses_no_acknowledged_event() {
     );
     // Refusals during shutdown are allowed (the producer knows it must retry); silence is not.
     assert!(
-        tally.errors.iter().all(|(s, _)| *s == 503),
+        tally.errors.iter().all(|(s, _, _)| *s == 503),
         "{:?}",
         tally.errors
     );

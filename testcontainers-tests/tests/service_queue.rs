@@ -4,21 +4,24 @@
 //! service and a stopped RabbitMQ — poison messages are dead-lettered with their reason, and
 //! producers meet backpressure (429/503 with Retry-After), never unbounded waits.
 
+#[path = "support/load.rs"]
+mod load;
 #[path = "support/service.rs"]
 mod support;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
 use lapin::options::{BasicGetOptions, BasicPublishOptions};
 use lapin::types::AMQPValue;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
+use load::Load;
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use serde_json::{json, Value};
-use support::{quick_visibility, start_service_env, unique_ids, Api, RestartableFerret, KEY};
+use support::{
+    all_docs, quick_visibility, start_service_env, unique_ids, with_mongodb_uri, Api,
+    RestartableFerret, KEY,
+};
 use testcontainers_tests::binary::RunningBinary;
 use testcontainers_tests::mongo::{test_mongo, TestMongo};
 use testcontainers_tests::proxy::{Fault, Rule, WireProxy};
@@ -60,91 +63,6 @@ async fn wait_ready(api: &Api, within: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// What producers were told.
-#[derive(Default)]
-struct Tally {
-    /// Ids answered 202.
-    acked: Vec<String>,
-    /// Every id sent (the producers choose them, so a refused event is known too).
-    sent: Vec<String>,
-    /// Refusals: status, Retry-After, body.
-    errors: Vec<(u16, Option<String>, String)>,
-    latencies: Vec<Duration>,
-}
-
-impl Tally {
-    fn p99(&self) -> Duration {
-        let mut l = self.latencies.clone();
-        l.sort_unstable();
-        l.get(((l.len() as f64 - 1.0) * 0.99).round() as usize)
-            .copied()
-            .unwrap_or_default()
-    }
-}
-
-/// `producers` tasks, each sending one event at a time with its own id until `stop`, pausing
-/// `pace` between events.
-async fn produce(api: &Api, producers: usize, pace: Duration, stop: Arc<AtomicBool>) -> Tally {
-    let mut tasks = vec![];
-    for p in 0..producers {
-        let (api, stop) = (api.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tally = Tally::default();
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let id = ObjectId::new().to_hex();
-                let event = json!({"type": "queued", "consumer": format!("producer-{p}"), "id": id, "payload": {"n": n}});
-                n += 1;
-                let sent = Instant::now();
-                let r = api
-                    .http
-                    .post(api.url("/v1/event"))
-                    .header("X-Api-Key", KEY)
-                    .json(&event)
-                    .send()
-                    .await
-                    .expect("the service stays up");
-                let status = r.status().as_u16();
-                let retry_after = r
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                let body: Value = r.json().await.unwrap_or_default();
-                tally.latencies.push(sent.elapsed());
-                tally.sent.push(id.clone());
-                if status == 202 {
-                    assert_eq!(body["id"], id.as_str(), "{body}");
-                    tally.acked.push(id);
-                } else {
-                    tally.errors.push((status, retry_after, body.to_string()));
-                }
-                tokio::time::sleep(pace).await;
-            }
-            tally
-        }));
-    }
-    let mut all = Tally::default();
-    for t in tasks {
-        let t = t.await.expect("producer task");
-        all.acked.extend(t.acked);
-        all.sent.extend(t.sent);
-        all.errors.extend(t.errors);
-        all.latencies.extend(t.latencies);
-    }
-    all
-}
-
-async fn all_docs(collection: &mongodb::Collection<Document>) -> Vec<Document> {
-    collection
-        .find(doc! {})
-        .await
-        .expect("find")
-        .try_collect()
-        .await
-        .expect("collect")
 }
 
 /// Waits until `collection` holds `expected` documents (and not more), then returns them.
@@ -211,14 +129,9 @@ async fn events_published_in_queue_mode_reach_mongodb_exactly_once() {
     let service = start_queue_service(mongo.env(), &queue_env(&rabbit, &[])).await;
     let api = Api::new(&service);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (api, stop) = (api.clone(), stop.clone());
-        tokio::spawn(async move { produce(&api, 16, Duration::ZERO, stop).await })
-    };
+    let load = load::start(&api, Load::new(16, 202).kind("queued"));
     tokio::time::sleep(Duration::from_secs(4)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut tally = load.await.unwrap();
+    let mut tally = load.stop().await;
     assert!(
         tally.errors.is_empty(),
         "{:?}",
@@ -377,13 +290,14 @@ async fn mongodb_stopped_for_60_s_under_32_producers_costs_them_nothing() {
     let (rabbit, mut ferret) = tokio::join!(RabbitMq::start(), RestartableFerret::start());
     let service = start_queue_service(ferret.env("outage"), &queue_env(&rabbit, &[])).await;
     let api = Api::new(&service);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (api, stop) = (api.clone(), stop.clone());
-        // Each producer sends an event every ~10 ms: a steady load the machine can carry
-        // beside RabbitMQ and FerretDB, so latency is the service's and not the CPU queue's.
-        tokio::spawn(async move { produce(&api, 32, Duration::from_millis(10), stop).await })
-    };
+    // Each producer sends an event every ~10 ms: a steady load the machine can carry
+    // beside RabbitMQ and FerretDB, so latency is the service's and not the CPU queue's.
+    let load = load::start(
+        &api,
+        Load::new(32, 202)
+            .kind("queued")
+            .pace(Duration::from_millis(10)),
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     ferret.pause();
     let paused = Instant::now();
@@ -394,8 +308,7 @@ async fn mongodb_stopped_for_60_s_under_32_producers_costs_them_nothing() {
     let depth = metric(&api.metrics_text().await, "auditlog_queue_depth");
     ferret.resume().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    let tally = load.await.unwrap();
+    let tally = load.stop().await;
 
     assert!(
         tally.errors.is_empty(),
@@ -432,14 +345,9 @@ async fn a_service_sigkilled_while_draining_stores_every_confirmed_event_once() 
     let api = Api::new(&service);
     // A backlog: MongoDB away while producers send.
     ferret.pause();
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (api, stop) = (api.clone(), stop.clone());
-        tokio::spawn(async move { produce(&api, 16, Duration::ZERO, stop).await })
-    };
+    let load = load::start(&api, Load::new(16, 202).kind("queued"));
     tokio::time::sleep(Duration::from_secs(5)).await;
-    stop.store(true, Ordering::Relaxed);
-    let tally = load.await.unwrap();
+    let tally = load.stop().await;
     assert!(
         tally.errors.is_empty(),
         "{:?}",
@@ -494,11 +402,12 @@ async fn rabbitmq_stopped_answers_503_with_retry_after_and_loses_nothing_confirm
     let (mut rabbit, mongo) = tokio::join!(RabbitMq::start(), test_mongo());
     let service = start_queue_service(mongo.env(), &queue_env(&rabbit, &[])).await;
     let api = Api::new(&service);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (api, stop) = (api.clone(), stop.clone());
-        tokio::spawn(async move { produce(&api, 8, Duration::from_millis(5), stop).await })
-    };
+    let load = load::start(
+        &api,
+        Load::new(8, 202)
+            .kind("queued")
+            .pace(Duration::from_millis(5)),
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     rabbit.stop().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -525,8 +434,7 @@ async fn rabbitmq_stopped_answers_503_with_retry_after_and_loses_nothing_confirm
     rabbit.resume().await;
     wait_ready(&api, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    let tally = load.await.unwrap();
+    let tally = load.stop().await;
 
     for (status, retry_after, body) in &tally.errors {
         assert_eq!(*status, 503, "{body}");
@@ -579,18 +487,11 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
         )
         .on("events"),
     );
-    let base = mongo
-        .env()
-        .into_iter()
-        .map(|(k, v)| {
-            if k == "MONGODB_URI" {
-                (k, uri.clone())
-            } else {
-                (k, v)
-            }
-        })
-        .collect();
-    let service = start_queue_service(base, &queue_env(&rabbit, &[])).await;
+    let service = start_queue_service(
+        with_mongodb_uri(mongo.env(), &uri),
+        &queue_env(&rabbit, &[]),
+    )
+    .await;
     let api = Api::new(&service);
 
     // Not an event at all, straight into the queue.

@@ -150,17 +150,33 @@ impl Api {
 
 /// Every document of the test's collection.
 pub async fn stored(mongo: &TestMongo) -> Vec<Document> {
+    all_docs(&mongo.store().await.events()).await
+}
+
+/// Every document of `collection`.
+pub async fn all_docs(collection: &mongodb::Collection<Document>) -> Vec<Document> {
     use futures::TryStreamExt;
-    mongo
-        .store()
-        .await
-        .events()
+    collection
         .find(doc! {})
         .await
         .expect("find")
         .try_collect()
         .await
         .expect("collect")
+}
+
+/// `base` (a binary's environment) with its `MONGODB_URI` replaced by `uri` — to put a wire
+/// proxy between the binary and the test's store.
+pub fn with_mongodb_uri(base: Vec<(String, String)>, uri: &str) -> Vec<(String, String)> {
+    base.into_iter()
+        .map(|(k, v)| {
+            if k == "MONGODB_URI" {
+                (k, uri.to_owned())
+            } else {
+                (k, v)
+            }
+        })
+        .collect()
 }
 
 /// A FerretDB on a fixed port and data directory that can be stopped and started again.
