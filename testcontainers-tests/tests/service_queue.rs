@@ -12,8 +12,8 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicGetOptions, BasicPublishOptions};
-use lapin::types::AMQPValue;
+use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use load::Load;
 use mongodb::bson::{doc, oid::ObjectId, Document};
@@ -204,6 +204,35 @@ async fn events_published_in_queue_mode_reach_mongodb_exactly_once() {
         tally.p99(),
         docs.len()
     );
+
+    // Every stored message was acknowledged: killed now, the service leaves nothing that
+    // RabbitMQ would deliver again.
+    drop(service);
+    let conn = Connection::connect(&rabbit.url(), ConnectionProperties::default())
+        .await
+        .expect("connect to RabbitMQ");
+    let channel = conn.create_channel().await.expect("channel");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let left = loop {
+        let queue = channel
+            .queue_declare(
+                QUEUE.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("the events' queue");
+        // The consumer's unacknowledged messages return when RabbitMQ notices the dead
+        // connection; give it a moment to show them.
+        if queue.message_count() > 0 || Instant::now() > deadline {
+            break queue.message_count();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(left, 0, "messages left unacknowledged by the drain");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

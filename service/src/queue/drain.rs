@@ -19,6 +19,9 @@
 //! unacknowledged messages again, to this replica after its restart or to another one. On
 //! shutdown the consumer is cancelled, the messages being written are finished and
 //! acknowledged, and the rest is left to RabbitMQ.
+//!
+//! Stored messages are acknowledged per wave of settlements, with as few frames as
+//! [`super::acks`] allows (one `multiple` ack for a batch, typically).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +37,7 @@ use mongodb::bson::RawDocumentBuf;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::acks::Acks;
 use super::dead_letter::{dead_letter, Reason};
 use super::link::Link;
 use super::publish::{Queue, CONTENT_TYPE};
@@ -143,11 +147,14 @@ async fn consume(
     };
     tracing::info!(queue = %settings.queue, prefetch = settings.prefetch, "draining the queue into MongoDB");
     let mut settling = JoinSet::new();
+    let mut acks = Acks::default();
     let stopping = stop.clone();
     let ended = loop {
+        let mut settled = false;
         tokio::select! {
             delivery = consumer.next() => match delivery {
                 Some(Ok(delivery)) => {
+                    acks.delivered(delivery.delivery_tag);
                     settling.spawn(settle(
                         state.clone(),
                         queue.clone(),
@@ -160,7 +167,14 @@ async fn consume(
                 Some(Err(e)) => break Ended::Lost(e.to_string()),
                 None => break Ended::Lost("RabbitMQ cancelled the consumer".into()),
             },
-            Some(_) = settling.join_next(), if !settling.is_empty() => {}
+            Some(first) = settling.join_next(), if !settling.is_empty() => {
+                // The whole wave the writer just answered, then its acknowledgements.
+                record(&mut acks, first);
+                while let Some(next) = settling.try_join_next() {
+                    record(&mut acks, next);
+                }
+                settled = true;
+            }
             _ = links.changed() => {
                 let same = links.borrow().as_ref().is_some_and(|l| Arc::ptr_eq(l, link));
                 if !same {
@@ -168,6 +182,10 @@ async fn consume(
                 }
             }
             _ = stop.wait_for(|s| *s) => break Ended::Stopped,
+        }
+        // Outside the select: its futures (the stop watch's guard among them) are gone.
+        if settled {
+            acknowledge(&channel, &mut acks).await;
         }
     };
     match ended {
@@ -177,7 +195,10 @@ async fn consume(
             let _ = channel
                 .basic_cancel(consumer.tag(), BasicCancelOptions::default())
                 .await;
-            while settling.join_next().await.is_some() {}
+            while let Some(done) = settling.join_next().await {
+                record(&mut acks, done);
+            }
+            acknowledge(&channel, &mut acks).await;
         }
         // Their acknowledgements could not reach RabbitMQ any more: it delivers them again.
         Ended::Lost(_) => settling.abort_all(),
@@ -186,6 +207,43 @@ async fn consume(
         let _ = channel.close(200, "drain stopping".into()).await;
     }
     ended
+}
+
+/// How [`settle`] left a message.
+enum Settled {
+    /// Its event is stored: to be acknowledged.
+    Stored,
+    /// Acknowledged or rejected already (dead-lettered).
+    Elsewhere,
+    /// Left unacknowledged for RabbitMQ to deliver again (shutdown, lost channel).
+    Left,
+}
+
+/// Books a finished [`settle`] task; a task that panicked or was aborted leaves its message
+/// unsettled, so no `multiple` acknowledgement ever covers it.
+fn record(acks: &mut Acks, done: Result<(u64, Settled), tokio::task::JoinError>) {
+    match done {
+        Ok((tag, Settled::Stored)) => acks.stored(tag),
+        Ok((tag, Settled::Elsewhere)) => acks.settled_elsewhere(tag),
+        Ok((_, Settled::Left)) => {}
+        Err(e) => tracing::error!(error = %e, "a drain task failed; its message is redelivered"),
+    }
+}
+
+/// Sends the acknowledgements [`Acks`] allows now.
+async fn acknowledge(channel: &Channel, acks: &mut Acks) {
+    let plan = acks.plan();
+    let frames = plan
+        .up_to
+        .map(|tag| (tag, true))
+        .into_iter()
+        .chain(plan.single.into_iter().map(|tag| (tag, false)));
+    for (tag, multiple) in frames {
+        if let Err(e) = channel.basic_ack(tag, BasicAckOptions { multiple }).await {
+            // Stored already; the redelivery will resolve as a duplicate.
+            tracing::debug!(error = %e, tag, multiple, "cannot acknowledge stored events");
+        }
+    }
 }
 
 /// What to do with a message after its write.
@@ -203,7 +261,8 @@ async fn settle(
     channel: Channel,
     delivery: Delivery,
     stop: watch::Receiver<bool>,
-) {
+) -> (u64, Settled) {
+    let tag = delivery.delivery_tag;
     let metrics = &state.metrics;
     if delivery.redelivered {
         metrics.queue.redeliveries.inc();
@@ -211,7 +270,7 @@ async fn settle(
     let event = match decode(&delivery) {
         Ok(event) => event,
         Err(why) => {
-            return dead_letter(
+            dead_letter(
                 &link,
                 queue.settings(),
                 metrics,
@@ -220,6 +279,7 @@ async fn settle(
                 &why,
             )
             .await;
+            return (tag, Settled::Elsewhere);
         }
     };
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
@@ -228,10 +288,10 @@ async fn settle(
             Ok(rx) => match rx.await {
                 Ok(outcome) => Some(outcome),
                 // The writer stopped: leave the message to RabbitMQ.
-                Err(_) => return,
+                Err(_) => return (tag, Settled::Left),
             },
             Err(SubmitError::Full) => None,
-            Err(SubmitError::Closed) => return,
+            Err(SubmitError::Closed) => return (tag, Settled::Left),
         };
         let settle = match outcome {
             None => Settle::Retry("the write queue is full".into()),
@@ -254,22 +314,18 @@ async fn settle(
         match settle {
             Settle::Ack(outcome) => {
                 metrics.queue.drained.with_label_values(&[outcome]).inc();
-                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                    // Stored already; the redelivery will resolve as a duplicate.
-                    tracing::debug!(error = %e, id = %event.id, "cannot acknowledge a stored event");
-                }
-                return;
+                return (tag, Settled::Stored);
             }
             Settle::Dead(reason, why) => {
                 queue.forget(&event.id);
-                return dead_letter(&link, queue.settings(), metrics, &delivery, reason, &why)
-                    .await;
+                dead_letter(&link, queue.settings(), metrics, &delivery, reason, &why).await;
+                return (tag, Settled::Elsewhere);
             }
             Settle::Retry(why) => {
                 // Leaving the message unacknowledged hands it back to RabbitMQ: on shutdown, or
                 // when its channel is gone (it is being delivered again already).
                 if *stop.borrow() || !channel.status().connected() {
-                    return;
+                    return (tag, Settled::Left);
                 }
                 let wait = backoff.next_wait().unwrap_or(RETRY_MAX);
                 // The writer logs each failed attempt; one line per message would flood.

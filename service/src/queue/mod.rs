@@ -23,6 +23,7 @@
 //! [`publish`] compares with `AUDIT_AMQP_MAX_DEPTH` (429 past it). [`recent`] remembers the ids
 //! this replica published, for `GET /v1/event/{id}` to answer "queued".
 
+mod acks;
 pub mod dead_letter;
 pub mod drain;
 pub mod link;
