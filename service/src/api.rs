@@ -12,9 +12,10 @@ use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, Tags};
 
 use crate::auth::ApiKeyAuth;
 use crate::body::{BodyFormat, JsonBody, OptionalFindBody};
-use crate::error::{ApiError, ErrorResponse, LookupErrorResponse};
+use crate::error::{ApiError, ErrorResponse, LookupErrorResponse, OpsErrorResponse};
 use crate::event::EventIn;
 use crate::ingest::{self, Accepted, BatchResponse, EventAck};
+use crate::keys::{Key, Right};
 use crate::lookup::{self, EventStatus, Lookup};
 use crate::query::{self, FindQuery, FindRequest, FindResponse};
 use crate::state::AppState;
@@ -92,11 +93,11 @@ impl Api {
     #[oai(path = "/v1/event", method = "post", tag = "Tag::Ingest")]
     async fn post_event(
         &self,
-        _auth: ApiKeyAuth,
+        auth: ApiKeyAuth,
         state: Data<&Arc<AppState>>,
         body: JsonBody<EventIn>,
     ) -> Result<PostEventResponse, ErrorResponse> {
-        match ingest::ingest_json(&state, &body.bytes).await? {
+        match ingest::ingest_one(&state, &auth.0, &body.bytes).await? {
             Accepted::Created(ack) => Ok(PostEventResponse::Created(Json(ack))),
             Accepted::AlreadyStored(ack) => Ok(PostEventResponse::AlreadyStored(Json(ack))),
             Accepted::Queued(ack) => Ok(PostEventResponse::Queued(Json(ack))),
@@ -111,15 +112,19 @@ impl Api {
     /// `{"id", "status": "unknown"}`: each replica remembers only what it published recently
     /// (in memory), so on another replica or after a restart a queued event reads `unknown`
     /// until it is stored — never "lost"; poll until `stored`, or re-send with the same `id`.
+    ///
+    /// Either right will do. A stored event of a consumer outside the API key's consumers reads
+    /// `unknown`, as if it were not there; a key without the `read` right gets `id`, `status`
+    /// and `created_at` only, not the event's content.
     #[oai(path = "/v1/event/:id", method = "get", tag = "Tag::Ingest")]
     async fn get_event(
         &self,
-        _auth: ApiKeyAuth,
+        auth: ApiKeyAuth,
         state: Data<&Arc<AppState>>,
         /// The event's `id` (24 hex characters), as answered to its POST.
         id: Path<String>,
     ) -> Result<GetEventResponse, LookupErrorResponse> {
-        Ok(match lookup::lookup(&state, &id.0).await? {
+        Ok(match lookup::lookup(&state, &auth.0, &id.0).await? {
             Lookup::Stored(s) => GetEventResponse::Stored(Json(s)),
             Lookup::Queued(s) => GetEventResponse::Queued(Json(s)),
             Lookup::Unknown(s) => GetEventResponse::Unknown(Json(s)),
@@ -133,16 +138,22 @@ impl Api {
     /// event is accepted or refused on its own; `results` lists, in order, the status and the
     /// `id` or the error of every event. In queue mode each event is published on its own and
     /// the confirms are awaited together: an accepted event's status is 202.
+    ///
+    /// An event whose consumer is outside the API key's consumers is refused on its own (its
+    /// result: 403 `consumer_not_allowed`); the others are stored. With a rate, the batch costs
+    /// the key its number of events (429 for the whole batch when they do not fit now, 413
+    /// when they exceed the key's burst).
     #[oai(path = "/v1/events", method = "post", tag = "Tag::Ingest")]
     async fn post_events(
         &self,
-        _auth: ApiKeyAuth,
+        auth: ApiKeyAuth,
         state: Data<&Arc<AppState>>,
         body: JsonBody<Vec<EventIn>>,
     ) -> Result<Json<BatchResponse>, ErrorResponse> {
         let ndjson = body.format == BodyFormat::Ndjson;
-        let items = ingest::split_batch(&body.bytes, ndjson, state.limits.max_batch_events)?;
-        Ok(Json(ingest::ingest_batch(&state, items).await))
+        Ok(Json(
+            ingest::ingest_many(&state, &auth.0, &body.bytes, ndjson).await?,
+        ))
     }
 
     /// Find events.
@@ -157,11 +168,14 @@ impl Api {
     /// once they are complete, or at once with `include_incomplete=true` or `order=desc`),
     /// and the last page's `next_cursor` resumes from there: a reader that tails the log by
     /// cursor sees every event exactly once.
+    ///
+    /// Needs the `read` right. A `consumer` outside the API key's consumers is refused (403);
+    /// without `consumer`, only events of the key's consumers are returned.
     #[allow(clippy::too_many_arguments)]
     #[oai(path = "/v1/find", method = "get", tag = "Tag::Query")]
     async fn find_get(
         &self,
-        _auth: ApiKeyAuth,
+        auth: ApiKeyAuth,
         state: Data<&Arc<AppState>>,
         /// Event type (exact match).
         #[oai(name = "type")]
@@ -198,21 +212,22 @@ impl Api {
         } else {
             query::merge(from_query, FindRequest::from_json(&body.bytes)?)?
         };
-        Ok(Json(find(&state, request).await?))
+        Ok(Json(find(&state, &auth.0, request).await?))
     }
 
     /// Find events (JSON body).
     ///
-    /// The same fields as the query parameters of `GET /v1/find`, as a JSON object.
+    /// The same fields as the query parameters of `GET /v1/find`, as a JSON object, and the
+    /// same rules for the API key: the `read` right, and the key's consumers only.
     #[oai(path = "/v1/find", method = "post", tag = "Tag::Query")]
     async fn find_post(
         &self,
-        _auth: ApiKeyAuth,
+        auth: ApiKeyAuth,
         state: Data<&Arc<AppState>>,
         body: JsonBody<FindRequest>,
     ) -> Result<Json<FindResponse>, ErrorResponse> {
         let request = FindRequest::from_json(&body.bytes)?;
-        Ok(Json(find(&state, request).await?))
+        Ok(Json(find(&state, &auth.0, request).await?))
     }
 
     /// Liveness: the process is up. Makes no database call.
@@ -224,7 +239,7 @@ impl Api {
     /// Readiness: the database answers within 2 s (else 503). In queue mode RabbitMQ instead:
     /// connected, and it answered within 2 s — producers need RabbitMQ, not MongoDB.
     #[oai(path = "/readyz", method = "get", tag = "Tag::Operations")]
-    async fn readyz(&self, state: Data<&Arc<AppState>>) -> Result<ReadyResponse, ErrorResponse> {
+    async fn readyz(&self, state: Data<&Arc<AppState>>) -> Result<ReadyResponse, OpsErrorResponse> {
         if let Some(queue) = &state.queue {
             queue.ready(READY_TIMEOUT).map_err(ApiError::from)?;
             return Ok(ReadyResponse::Ready(Json(Readiness {
@@ -249,7 +264,7 @@ impl Api {
     async fn metrics(
         &self,
         state: Data<&Arc<AppState>>,
-    ) -> Result<PlainText<String>, ErrorResponse> {
+    ) -> Result<PlainText<String>, OpsErrorResponse> {
         state
             .metrics
             .queue_depth
@@ -262,8 +277,15 @@ impl Api {
     }
 }
 
-async fn find(state: &AppState, request: FindRequest) -> Result<FindResponse, ApiError> {
-    let query = FindQuery::from_request(request, state.limits.find_max_limit)?;
+/// A find within the API key's scope: the `read` right; a `consumer` named must be one of the
+/// key's, and a find naming none is limited to the key's consumers.
+async fn find(state: &AppState, key: &Key, request: FindRequest) -> Result<FindResponse, ApiError> {
+    key.require(Right::Read)?;
+    let mut query = FindQuery::from_request(request, state.limits.find_max_limit)?;
+    match &query.consumer {
+        Some(consumer) => key.check_consumer(Right::Read, consumer)?,
+        None => query.consumers_within = key.consumers.find_condition(),
+    }
     // Taken before the query runs: an event that lands during it is only ever newer.
     let complete_until = chrono::Utc::now() - state.limits.visibility_lag;
     query::run(
@@ -289,7 +311,8 @@ async fn find(state: &AppState, request: FindRequest) -> Result<FindResponse, Ap
 pub fn api_service() -> OpenApiService<Api, ()> {
     OpenApiService::new(Api, "auditlog", env!("CARGO_PKG_VERSION")).description(
         "Audit and event log: producers POST events, readers find them. Every `/v1/*` call \
-             needs the `X-Api-Key` header. Errors have the body \
+             needs the `X-Api-Key` header; a key holds the `ingest` and/or `read` right over \
+             some consumers (see the security scheme), else 403. Errors have the body \
              `{\"error\": {\"code\", \"message\"}}`; 429 and 503 carry `Retry-After`.",
     )
 }

@@ -2,12 +2,17 @@
 //!
 //! Every setting is also an environment variable; `auditlog-service --help` lists them all
 //! with their defaults. Validation that needs more than clap's parsing (the API keys) lives in
-//! [`Config::api_keys`], so `main` can refuse to start with a message naming the variable.
+//! [`Config::load_keys`] and [`Config::validate`], so `main` can refuse to start with a message
+//! naming the variable.
 
+use std::path::Path;
 use std::time::Duration;
 
 use auditlog_common::settings::MongoSettings;
 use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::keys::command::KeysCommand;
+use crate::keys::{Keys, LoadError};
 
 /// auditlog HTTP service: producers POST events, readers find them.
 #[derive(Debug, Clone, Parser)]
@@ -26,6 +31,11 @@ pub enum Command {
     Run,
     /// Print the OpenAPI document and exit (needs no database and no API key).
     Openapi,
+    /// API keys for the key file (AUDIT_API_KEYS_FILE); needs no database.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
 }
 
 /// How `POST /v1/event(s)` takes an event in.
@@ -54,9 +64,22 @@ pub struct Config {
     #[command(flatten)]
     pub mongo: MongoSettings,
 
-    /// API keys accepted in `X-Api-Key`, comma-separated (several allow rotation). Required.
+    /// API keys accepted in `X-Api-Key`, comma-separated (several allow rotation), each with
+    /// every right over every consumer. This or AUDIT_API_KEYS_FILE (or both) is required.
     #[arg(long = "api-key", env = "AUDIT_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+
+    /// Key file of scoped API keys (TOML, one `[[key]]` per key: name, sha256 of the key,
+    /// rights ingest/read, consumers, optional rate); `auditlog-service keys new` makes
+    /// entries. Re-read when its content changes and on SIGHUP; a bad file is refused and the
+    /// keys in force stay.
+    // A string, not a path: an empty variable (a template's unset value) means no file.
+    #[arg(long = "api-keys-file", env = "AUDIT_API_KEYS_FILE")]
+    pub api_keys_file: Option<String>,
+
+    /// How often the key file is checked for changes, in milliseconds; 0: only on SIGHUP.
+    #[arg(long, env = "AUDIT_API_KEYS_POLL_MS", default_value_t = 1000)]
+    pub api_keys_poll_ms: u64,
 
     /// Address to listen on.
     #[arg(
@@ -186,21 +209,19 @@ pub struct Config {
 }
 
 impl Config {
-    /// The accepted API keys, or an error naming the variable when none is set.
-    pub fn api_keys(&self) -> Result<Vec<String>, ConfigError> {
-        let keys: Vec<String> = self
-            .api_key
-            .as_deref()
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if keys.is_empty() {
-            return Err(ConfigError::MissingApiKey);
-        }
-        Ok(keys)
+    /// The API keys of `AUDIT_API_KEY` and of `AUDIT_API_KEYS_FILE`, with the SHA-256 of the
+    /// file's content; an error naming the variable when neither gives a key, or the file is
+    /// not valid.
+    pub fn load_keys(&self) -> Result<(Keys, Option<[u8; 32]>), ConfigError> {
+        Ok(Keys::load(
+            self.api_key.as_deref(),
+            self.api_keys_file.as_deref().map(Path::new),
+        )?)
+    }
+
+    /// How often the key file is polled; `None`: only on SIGHUP.
+    pub fn api_keys_poll(&self) -> Option<Duration> {
+        (self.api_keys_poll_ms > 0).then(|| Duration::from_millis(self.api_keys_poll_ms))
     }
 
     /// Settings that make no sense, reported before anything starts.
@@ -261,8 +282,8 @@ impl Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("AUDIT_API_KEY is missing or empty: set it to one or more comma-separated API keys")]
-    MissingApiKey,
+    #[error(transparent)]
+    Keys(#[from] LoadError),
     #[error("{0} must be greater than 0")]
     Zero(&'static str),
     #[error("AUDIT_INGEST_MODE=queue needs AUDIT_AMQP_URL: set it to the RabbitMQ URL, e.g. amqp://user:password@rabbitmq:5672/%2f")]
@@ -286,12 +307,56 @@ mod tests {
     #[test]
     fn keys_are_split_on_commas_and_blank_ones_dropped() {
         let cli = Cli::parse_from(["auditlog-service", "--api-key", " a, ,b "]);
-        assert_eq!(cli.config.api_keys().unwrap(), vec!["a", "b"]);
+        let (keys, _) = cli.config.load_keys().unwrap();
+        assert!(keys.authenticate(b"a").is_some() && keys.authenticate(b"b").is_some());
+        assert!(keys.authenticate(b" a").is_none());
+        assert_eq!(keys.current().counts(), (2, 0));
         let cli = Cli::parse_from(["auditlog-service", "--api-key", " , "]);
         assert!(matches!(
-            cli.config.api_keys(),
-            Err(ConfigError::MissingApiKey)
+            cli.config.load_keys(),
+            Err(ConfigError::Keys(LoadError::NoKeys))
         ));
+    }
+
+    #[test]
+    fn the_keys_command_and_the_key_file_settings() {
+        let cli = Cli::parse_from([
+            "auditlog-service",
+            "keys",
+            "new",
+            "--name",
+            "p",
+            "--rights",
+            "ingest,read",
+            "--consumers",
+            "a,b-*",
+        ]);
+        let Some(Command::Keys {
+            command: KeysCommand::New(args),
+        }) = cli.command
+        else {
+            panic!("keys new not parsed");
+        };
+        assert_eq!(args.consumers, vec!["a", "b-*"]);
+        let cli = Cli::parse_from([
+            "auditlog-service",
+            "--api-keys-poll-ms",
+            "0",
+            "--api-keys-file",
+            "",
+            "--api-key",
+            "k",
+        ]);
+        assert!(
+            cli.config.load_keys().is_ok(),
+            "an empty AUDIT_API_KEYS_FILE is no file"
+        );
+        assert_eq!(cli.config.api_keys_poll(), None);
+        let cli = Cli::parse_from(["auditlog-service"]);
+        assert_eq!(
+            cli.config.api_keys_poll(),
+            Some(Duration::from_millis(1000))
+        );
     }
 
     #[test]

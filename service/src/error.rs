@@ -15,6 +15,7 @@ use poem::IntoResponse;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
+use crate::keys::Right;
 use crate::queue::QueueError;
 
 /// Seconds a producer should wait after a 429 (queue full).
@@ -49,6 +50,30 @@ pub enum ApiError {
     /// Missing or wrong `X-Api-Key`.
     #[error("missing or invalid X-Api-Key header")]
     Unauthorized,
+    /// The API key does not hold the right the operation needs.
+    #[error("API key \"{key}\" does not have the `{right}` right")]
+    MissingRight { key: String, right: Right },
+    /// The event's consumer, or the consumer a find names, is outside the API key's consumers.
+    #[error("API key \"{key}\" may not {verb} consumer {consumer:?}", verb = match right { Right::Ingest => "send events of", Right::Read => "read events of" })]
+    ConsumerNotAllowed {
+        key: String,
+        right: Right,
+        consumer: String,
+    },
+    /// The API key's event rate (`rate` in the key file) is used up for now.
+    #[error("API key \"{key}\" is over its rate of {events_per_second} events/s; retry after {retry_after_secs} s")]
+    RateLimited {
+        key: String,
+        events_per_second: f64,
+        retry_after_secs: u64,
+    },
+    /// More events in one batch than the API key's burst: they could never pass together.
+    #[error("batch holds {count} events; API key \"{key}\" may send at most {burst} at once (its rate's burst): split the batch")]
+    BatchOverBurst {
+        key: String,
+        count: usize,
+        burst: u32,
+    },
     /// The producer's `id` is already stored with different content.
     #[error("an event with id {id} already exists with different content")]
     IdConflict { id: String },
@@ -86,15 +111,18 @@ impl ApiError {
             ApiError::InvalidEvent(_) | ApiError::InvalidQuery(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ApiError::BodyTooLarge { .. } | ApiError::TooManyEvents { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            ApiError::BodyTooLarge { .. }
+            | ApiError::TooManyEvents { .. }
+            | ApiError::BatchOverBurst { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::IdConflict { .. } => StatusCode::CONFLICT,
-            ApiError::Busy | ApiError::Queue(QueueError::Full { .. }) => {
-                StatusCode::TOO_MANY_REQUESTS
+            ApiError::MissingRight { .. } | ApiError::ConsumerNotAllowed { .. } => {
+                StatusCode::FORBIDDEN
             }
+            ApiError::IdConflict { .. } => StatusCode::CONFLICT,
+            ApiError::Busy
+            | ApiError::Queue(QueueError::Full { .. })
+            | ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable(_) | ApiError::QueryTimeout { .. } | ApiError::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -113,9 +141,12 @@ impl ApiError {
             ApiError::InvalidEvent(_) => "invalid_event",
             ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::BodyTooLarge { .. } => "body_too_large",
-            ApiError::TooManyEvents { .. } => "too_many_events",
+            ApiError::TooManyEvents { .. } | ApiError::BatchOverBurst { .. } => "too_many_events",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::MissingRight { .. } => "missing_right",
+            ApiError::ConsumerNotAllowed { .. } => "consumer_not_allowed",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::IdConflict { .. } => "id_conflict",
             ApiError::Busy | ApiError::Queue(QueueError::Full { .. }) => "busy",
             ApiError::Queue(_) => "queue_unavailable",
@@ -130,6 +161,9 @@ impl ApiError {
 
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             ApiError::Busy | ApiError::Overloaded | ApiError::Queue(QueueError::Full { .. }) => {
                 Some(RETRY_AFTER_BUSY_SECS)
             }
@@ -175,6 +209,11 @@ pub enum ErrorResponse {
     /// Missing or wrong `X-Api-Key`.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    /// The API key lacks the right the operation needs (`missing_right`: `ingest` to send
+    /// events, `read` to find them), or the consumer of the event or the find is outside the
+    /// key's consumers (`consumer_not_allowed`); the message names the right or the consumer.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
     #[oai(status = 405)]
@@ -182,7 +221,8 @@ pub enum ErrorResponse {
     /// The producer-supplied `id` exists with different content.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
-    /// Body over `AUDIT_MAX_BODY_BYTES` (after decompression), or too many events in a batch.
+    /// Body over `AUDIT_MAX_BODY_BYTES` (after decompression), or too many events in a batch
+    /// (over `AUDIT_MAX_BATCH_EVENTS`, or over the API key's burst).
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
     /// Content-Type or Content-Encoding not accepted.
@@ -192,8 +232,8 @@ pub enum ErrorResponse {
     /// (not an object, unknown field).
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
-    /// Write queue full (queue mode: RabbitMQ queue past `AUDIT_AMQP_MAX_DEPTH`); retry after
-    /// the given seconds.
+    /// Write queue full (`busy`; queue mode: RabbitMQ queue past `AUDIT_AMQP_MAX_DEPTH`), or the
+    /// API key's event rate used up (`rate_limited`); retry after the given seconds.
     #[oai(status = 429)]
     TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     #[oai(status = 500)]
@@ -236,6 +276,29 @@ impl From<ApiError> for LookupErrorResponse {
     }
 }
 
+/// The error answers of the operators' endpoints without a key (`/readyz`, `/metrics`): no
+/// request body or key to get wrong, so only these.
+#[derive(Debug, ApiResponse)]
+pub enum OpsErrorResponse {
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// Not ready: the database (queue mode: RabbitMQ) did not answer in time.
+    #[oai(status = 503)]
+    ServiceUnavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+}
+
+impl From<ApiError> for OpsErrorResponse {
+    fn from(err: ApiError) -> Self {
+        match ErrorResponse::from(&err) {
+            ErrorResponse::ServiceUnavailable(b, retry) => {
+                OpsErrorResponse::ServiceUnavailable(b, retry)
+            }
+            // Nothing else can happen on these paths; should it, it is a bug, answered as one.
+            _ => OpsErrorResponse::Internal(Json(err.body())),
+        }
+    }
+}
+
 fn lookup_bad_request(err: poem::Error) -> LookupErrorResponse {
     LookupErrorResponse::from(ApiError::BadQuery(err.to_string()))
 }
@@ -260,6 +323,7 @@ impl From<&ApiError> for ErrorResponse {
         match err.status() {
             StatusCode::BAD_REQUEST => ErrorResponse::BadRequest(body),
             StatusCode::UNAUTHORIZED => ErrorResponse::Unauthorized(body),
+            StatusCode::FORBIDDEN => ErrorResponse::Forbidden(body),
             StatusCode::NOT_FOUND => ErrorResponse::NotFound(body),
             StatusCode::METHOD_NOT_ALLOWED => ErrorResponse::MethodNotAllowed(body),
             StatusCode::CONFLICT => ErrorResponse::Conflict(body),

@@ -8,6 +8,11 @@
 //! the producer gets 202 once RabbitMQ confirmed it; a repeated producer id is resolved when
 //! the drain writes the event, with [`resolve_duplicate`] too. Both `POST /v1/event` paths (the
 //! OpenAPI operation and [`crate::fast_ingest`]) and `POST /v1/events` come through here.
+//!
+//! The API key is enforced here too, so both paths do it alike: the `ingest` right (403) and
+//! the key's rate (429; a batch costs its number of events) before the events are parsed, and
+//! each event's consumer within the key's consumers (403) once it is validated — in a batch
+//! an event outside them is refused on its own and the others are stored.
 
 use chrono::Utc;
 use poem_openapi::Object;
@@ -15,6 +20,7 @@ use serde_json::Value;
 
 use crate::error::{ApiError, ErrorDetail};
 use crate::event::{format_created_at, parse_event, same_content, NewEvent};
+use crate::keys::{Key, Right};
 use crate::queue::QueueError;
 use crate::state::AppState;
 use crate::writer::{SubmitError, WriteOutcome};
@@ -65,21 +71,56 @@ pub struct BatchResponse {
     pub results: Vec<BatchItem>,
 }
 
-/// Parses, validates and stores one event from its JSON text.
-pub async fn ingest_json(state: &AppState, bytes: &[u8]) -> Result<Accepted, ApiError> {
+/// `POST /v1/event`: the key's right and rate, then one event from its JSON text parsed,
+/// validated, checked against the key's consumers and stored.
+pub async fn ingest_one(state: &AppState, key: &Key, bytes: &[u8]) -> Result<Accepted, ApiError> {
+    key.require(Right::Ingest)?;
+    key.spend(1).inspect_err(|e| rate_limited(state, e, 1))?;
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::MalformedJson(format!("request body is not valid JSON: {e}")))?;
-    ingest_value(state, value).await
+    ingest_value(state, key, value).await
 }
 
-async fn ingest_value(state: &AppState, value: Value) -> Result<Accepted, ApiError> {
-    let event = parse_event(value, state.limits.event, Utc::now()).inspect_err(|_| {
-        state
-            .metrics
-            .events_rejected
-            .with_label_values(&["invalid"])
-            .inc();
-    })?;
+/// `POST /v1/events`: the key's right, the batch split into its events, the key's rate for
+/// all of them, then each event on its own.
+pub async fn ingest_many(
+    state: &AppState,
+    key: &Key,
+    bytes: &[u8],
+    ndjson: bool,
+) -> Result<BatchResponse, ApiError> {
+    key.require(Right::Ingest)?;
+    let items = split_batch(bytes, ndjson, state.limits.max_batch_events)?;
+    key.spend(items.len())
+        .inspect_err(|e| rate_limited(state, e, items.len()))?;
+    Ok(ingest_batch(state, key, items).await)
+}
+
+/// Counts events refused for the key's rate; a batch over the key's burst is refused as too
+/// large (413), like one over `AUDIT_MAX_BATCH_EVENTS`, and not counted here.
+fn rate_limited(state: &AppState, err: &ApiError, events: usize) {
+    if matches!(err, ApiError::RateLimited { .. }) {
+        rejected(state, "rate_limited", events);
+    }
+}
+
+fn rejected(state: &AppState, reason: &str, events: usize) {
+    state
+        .metrics
+        .events_rejected
+        .with_label_values(&[reason])
+        .inc_by(u64::try_from(events).unwrap_or(u64::MAX));
+}
+
+async fn ingest_value(state: &AppState, key: &Key, value: Value) -> Result<Accepted, ApiError> {
+    let event = parse_event(value, state.limits.event, Utc::now())
+        .inspect_err(|_| rejected(state, "invalid", 1))?;
+    let consumer = event
+        .doc
+        .get_str(fields::CONSUMER)
+        .map_err(|e| ApiError::Internal(format!("a validated event has no consumer: {e}")))?;
+    key.check_consumer(Right::Ingest, consumer)
+        .inspect_err(|_| rejected(state, "forbidden", 1))?;
     let result = store(state, event).await;
     if let Err(e) = &result {
         let reason = match e {
@@ -88,11 +129,7 @@ async fn ingest_value(state: &AppState, value: Value) -> Result<Accepted, ApiErr
             ApiError::IdConflict { .. } => "conflict",
             _ => "rejected",
         };
-        state
-            .metrics
-            .events_rejected
-            .with_label_values(&[reason])
-            .inc();
+        rejected(state, reason, 1);
     }
     result
 }
@@ -241,10 +278,14 @@ pub fn split_batch(
 
 /// Stores every event of a batch concurrently (so they share group commits; in queue mode, one
 /// publish per event with the confirms awaited together) and reports each.
-pub async fn ingest_batch(state: &AppState, items: Vec<Result<Value, ApiError>>) -> BatchResponse {
+async fn ingest_batch(
+    state: &AppState,
+    key: &Key,
+    items: Vec<Result<Value, ApiError>>,
+) -> BatchResponse {
     let outcomes = futures::future::join_all(items.into_iter().map(|item| async move {
         match item {
-            Ok(value) => ingest_value(state, value).await,
+            Ok(value) => ingest_value(state, key, value).await,
             Err(e) => Err(e),
         }
     }))

@@ -5,7 +5,9 @@
 //! - [`server`]: builds the application and serves it on a bound listener until shutdown.
 //! - [`api`]: the OpenAPI operations (thin handlers).
 //! - [`fast_ingest`]: `POST /v1/event` answered before the full stack, same contract.
-//! - [`auth`]: `X-Api-Key` checking, in constant time, against one or more keys.
+//! - [`auth`]: `X-Api-Key`: finding the request's key among those in force, once per request.
+//! - [`keys`]: API keys — rights (`ingest`, `read`) over consumers, rates; the key file, its
+//!   reloads, `auditlog-service keys new`.
 //! - [`body`]: the one request-body extractor: media type, size cap (after decompression too).
 //! - [`event`]: validating incoming events and converting them to and from BSON.
 //! - [`ingest`]: storing one event or a batch, idempotent retries with producer ids.
@@ -29,6 +31,7 @@ pub mod error;
 pub mod event;
 pub mod fast_ingest;
 pub mod ingest;
+pub mod keys;
 pub mod lookup;
 pub mod metrics;
 pub mod query;

@@ -7,6 +7,13 @@
 //! otherwise. `unknown` therefore means "not stored yet, as far as this replica knows" — never
 //! "lost": a producer holding a 202 polls until `stored` (or re-sends with the same `id`,
 //! which is always safe). docs/api.md states the same for producers.
+//!
+//! The API key's scope applies: MongoDB is asked only for events of the key's consumers, so a
+//! stored event of another consumer reads `unknown` — as if it were not there, which tells the
+//! key nothing about other consumers. Producers poll this with their `ingest` keys, so either
+//! right will do; the event's content (`type`, `consumer`, `payload`) is shown only to a key
+//! with the `read` right. `queued` comes from ids alone (the replica keeps nothing else), so
+//! it is answered whatever the scope.
 
 use mongodb::bson::{doc, oid::ObjectId};
 use mongodb::options::FindOneOptions;
@@ -16,6 +23,7 @@ use auditlog_common::schema::fields;
 
 use crate::error::ApiError;
 use crate::event::event_out;
+use crate::keys::{Key, Right};
 use crate::state::AppState;
 
 /// Where an event is, as `GET /v1/event/{id}` reports it.
@@ -61,8 +69,8 @@ fn bare(id: &ObjectId, status: &str) -> EventStatus {
     }
 }
 
-/// Looks `id` up (see the module documentation).
-pub async fn lookup(state: &AppState, id: &str) -> Result<Lookup, ApiError> {
+/// Looks `id` up for `key` (see the module documentation).
+pub async fn lookup(state: &AppState, key: &Key, id: &str) -> Result<Lookup, ApiError> {
     let oid = match ObjectId::parse_str(id) {
         Ok(oid) if id.len() == 24 => oid,
         _ => {
@@ -71,8 +79,12 @@ pub async fn lookup(state: &AppState, id: &str) -> Result<Lookup, ApiError> {
             )))
         }
     };
-    // By `_id` alone: the producer may not know the consumer it is filed under, so on a
-    // sharded cluster this one read goes to every shard.
+    // By `_id` (and the key's consumers, when it is scoped): the producer may not know the
+    // consumer it is filed under, so on a sharded cluster an unscoped read goes to every shard.
+    let mut filter = doc! { fields::ID: oid };
+    if let Some(within) = key.consumers.find_condition() {
+        filter.insert(fields::CONSUMER, within);
+    }
     let queued = || {
         state
             .queue
@@ -81,7 +93,7 @@ pub async fn lookup(state: &AppState, id: &str) -> Result<Lookup, ApiError> {
     };
     let found = state
         .events
-        .find_one(doc! { fields::ID: oid })
+        .find_one(filter)
         .with_options(
             FindOneOptions::builder()
                 .max_time(state.limits.find_max_time)
@@ -102,14 +114,18 @@ pub async fn lookup(state: &AppState, id: &str) -> Result<Lookup, ApiError> {
     };
     if let Some(doc) = found {
         let event = event_out(&doc);
-        return Ok(Lookup::Stored(EventStatus {
+        let mut status = EventStatus {
             id: event.id,
             status: "stored".into(),
             created_at: Some(event.created_at),
             kind: Some(event.kind),
             consumer: Some(event.consumer),
             payload: event.payload,
-        }));
+        };
+        if !key.has(Right::Read) {
+            (status.kind, status.consumer, status.payload) = (None, None, None);
+        }
+        return Ok(Lookup::Stored(status));
     }
     Ok(if queued() {
         Lookup::Queued(bare(&oid, "queued"))

@@ -1,5 +1,5 @@
 //! `auditlog-service` binary: parses the settings, refuses to start without an API key, and
-//! serves until SIGTERM or SIGINT.
+//! serves until SIGTERM or SIGINT; `openapi` and `keys new` print and exit.
 
 use anyhow::Context;
 use auditlog_service::config::{Cli, Command};
@@ -15,13 +15,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     auditlog_common::telemetry::init();
     let cli = Cli::parse();
-    if let Some(Command::Openapi) = cli.command {
-        println!("{}", auditlog_service::api::api_service().spec());
-        return Ok(());
+    match &cli.command {
+        Some(Command::Openapi) => {
+            println!("{}", auditlog_service::api::api_service().spec());
+            return Ok(());
+        }
+        Some(Command::Keys { command }) => {
+            println!("{}", auditlog_service::keys::command::run(command)?);
+            return Ok(());
+        }
+        Some(Command::Run) | None => {}
     }
     let config = cli.config;
-    // Checked before anything else so a missing key is the one message the operator sees.
-    config.api_keys()?;
+    // Checked before anything else so a missing key or a bad key file is the one message the
+    // operator sees.
+    config.load_keys()?;
     config.validate()?;
 
     let listener = std::net::TcpListener::bind(&config.listen_addr)

@@ -3,16 +3,17 @@
 
 use crate::archive_watch::ArchiveGauges;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the service exports.
 pub struct Metrics {
     registry: Registry,
-    /// `auditlog_http_requests_total{route, method, status}`
+    /// `auditlog_http_requests_total{route, method, status, key}` — `key`: the API key's name
+    /// (empty without a key in force).
     pub requests: IntCounterVec,
-    /// `auditlog_http_request_duration_seconds{route, method}`
+    /// `auditlog_http_request_duration_seconds{route, method, key}`
     pub latency: HistogramVec,
     /// `auditlog_events_stored_total`
     pub events_stored: IntCounter,
@@ -30,6 +31,11 @@ pub struct Metrics {
     pub archive: ArchiveGauges,
     /// Queue mode's RabbitMQ figures (zero in direct mode).
     pub queue: QueueMetrics,
+    /// `auditlog_api_keys_reloads_total{result}` — key file reloads: `ok`, or `error` (the file
+    /// was refused and the keys in force stayed).
+    pub api_key_reloads: IntCounterVec,
+    /// `auditlog_api_keys{source}` — API keys in force, from `env` (AUDIT_API_KEY) or `file`.
+    pub api_keys: IntGaugeVec,
 }
 
 /// Queue mode ([`crate::queue`]): what producers' publishes, the queue and the drain do.
@@ -126,20 +132,20 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "auditlog_http_requests_total",
-                "HTTP requests by route, method and status",
+                "HTTP requests by route, method, status and API key name",
             ),
-            &["route", "method", "status"],
+            &["route", "method", "status", "key"],
         )?;
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "auditlog_http_request_duration_seconds",
-                "HTTP request latency by route and method",
+                "HTTP request latency by route, method and API key name",
             )
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 10.0, 20.0,
             ]),
-            &["route", "method"],
+            &["route", "method", "key"],
         )?;
         let events_stored = IntCounter::new(
             "auditlog_events_stored_total",
@@ -148,7 +154,7 @@ impl Metrics {
         let events_rejected = IntCounterVec::new(
             Opts::new(
                 "auditlog_events_rejected_total",
-                "Events not stored, by reason (invalid, busy, unavailable, conflict, rejected)",
+                "Events not stored, by reason (invalid, forbidden, rate_limited, busy, unavailable, conflict, rejected)",
             ),
             &["reason"],
         )?;
@@ -184,6 +190,26 @@ impl Metrics {
         registry.register(Box::new(queue_capacity.clone()))?;
         let archive = ArchiveGauges::register(&registry)?;
         let queue = QueueMetrics::register(&registry)?;
+        let api_key_reloads = IntCounterVec::new(
+            Opts::new(
+                "auditlog_api_keys_reloads_total",
+                "Key file reloads, by result (ok, error: refused, the keys in force stayed)",
+            ),
+            &["result"],
+        )?;
+        let api_keys = IntGaugeVec::new(
+            Opts::new(
+                "auditlog_api_keys",
+                "API keys in force, by source (env: AUDIT_API_KEY, file: AUDIT_API_KEYS_FILE)",
+            ),
+            &["source"],
+        )?;
+        // Both results exported from the start, so `increase()` sees the first reload.
+        for result in ["ok", "error"] {
+            api_key_reloads.with_label_values(&[result]);
+        }
+        registry.register(Box::new(api_key_reloads.clone()))?;
+        registry.register(Box::new(api_keys.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -196,6 +222,8 @@ impl Metrics {
             queue_capacity,
             archive,
             queue,
+            api_key_reloads,
+            api_keys,
         })
     }
 

@@ -16,7 +16,10 @@
 //! from the newest visible event; their cursor moves back in time, away from the writes.
 //!
 //! Filters follow the indexes of `auditlog_common::schema`: equality on `consumer` or `type`,
-//! sort on `created_at, _id`, range on `created_at`.
+//! sort on `created_at, _id`, range on `created_at`. A find by a key scoped to some consumers
+//! that names none gets their condition instead of the equality (`$in` of names and anchored
+//! prefix regexes, [`crate::keys::Consumers::find_condition`]), which the consumer index
+//! serves as well.
 
 use std::sync::LazyLock;
 
@@ -146,6 +149,9 @@ pub struct FindResponse {
 pub struct FindQuery {
     pub kind: Option<String>,
     pub consumer: Option<String>,
+    /// When `consumer` is not given: the condition on `consumer` that keeps the find within the
+    /// API key's consumers (`None`: every consumer).
+    pub consumers_within: Option<Bson>,
     pub created_from: Option<DateTime<Utc>>,
     pub created_to: Option<DateTime<Utc>>,
     pub limit: u32,
@@ -301,6 +307,7 @@ impl FindQuery {
         Ok(FindQuery {
             kind: nonempty(req.kind),
             consumer: nonempty(req.consumer),
+            consumers_within: None,
             created_from: req
                 .created_from
                 .as_deref()
@@ -335,8 +342,14 @@ impl FindQuery {
     /// `stop` is [`FindQuery::stop`].
     pub fn filter(&self, stop: Option<i64>) -> Document {
         let mut filter = Document::new();
-        if let Some(c) = &self.consumer {
-            filter.insert(fields::CONSUMER, c.as_str());
+        match (&self.consumer, &self.consumers_within) {
+            (Some(c), _) => {
+                filter.insert(fields::CONSUMER, c.as_str());
+            }
+            (None, Some(within)) => {
+                filter.insert(fields::CONSUMER, within.clone());
+            }
+            (None, None) => {}
         }
         if let Some(t) = &self.kind {
             filter.insert(fields::TYPE, t.as_str());
@@ -631,6 +644,49 @@ mod tests {
             filter.get_document(fields::CREATED_AT).unwrap(),
             &doc! { "$lt": mongodb::bson::DateTime::from_millis(ms) }
         );
+    }
+
+    #[test]
+    fn a_scoped_find_without_consumer_is_limited_to_the_keys_consumers() {
+        let scope = crate::keys::Consumers::parse(&["invoices", "billing-*"]).unwrap();
+        let mut q = FindQuery::from_request(
+            FindRequest {
+                kind: Some("t".into()),
+                cursor: Some(
+                    Cursor {
+                        created_at_ms: 5,
+                        id: ObjectId::from_bytes([1; 12]),
+                        order: Order::Asc,
+                    }
+                    .encode(),
+                ),
+                ..Default::default()
+            },
+            1000,
+        )
+        .unwrap();
+        q.consumers_within = scope.find_condition();
+        let filter = q.filter(Some(10));
+        assert_eq!(
+            filter.get(fields::CONSUMER),
+            scope.find_condition().as_ref(),
+            "{filter}"
+        );
+        assert_eq!(filter.get_str(fields::TYPE).unwrap(), "t");
+        assert!(
+            filter.contains_key("$or"),
+            "the keyset condition stays: {filter}"
+        );
+        // A consumer the find names (checked against the scope before) is an equality.
+        q.consumer = Some("invoices".into());
+        assert_eq!(
+            q.filter(Some(10)).get_str(fields::CONSUMER).unwrap(),
+            "invoices"
+        );
+        // An unscoped key adds nothing.
+        q.consumer = None;
+        q.consumers_within = crate::keys::Consumers::All.find_condition();
+        assert!(!q.filter(Some(10)).contains_key(fields::CONSUMER));
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! Builds the application (routes, middleware, state) and serves it on an already-bound
 //! listener until shutdown, so tests start the real server on `127.0.0.1:0`.
 //!
-//! Start: connect, make the storage ready (indexes, TTL; retried in the background while the
-//! database is unreachable), start the writer — and in queue mode the RabbitMQ link (which
-//! connects in the background too) and the drain. Shutdown: stop accepting, let open requests
-//! finish (they wait for their writes or confirms), stop the drain (it finishes and
-//! acknowledges what it is writing), close the RabbitMQ link, then write whatever is still
-//! queued.
+//! Start: load the API keys (and watch the key file), connect, make the storage ready
+//! (indexes, TTL; retried in the background while the database is unreachable), start the
+//! writer — and in queue mode the RabbitMQ link (which connects in the background too) and
+//! the drain. Shutdown: stop accepting, let open requests finish (they wait for their writes or
+//! confirms), stop the drain (it finishes and acknowledges what it is writing), close the
+//! RabbitMQ link, then write whatever is still queued.
+//!
+//! Every request passes [`Front`] first: its request id, the API key it presents (looked up
+//! once), the lean `POST /v1/event` path or the route tree, then its metrics and log line —
+//! both carrying the key's name.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,9 +26,11 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server
 use tracing::Instrument;
 
 use crate::api::api_service;
+use crate::auth::{identify, Caller};
 use crate::config::{Config, ConfigError};
 use crate::error::from_poem_error;
-use crate::fast_ingest::FastIngest;
+use crate::fast_ingest;
+use crate::keys::reload;
 use crate::metrics::{route_label, Metrics};
 use crate::queue::{drain, QueueSettings};
 use crate::state::AppState;
@@ -52,7 +58,6 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint {
     let api = api_service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
-    let metrics = state.metrics.clone();
     let full = Route::new()
         .nest("/", api)
         .nest("/docs", docs)
@@ -60,57 +65,76 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint {
         .with(Compression::new())
         .data(state.clone())
         .catch_all_error(|e| async move { from_poem_error(e) });
-    FastIngest { inner: full, state }.around(move |ep, req| {
-        let metrics = metrics.clone();
-        async move { observe(ep, req, &metrics).await }
-    })
+    Front { full, state }
 }
 
-/// Request id, span, metrics and one log line per request.
-async fn observe<E: Endpoint>(
-    ep: Arc<E>,
-    req: Request,
-    metrics: &Metrics,
-) -> poem::Result<Response> {
-    let started = Instant::now();
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| mongodb::bson::oid::ObjectId::new().to_hex());
-    let method = req.method().as_str().to_owned();
-    let route = route_label(req.uri().path());
-    let span =
-        tracing::info_span!("request", request_id = %request_id, %method, path = %req.uri().path());
-    let mut resp = match ep.call(req).instrument(span.clone()).await {
-        Ok(r) => r.into_response(),
-        Err(e) => from_poem_error(e),
-    };
-    let status = resp.status();
-    let elapsed = started.elapsed();
-    metrics
-        .requests
-        .with_label_values(&[route, &method, status.as_str()])
-        .inc();
-    metrics
-        .latency
-        .with_label_values(&[route, &method])
-        .observe(elapsed.as_secs_f64());
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert(REQUEST_ID, v);
+/// In front of every request: request id, the API key presented, the lean `POST /v1/event`
+/// path or the route tree `full`, then metrics and one log line, both naming the key.
+struct Front<E> {
+    full: E,
+    state: Arc<AppState>,
+}
+
+impl<E: Endpoint> Endpoint for Front<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let started = Instant::now();
+        let request_id = req
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_owned)
+            .unwrap_or_else(|| mongodb::bson::oid::ObjectId::new().to_hex());
+        let method = req.method().as_str().to_owned();
+        let route = route_label(req.uri().path());
+        let key = identify(&req, &self.state.keys);
+        // The key's name, never the key; empty when none (or none in force) was presented.
+        let key_name = key.as_deref().map_or("", |k| k.name.as_str());
+        let span = tracing::info_span!(
+            "request",
+            request_id = %request_id,
+            %method,
+            path = %req.uri().path(),
+            key = key_name
+        );
+        let mut resp = if fast_ingest::takes(&req) {
+            fast_ingest::serve(&self.state, key.as_ref(), &mut req)
+                .instrument(span.clone())
+                .await
+        } else {
+            req.extensions_mut().insert(Caller(key.clone()));
+            match self.full.call(req).instrument(span.clone()).await {
+                Ok(r) => r.into_response(),
+                Err(e) => from_poem_error(e),
+            }
+        };
+        let status = resp.status();
+        let elapsed = started.elapsed();
+        let metrics = &self.state.metrics;
+        metrics
+            .requests
+            .with_label_values(&[route, &method, status.as_str(), key_name])
+            .inc();
+        metrics
+            .latency
+            .with_label_values(&[route, &method, key_name])
+            .observe(elapsed.as_secs_f64());
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert(REQUEST_ID, v);
+        }
+        let _enter = span.enter();
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), elapsed_ms = ms, "request failed");
+        } else if status.is_client_error() {
+            tracing::info!(status = status.as_u16(), elapsed_ms = ms, "request refused");
+        } else {
+            tracing::debug!(status = status.as_u16(), elapsed_ms = ms, "request served");
+        }
+        Ok(resp)
     }
-    let _enter = span.enter();
-    let ms = elapsed.as_secs_f64() * 1000.0;
-    if status.is_server_error() {
-        tracing::warn!(status = status.as_u16(), elapsed_ms = ms, "request failed");
-    } else if status.is_client_error() {
-        tracing::info!(status = status.as_u16(), elapsed_ms = ms, "request refused");
-    } else {
-        tracing::debug!(status = status.as_u16(), elapsed_ms = ms, "request served");
-    }
-    Ok(resp)
 }
 
 /// Connects, prepares storage, serves until `shutdown` completes, then writes what is queued.
@@ -119,12 +143,29 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let api_keys = config.api_keys()?;
+    let (keys, key_file_content) = config.load_keys()?;
     config.validate()?;
+    let keys = Arc::new(keys);
     let store = Store::connect(&config.mongo, "auditlog-service").await?;
     prepare_storage(store.clone(), Retention::from_days(config.retention_days)).await;
 
     let metrics = Arc::new(Metrics::new()?);
+    reload::record_in_force(&metrics, &keys.current());
+    let key_watch = reload::start(
+        keys.clone(),
+        metrics.clone(),
+        key_file_content,
+        config.api_keys_poll(),
+    );
+    {
+        let (env, file) = keys.current().counts();
+        tracing::info!(
+            from_env = env,
+            from_file = file,
+            file = %keys.file().map_or("-".into(), |p| p.display().to_string()),
+            "API keys loaded"
+        );
+    }
     metrics
         .queue_capacity
         .set(i64::try_from(config.queue_capacity).unwrap_or(i64::MAX));
@@ -134,7 +175,7 @@ pub async fn run(
     let (state, writer_task) = AppState::new(
         &config,
         store,
-        api_keys,
+        keys,
         metrics,
         queue.as_ref().map(|(q, _)| q.clone()),
     );
@@ -160,6 +201,7 @@ pub async fn run(
             Some(grace),
         )
         .await;
+    key_watch.abort();
     if let Some((drain, link)) = queue {
         drain.shutdown().await;
         link.shutdown().await;

@@ -1,5 +1,6 @@
 //! What every request handler shares: the store, the write queue, queue mode's RabbitMQ
-//! handle, the metrics, the API keys and the request limits, built once from the [`Config`].
+//! handle, the metrics, the API keys in force and the request limits, built once from the
+//! [`Config`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use mongodb::Collection;
 
 use crate::config::{Config, WriteConcernSetting};
 use crate::event::EventLimits;
+use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::writer::{Writer, WriterOptions, WriterTask};
@@ -41,7 +43,8 @@ pub struct AppState {
     /// `None` in direct mode.
     pub queue: Option<Arc<Queue>>,
     pub metrics: Arc<Metrics>,
-    pub api_keys: Vec<Vec<u8>>,
+    /// The API keys in force (swapped whole when the key file is reloaded).
+    pub keys: Arc<Keys>,
     pub limits: Limits,
     /// KiB of request bodies being read or parsed at once (`AUDIT_MAX_INFLIGHT_BODY_BYTES`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
@@ -53,7 +56,7 @@ impl AppState {
     pub fn new(
         config: &Config,
         store: Store,
-        api_keys: Vec<String>,
+        keys: Arc<Keys>,
         metrics: Arc<Metrics>,
         queue: Option<Arc<Queue>>,
     ) -> (Arc<AppState>, WriterTask) {
@@ -88,7 +91,7 @@ impl AppState {
             writer,
             queue,
             metrics,
-            api_keys: api_keys.into_iter().map(String::into_bytes).collect(),
+            keys,
             limits: Limits {
                 max_body_bytes: config.max_body_bytes,
                 max_batch_events: config.max_batch_events,

@@ -61,6 +61,33 @@ fn the_document_declares_every_operation_and_the_api_key_scheme() {
             "POST /v1/event does not document {status}"
         );
     }
+    for (path, method, statuses) in [
+        ("/v1/event", "post", &["403", "429"][..]),
+        ("/v1/events", "post", &["403", "429"]),
+        ("/v1/find", "get", &["403"]),
+        ("/v1/find", "post", &["403"]),
+    ] {
+        for status in statuses {
+            assert!(
+                spec["paths"][path][method]["responses"][status].is_object(),
+                "{method} {path} does not document {status}"
+            );
+        }
+    }
+    let scopes = scheme["description"].as_str().unwrap_or_default();
+    for words in [
+        "`ingest`",
+        "`read`",
+        "`billing-*`",
+        "403",
+        "429",
+        "AUDIT_API_KEYS_FILE",
+    ] {
+        assert!(
+            scopes.contains(words),
+            "the security scheme's description does not explain {words}: {scopes}"
+        );
+    }
     for status in ["429", "503"] {
         let headers = responses[status]["headers"]
             .as_object()

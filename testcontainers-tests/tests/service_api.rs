@@ -539,7 +539,7 @@ async fn operations_endpoints_answer_and_storage_is_prepared() {
 
     let metrics = api.metrics_text().await;
     for name in [
-        "auditlog_http_requests_total{method=\"POST\",route=\"/v1/event\",status=\"201\"} 1",
+        "auditlog_http_requests_total{key=\"AUDIT_API_KEY[1]\",method=\"POST\",route=\"/v1/event\",status=\"201\"} 1",
         "auditlog_http_request_duration_seconds_bucket",
         "auditlog_events_stored_total 1",
         "auditlog_write_batch_size_count",
