@@ -260,21 +260,34 @@ impl Api {
     }
 
     /// Prometheus metrics (text exposition format).
+    ///
+    /// When `AUDIT_METRICS_LISTEN_ADDR` is set, served there instead, and 404 here (so an
+    /// Ingress in front of this port does not expose them).
     #[oai(path = "/metrics", method = "get", tag = "Tag::Operations")]
     async fn metrics(
         &self,
         state: Data<&Arc<AppState>>,
     ) -> Result<PlainText<String>, OpsErrorResponse> {
-        state
-            .metrics
-            .queue_depth
-            .set(i64::try_from(state.writer.queue_depth()).unwrap_or(i64::MAX));
-        let text = state
-            .metrics
-            .render()
-            .map_err(|e| ApiError::Internal(format!("cannot render metrics: {e}")))?;
-        Ok(PlainText(text))
+        if !state.metrics_on_api_port {
+            return Err(ApiError::NotFound(
+                "/metrics is served on the metrics address (AUDIT_METRICS_LISTEN_ADDR)".into(),
+            )
+            .into());
+        }
+        Ok(PlainText(metrics_text(&state)?))
     }
+}
+
+/// The Prometheus text of every metric, for `GET /metrics` on either address.
+pub(crate) fn metrics_text(state: &AppState) -> Result<String, ApiError> {
+    state
+        .metrics
+        .queue_depth
+        .set(i64::try_from(state.writer.queue_depth()).unwrap_or(i64::MAX));
+    state
+        .metrics
+        .render()
+        .map_err(|e| ApiError::Internal(format!("cannot render metrics: {e}")))
 }
 
 /// A find within the API key's scope: the `read` right; a `consumer` named must be one of the

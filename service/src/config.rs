@@ -81,6 +81,11 @@ pub struct Config {
     #[arg(long, env = "AUDIT_API_KEYS_POLL_MS", default_value_t = 1000)]
     pub api_keys_poll_ms: u64,
 
+    /// Serve `GET /metrics` on this address (e.g. `0.0.0.0:9091`) instead of on the API's, so
+    /// that an Ingress in front of the API port never exposes it. Unset: on the API's port.
+    #[arg(long, env = "AUDIT_METRICS_LISTEN_ADDR")]
+    pub metrics_listen_addr: Option<String>,
+
     /// Address to listen on.
     #[arg(
         long = "listen-addr",
@@ -224,6 +229,14 @@ impl Config {
         (self.api_keys_poll_ms > 0).then(|| Duration::from_millis(self.api_keys_poll_ms))
     }
 
+    /// The separate metrics address, when one is set.
+    pub fn metrics_addr(&self) -> Option<&str> {
+        self.metrics_listen_addr
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+    }
+
     /// Settings that make no sense, reported before anything starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
@@ -344,6 +357,8 @@ mod tests {
             "0",
             "--api-keys-file",
             "",
+            "--metrics-listen-addr",
+            " ",
             "--api-key",
             "k",
         ]);
@@ -352,6 +367,7 @@ mod tests {
             "an empty AUDIT_API_KEYS_FILE is no file"
         );
         assert_eq!(cli.config.api_keys_poll(), None);
+        assert_eq!(cli.config.metrics_addr(), None);
         let cli = Cli::parse_from(["auditlog-service"]);
         assert_eq!(
             cli.config.api_keys_poll(),

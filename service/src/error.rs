@@ -280,6 +280,9 @@ impl From<ApiError> for LookupErrorResponse {
 /// request body or key to get wrong, so only these.
 #[derive(Debug, ApiResponse)]
 pub enum OpsErrorResponse {
+    /// `/metrics` when `AUDIT_METRICS_LISTEN_ADDR` is set: it is served there instead.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
     /// Not ready: the database (queue mode: RabbitMQ) did not answer in time.
@@ -290,6 +293,7 @@ pub enum OpsErrorResponse {
 impl From<ApiError> for OpsErrorResponse {
     fn from(err: ApiError) -> Self {
         match ErrorResponse::from(&err) {
+            ErrorResponse::NotFound(b) => OpsErrorResponse::NotFound(b),
             ErrorResponse::ServiceUnavailable(b, retry) => {
                 OpsErrorResponse::ServiceUnavailable(b, retry)
             }

@@ -4,9 +4,10 @@
 //! Start: load the API keys (and watch the key file), connect, make the storage ready
 //! (indexes, TTL; retried in the background while the database is unreachable), start the
 //! writer — and in queue mode the RabbitMQ link (which connects in the background too) and
-//! the drain. Shutdown: stop accepting, let open requests finish (they wait for their writes or
-//! confirms), stop the drain (it finishes and acknowledges what it is writing), close the
-//! RabbitMQ link, then write whatever is still queued.
+//! the drain — and, when `AUDIT_METRICS_LISTEN_ADDR` is set, serve `/metrics` there. Shutdown:
+//! stop accepting, let open requests finish (they wait for their writes or confirms), stop the
+//! drain (it finishes and acknowledges what it is writing), close the RabbitMQ link, then write
+//! whatever is still queued.
 //!
 //! Every request passes [`Front`] first: its request id, the API key it presents (looked up
 //! once), the lean `POST /v1/event` path or the route tree, then its metrics and log line —
@@ -46,6 +47,11 @@ pub enum ServeError {
     Metrics(#[from] prometheus::Error),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot listen for metrics on {addr} (AUDIT_METRICS_LISTEN_ADDR): {source}")]
+    MetricsListen {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 const REQUEST_ID: &str = "x-request-id";
@@ -137,6 +143,62 @@ impl<E: Endpoint> Endpoint for Front<E> {
     }
 }
 
+/// `GET /metrics` alone, for `AUDIT_METRICS_LISTEN_ADDR`.
+fn metrics_app(state: Arc<AppState>) -> impl Endpoint {
+    Route::new()
+        .at(
+            "/metrics",
+            poem::get(poem::endpoint::make(move |_req| {
+                let state = state.clone();
+                async move {
+                    match crate::api::metrics_text(&state) {
+                        Ok(text) => text
+                            .with_content_type("text/plain; charset=utf-8")
+                            .into_response(),
+                        Err(e) => crate::error::ErrorResponse::from(e).into_response(),
+                    }
+                }
+            })),
+        )
+        .catch_all_error(|e| async move { from_poem_error(e) })
+}
+
+/// `/metrics` served on its own listener (`AUDIT_METRICS_LISTEN_ADDR`) until stopped.
+struct MetricsServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl MetricsServer {
+    fn start(listener: std::net::TcpListener, state: Arc<AppState>) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        tracing::info!(addr = %listener.local_addr()?, "serving /metrics on its own address");
+        let acceptor = TcpAcceptor::from_std(listener)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(
+                    metrics_app(state),
+                    async {
+                        let _ = stopped.await;
+                    },
+                    Some(Duration::from_secs(1)),
+                )
+                .await
+        });
+        Ok(MetricsServer { stop, task })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the metrics listener failed"),
+            Err(e) => tracing::warn!(error = %e, "the metrics listener task failed"),
+        }
+    }
+}
+
 /// Connects, prepares storage, serves until `shutdown` completes, then writes what is queued.
 pub async fn run(
     listener: std::net::TcpListener,
@@ -145,6 +207,15 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let (keys, key_file_content) = config.load_keys()?;
     config.validate()?;
+    let metrics_listener = config
+        .metrics_addr()
+        .map(|addr| {
+            std::net::TcpListener::bind(addr).map_err(|source| ServeError::MetricsListen {
+                addr: addr.to_owned(),
+                source,
+            })
+        })
+        .transpose()?;
     let keys = Arc::new(keys);
     let store = Store::connect(&config.mongo, "auditlog-service").await?;
     prepare_storage(store.clone(), Retention::from_days(config.retention_days)).await;
@@ -188,6 +259,10 @@ pub async fn run(
     );
     let queue = queue.map(|(q, link)| (drain::start(state.clone(), q), link));
 
+    let metrics_server = metrics_listener
+        .map(|l| MetricsServer::start(l, state.clone()))
+        .transpose()?;
+
     listener.set_nonblocking(true)?;
     let acceptor = TcpAcceptor::from_std(listener)?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
@@ -202,6 +277,9 @@ pub async fn run(
         )
         .await;
     key_watch.abort();
+    if let Some(server) = metrics_server {
+        server.stop().await;
+    }
     if let Some((drain, link)) = queue {
         drain.shutdown().await;
         link.shutdown().await;

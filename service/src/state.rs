@@ -45,6 +45,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The API keys in force (swapped whole when the key file is reloaded).
     pub keys: Arc<Keys>,
+    /// `GET /metrics` is answered on the API's port (no `AUDIT_METRICS_LISTEN_ADDR`).
+    pub metrics_on_api_port: bool,
     pub limits: Limits,
     /// KiB of request bodies being read or parsed at once (`AUDIT_MAX_INFLIGHT_BODY_BYTES`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
@@ -92,6 +94,7 @@ impl AppState {
             queue,
             metrics,
             keys,
+            metrics_on_api_port: config.metrics_addr().is_none(),
             limits: Limits {
                 max_body_bytes: config.max_body_bytes,
                 max_batch_events: config.max_batch_events,

@@ -2,8 +2,8 @@
 //! rights and consumers let through (single events on the lean path and the full stack,
 //! batches, finds with and without `consumer`, lookups), rates, reloading the key file without
 //! a restart (a Kubernetes-style symlink swap, an in-place write with SIGHUP, a malformed
-//! file), `AUDIT_API_KEY` alone, `keys new`, and that no key ever shows in the logs or the
-//! metrics.
+//! file), `AUDIT_API_KEY` alone, `keys new`, the separate metrics address, and that no key
+//! ever shows in the logs or the metrics.
 
 #[path = "support/service.rs"]
 mod support;
@@ -919,6 +919,52 @@ async fn a_key_from_keys_new_works_once_its_entry_is_appended() {
         consumers_of(&find_every(&api, key, &[]).await),
         set(&["cli-a"])
     );
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_their_own_address_and_not_on_the_api_port() {
+    let mongo = test_mongo().await;
+    let port = testcontainers_tests::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let service = start(
+        &mongo,
+        &[
+            ("AUDIT_API_KEY", ADMIN),
+            ("AUDIT_METRICS_LISTEN_ADDR", &addr),
+        ],
+    )
+    .await;
+    let api = Api::new(&service);
+    assert_eq!(post_event(&api, ADMIN, &event("c")).await.0, 201);
+
+    let (status, body) = api.send(api.http.get(api.url("/metrics"))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    let resp = api
+        .http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let series = "auditlog_http_requests_total{key=\"AUDIT_API_KEY[1]\",method=\"POST\",route=\"/v1/event\",status=\"201\"}";
+    assert_eq!(metric(&text, series), Some(1.0), "{text}");
+    // The metrics address serves nothing else.
+    for path in ["/v1/find", "/healthz", "/docs"] {
+        let status = api
+            .http
+            .get(format!("http://{addr}{path}"))
+            .header("X-Api-Key", ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 404, "{path} on the metrics address");
+    }
 }
 
 #[tokio::test]
