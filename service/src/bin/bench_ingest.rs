@@ -19,6 +19,11 @@
 //! store's process stopped with SIGSTOP for `BENCH_OUTAGE_SECONDS`, when `BENCH_STORE_PID`
 //! is known), counting producer errors and the drain's catch-up time.
 //!
+//! Scoped API keys: the 64-producer closed loop against a service with one key
+//! (`AUDIT_API_KEY`) and against one that also loads a key file of 1,000 entries, sending with
+//! a scoped key (`ingest` over `producer-*`), alternated twice; the target is under 5 %
+//! difference. `--only keys` runs just this comparison.
+//!
 //! Run through `service/bench/run.sh`, which builds in release mode and starts a private
 //! FerretDB and a private RabbitMQ.
 
@@ -81,7 +86,19 @@ struct Args {
     /// Write concern the service uses (`majority` or `1`).
     #[arg(long, env = "AUDIT_WRITE_CONCERN", default_value = "majority")]
     write_concern: String,
+    /// Run only this part (`keys`: one key against a scoped key of a 1,000-entry key file).
+    #[arg(long, env = "BENCH_ONLY", value_enum)]
+    only: Option<Only>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    Keys,
+}
+
+/// The key the scoped-keys figure sends with, and how many entries its key file has.
+const SCOPED_KEY: &str = "bench-scoped-key";
+const KEY_FILE_ENTRIES: usize = 1000;
 
 struct Figures {
     events: u64,
@@ -259,6 +276,17 @@ fn event(producer: usize, n: u64) -> serde_json::Value {
 
 /// Closed loop: `producers` tasks, each posting its next request when the last is answered.
 async fn closed_loop(base: &str, producers: usize, seconds: u64, batch: Option<usize>) -> Figures {
+    closed_loop_with_key(base, "bench", producers, seconds, batch).await
+}
+
+/// [`closed_loop`] sending `key`.
+async fn closed_loop_with_key(
+    base: &str,
+    key: &str,
+    producers: usize,
+    seconds: u64,
+    batch: Option<usize>,
+) -> Figures {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(producers)
         .build()
@@ -267,7 +295,7 @@ async fn closed_loop(base: &str, producers: usize, seconds: u64, batch: Option<u
     let started = Instant::now();
     let mut tasks = vec![];
     for p in 0..producers {
-        let (client, stop) = (client.clone(), stop.clone());
+        let (client, stop, key) = (client.clone(), stop.clone(), key.to_owned());
         let url = match batch {
             None => format!("{base}/v1/event"),
             Some(_) => format!("{base}/v1/events"),
@@ -289,7 +317,7 @@ async fn closed_loop(base: &str, producers: usize, seconds: u64, batch: Option<u
                 let sent = Instant::now();
                 let r = client
                     .post(&url)
-                    .header("X-Api-Key", "bench")
+                    .header("X-Api-Key", &key)
                     .json(&body)
                     .send()
                     .await;
@@ -580,6 +608,14 @@ async fn main() -> anyhow::Result<()> {
     if let Some(out) = &args.perf_data {
         return profile(&args, &bin, out).await;
     }
+    if args.only == Some(Only::Keys) {
+        println!(
+            "{:<30} {:>9} {:>10} {:>8} {:>8} {:>6}   cpu s/1000 events",
+            "scenario", "producers", "events/s", "p50 ms", "p99 ms", "errors"
+        );
+        scoped_keys(&args, &bin).await?;
+        return Ok(());
+    }
     println!(
         "auditlog ingest benchmark — store {}, write concern {}, {} s per figure",
         args.mongodb_uri, args.write_concern, args.seconds
@@ -661,6 +697,7 @@ async fn main() -> anyhow::Result<()> {
         let client = mongodb::Client::with_uri_str(&args.mongodb_uri).await?;
         client.database(db).drop().await?;
     }
+    scoped_keys(&args, &bin).await?;
     let queue = match &args.amqp_url {
         Some(url) => Some(queue_mode(&args, &bin, url).await?),
         None => {
@@ -767,6 +804,93 @@ async fn main() -> anyhow::Result<()> {
             direct * 1e6,
             verdict(ratio <= 1.2)
         );
+    }
+    Ok(())
+}
+
+/// A key file of [`KEY_FILE_ENTRIES`] entries, the last granting [`SCOPED_KEY`] `ingest` over
+/// the producers' consumers (`producer-*`), the others other tenants' keys.
+fn write_key_file(path: &std::path::Path) -> anyhow::Result<()> {
+    use auditlog_service::keys::ring::digest;
+    let hex = |key: &str| -> String {
+        digest(key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let mut text = String::new();
+    for i in 1..KEY_FILE_ENTRIES {
+        text.push_str(&format!(
+            "[[key]]\nname = \"tenant-{i}\"\nsha256 = \"{}\"\nrights = [\"ingest\", \"read\"]\nconsumers = [\"tenant-{i}-*\", \"shared-{i}\"]\nrate = {{ events_per_second = 1000, burst = 1000 }}\n\n",
+            hex(&format!("unused-key-{i}"))
+        ));
+    }
+    text.push_str(&format!(
+        "[[key]]\nname = \"bench-scoped\"\nsha256 = \"{}\"\nrights = [\"ingest\"]\nconsumers = [\"producer-*\"]\n",
+        hex(SCOPED_KEY)
+    ));
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// One key against a scoped key of a 1,000-entry key file, 64 producers, alternated twice so
+/// that the machine's drift hits both alike; prints each run and the difference.
+async fn scoped_keys(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
+    let path =
+        std::env::temp_dir().join(format!("auditlog-bench-keys-{}.toml", std::process::id()));
+    write_key_file(&path)?;
+    let file = path.to_string_lossy().into_owned();
+    let single = start_service(args, bin, "bench_keys_single", true, &[]).await?;
+    let scoped = start_service(
+        args,
+        bin,
+        "bench_keys_scoped",
+        true,
+        &[("AUDIT_API_KEYS_FILE", file.as_str())],
+    )
+    .await?;
+    let (mut one, mut many) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        let mut m = measure(
+            args,
+            &single,
+            closed_loop_with_key(&single.base, "bench", 64, args.seconds, None),
+        )
+        .await;
+        m.print("single POST, one key", "64");
+        one.push(m);
+        let mut m = measure(
+            args,
+            &scoped,
+            closed_loop_with_key(&scoped.base, SCOPED_KEY, 64, args.seconds, None),
+        )
+        .await;
+        m.print("single POST, scoped of 1,000", "64");
+        many.push(m);
+    }
+    drop((single, scoped));
+    let _ = std::fs::remove_file(&path);
+    let client = mongodb::Client::with_uri_str(&args.mongodb_uri).await?;
+    for db in ["bench_keys_single", "bench_keys_scoped"] {
+        client.database(db).drop().await?;
+    }
+    let rate = |ms: &[Measured]| {
+        let events: u64 = ms.iter().map(|m| m.figures.events).sum();
+        let secs: f64 = ms.iter().map(|m| m.figures.elapsed.as_secs_f64()).sum();
+        events as f64 / secs.max(f64::EPSILON)
+    };
+    let (r1, rn) = (rate(&one), rate(&many));
+    let change = 100.0 * (rn - r1) / r1.max(1.0);
+    println!(
+        "scoped key of a {KEY_FILE_ENTRIES}-entry key file vs one key at 64 producers: {rn:.0} vs {r1:.0} events/s, {change:+.1}% (target: at most 5% slower: {})",
+        verdict(change > -5.0)
+    );
+    let cpu = |ms: &[Measured]| -> Option<f64> {
+        let secs: f64 = ms.iter().map(|m| m.cpu.service).sum::<Option<f64>>()?;
+        let events: u64 = ms.iter().map(|m| m.figures.events).sum();
+        Some(secs * 1e6 / events.max(1) as f64)
+    };
+    if let (Some(c1), Some(cn)) = (cpu(&one), cpu(&many)) {
+        println!("  service CPU per request: {cn:.1} us scoped vs {c1:.1} us one key");
     }
     Ok(())
 }
