@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Offline checks of the Helm chart helm/auditlog (no cluster needed):
-#   1. helm lint --strict with the default values and with every value set in values/;
+#   1. helm lint --strict with the default values, every value set in values/ and every example
+#      of the chart (helm/auditlog/examples/);
 #   2. helm template with the same value sets, every rendered object validated strictly
 #      (unknown or misspelled fields fail) against the pinned Kubernetes versions;
 #   3. infra/compose/docker-compose.yml validated against the Compose Specification schema;
@@ -30,7 +31,15 @@ export KUBECONFIG=/dev/null
 
 value_sets=("default")
 for f in "$here"/values/*.yaml; do value_sets+=("$(basename "$f" .yaml)"); done
-values_args() { [[ "$1" == default ]] || printf -- '--values\n%s\n' "$here/values/$1.yaml"; }
+# The chart's documented examples are value sets too (named example-<file>).
+for f in "$chart"/examples/*.yaml; do value_sets+=("example-$(basename "$f" .yaml)"); done
+values_args() {
+  case "$1" in
+    default) ;;
+    example-*) printf -- '--values\n%s\n' "$chart/examples/${1#example-}.yaml" ;;
+    *) printf -- '--values\n%s\n' "$here/values/$1.yaml" ;;
+  esac
+}
 
 echo "== helm lint --strict (${#value_sets[@]} value sets)"
 for vs in "${value_sets[@]}"; do

@@ -17,13 +17,15 @@ HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 CHART = REPO / "helm" / "auditlog"
 VALUES_DIR = HERE / "values"
+EXAMPLES_DIR = CHART / "examples"
 HELM = os.environ.get("HELM", str(REPO / "target" / "tools" / "bin" / "helm"))
 NAMESPACE = "audit"
 RELEASE = "auditlog"
 DOMAIN_DEFAULT = "cluster.local"
 KUBE_VERSION = "1.33.0"
 
-VALUE_SETS = ["default"] + sorted(p.stem for p in VALUES_DIR.glob("*.yaml"))
+VALUE_SETS = (["default"] + sorted(p.stem for p in VALUES_DIR.glob("*.yaml"))
+              + sorted("example-" + p.stem for p in EXAMPLES_DIR.glob("*.yaml")))
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job", "CronJob", "Pod"}
 
 
@@ -42,11 +44,19 @@ def helm_template(values_file=None, sets=(), check=True):
 _cache = {}
 
 
+def values_file(value_set):
+    """The file of a value set: none for the defaults, the chart's examples, the test sets."""
+    if value_set == "default":
+        return None
+    if value_set.startswith("example-"):
+        return EXAMPLES_DIR / (value_set[len("example-"):] + ".yaml")
+    return VALUES_DIR / (value_set + ".yaml")
+
+
 def render(value_set="default", sets=()):
     key = (value_set, tuple(sets))
     if key not in _cache:
-        vf = None if value_set == "default" else VALUES_DIR / (value_set + ".yaml")
-        out = helm_template(vf, sets).stdout
+        out = helm_template(values_file(value_set), sets).stdout
         _cache[key] = [d for d in yaml.safe_load_all(out) if d]
     return _cache[key]
 
@@ -62,7 +72,7 @@ def values_of(value_set="default"):
         return a
     base = yaml.safe_load((CHART / "values.yaml").read_text())
     if value_set != "default":
-        merge(base, yaml.safe_load((VALUES_DIR / (value_set + ".yaml")).read_text()))
+        merge(base, yaml.safe_load(values_file(value_set).read_text()))
     return base
 
 
@@ -384,8 +394,11 @@ def test_existing_secrets_make_the_chart_render_none_of_its_own():
                     refs.add((vol["secret"]["secretName"], None))
     names = {n for n, _ in refs}
     assert names == {"auditlog-mongodb-credentials", "auditlog-service-db-user", "auditlog-archiver-db-user",
-                     "auditlog-api-keys", "auditlog-archive-s3", "auditlog-mongodb-tls"}
+                     "auditlog-api-keys", "auditlog-scoped-keys", "auditlog-archive-s3", "auditlog-mongodb-tls"}
     assert ("auditlog-api-keys", "keys") in refs
+    volumes = pod_spec(one(docs, "Deployment", "auditlog-service"))["volumes"]
+    (keys,) = [v["secret"] for v in volumes if v.get("secret", {}).get("secretName") == "auditlog-scoped-keys"]
+    assert keys["items"] == [{"key": "scoped.toml", "path": "keys.toml"}]
 
 
 def test_service_gets_api_key_and_mongos_uri_from_secrets():
@@ -481,12 +494,19 @@ def test_monitoring_objects_only_when_enabled_with_the_four_alerts():
     assert of_kind(render("default"), "ServiceMonitor") == []
     docs = render("default", ("monitoring.serviceMonitor.enabled=true", "monitoring.prometheusRule.enabled=true",
                               "monitoring.serviceMonitor.labels.release=kps"))
-    (sm,) = of_kind(docs, "ServiceMonitor")
-    assert sm["metadata"]["labels"]["release"] == "kps"
-    assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
-    # It selects the Services that exist, by their port name.
-    services = [d for d in of_kind(docs, "Service") if d["metadata"]["labels"].get("app.kubernetes.io/component") in ("service", "archiver")]
-    assert services and all(any(p["name"] == sm["spec"]["endpoints"][0]["port"] for p in s["spec"]["ports"]) for s in services)
+    monitors = {d["metadata"]["name"]: d for d in of_kind(docs, "ServiceMonitor")}
+    assert set(monitors) == {"auditlog-service", "auditlog-archiver"}
+    # Each selects its component's Service and scrapes the port /metrics is served on: the
+    # service's own metrics port (its API port answers 404 there), the archiver's http port.
+    for name, component, port in [("auditlog-service", "service", "metrics"), ("auditlog-archiver", "archiver", "http")]:
+        sm = monitors[name]
+        assert sm["metadata"]["labels"]["release"] == "kps"
+        (endpoint,) = sm["spec"]["endpoints"]
+        assert (endpoint["path"], endpoint["port"]) == ("/metrics", port)
+        services = [d for d in of_kind(docs, "Service") if selects(sm["spec"]["selector"], d["metadata"]["labels"])]
+        assert [s["metadata"]["name"] for s in services] == [name]
+        assert any(p["name"] == port for p in services[0]["spec"]["ports"]), name
+        assert services[0]["metadata"]["labels"]["app.kubernetes.io/component"] == component
     (rule,) = of_kind(docs, "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     assert set(alerts) == {"AuditlogUnarchivedEventsNearExpiry", "AuditlogArchiveLagging",
@@ -769,6 +789,77 @@ def test_recommended_labels_on_every_object(value_set):
             assert pod_labels(d)["app.kubernetes.io/component"] == labels["app.kubernetes.io/component"]
 
 
+# ------------------------------------------------------ scoped API keys, the metrics port
+
+def test_the_scoped_keys_example_mounts_a_key_file_of_hashes_that_reloads_in_place():
+    import tomllib
+    docs = render("example-scoped-api-keys")
+    v = values_of("example-scoped-api-keys")["service"]
+    secrets = {d["metadata"]["name"]: d for d in of_kind(docs, "Secret")}
+    assert "auditlog-api-key" not in secrets, "apiKey.enabled=false: no key with every right"
+    text = base64.b64decode(secrets["auditlog-api-keys"]["data"]["keys.toml"]).decode()
+    assert text == v["apiKeys"]["file"]
+    keys = tomllib.loads(text)["key"]
+    assert [(k["name"], k["rights"]) for k in keys] == [("billing-producer", ["ingest"]), ("billing-reader", ["read"])]
+    for k in keys:
+        assert re.fullmatch(r"[0-9a-f]{64}", k["sha256"]), "hashes only"
+    assert keys[0]["rate"] == {"events_per_second": 200, "burst": 1000}
+    dep = one(docs, "Deployment", "auditlog-service")
+    c = pod_spec(dep)["containers"][0]
+    env = env_of(c)
+    assert "AUDIT_API_KEY" not in env
+    assert env["AUDIT_API_KEYS_FILE"]["value"] == "/etc/auditlog/api-keys/keys.toml"
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "api-keys"]
+    # A directory mount: a subPath mount would never see the Secret's updates.
+    assert mount == {"name": "api-keys", "mountPath": "/etc/auditlog/api-keys", "readOnly": True}
+    (vol,) = [x for x in pod_spec(dep)["volumes"] if x["name"] == "api-keys"]
+    assert vol["secret"]["secretName"] == "auditlog-api-keys"
+    assert vol["secret"]["items"] == [{"key": "keys.toml", "path": "keys.toml"}]
+    # No checksum annotation: changing keys must not roll the pods (the service reloads).
+    annotations = dep["spec"]["template"]["metadata"].get("annotations", {})
+    assert not any("checksum" in a for a in annotations), annotations
+    assert of_kind(docs, "Pod") == [], "helm test needs a key with every right; none is configured"
+
+
+def test_the_default_keeps_a_generated_key_with_every_right_and_no_key_file():
+    docs = render("default")
+    env = env_of(pod_spec(one(docs, "Deployment", "auditlog-service"))["containers"][0])
+    assert "AUDIT_API_KEY" in env and "AUDIT_API_KEYS_FILE" not in env
+    both = render("default", ("service.apiKeys.file=[[key]]",))
+    env = env_of(pod_spec(one(both, "Deployment", "auditlog-service"))["containers"][0])
+    assert "AUDIT_API_KEY" in env and "AUDIT_API_KEYS_FILE" in env, "both forms together"
+
+
+@pytest.mark.parametrize("value_set", ["default", "example-scoped-api-keys"])
+def test_metrics_on_their_own_port_which_the_ingress_never_routes(value_set):
+    docs = render(value_set, ("service.ingress.enabled=true",))
+    port = values_of(value_set)["service"]["metricsPort"]
+    dep = one(docs, "Deployment", "auditlog-service")
+    c = pod_spec(dep)["containers"][0]
+    assert env_of(c)["AUDIT_METRICS_LISTEN_ADDR"]["value"] == "0.0.0.0:%d" % port
+    assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in c["ports"]
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    svc = one(docs, "Service", "auditlog-service")
+    assert {"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"} in svc["spec"]["ports"]
+    ing = one(docs, "Ingress", "auditlog-service")
+    paths = [p for r in ing["spec"]["rules"] for p in r["http"]["paths"]]
+    assert {p["path"] for p in paths} == {"/v1", "/docs", "/openapi.json"}
+    assert all(p["backend"]["service"]["port"] == {"number": 8080} for p in paths), "the API port only"
+
+
+def test_metrics_on_the_api_port_when_asked():
+    docs = render("default", ("service.metricsPort=null", "service.ingress.enabled=true",
+                              "monitoring.serviceMonitor.enabled=true"))
+    dep = one(docs, "Deployment", "auditlog-service")
+    c = pod_spec(dep)["containers"][0]
+    assert "AUDIT_METRICS_LISTEN_ADDR" not in env_of(c)
+    assert [p["name"] for p in c["ports"]] == ["http"]
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "8080"
+    assert [p["name"] for p in one(docs, "Service", "auditlog-service")["spec"]["ports"]] == ["http"]
+    sm = one(docs, "ServiceMonitor", "auditlog-service")
+    assert sm["spec"]["endpoints"][0]["port"] == "http"
+
+
 # -------------------------------------------------------------------- helm test, NOTES
 
 def test_helm_test_pod_posts_and_finds_an_event():
@@ -821,6 +912,9 @@ def test_notes_tell_how_to_reach_swagger_and_get_the_key(tmp_path):
     (["--set", "queue.name=amq.events"], "queue name in RabbitMQ's reserved amq. namespace"),
     (["--set", "externalAmqp.url=http://rabbitmq:15672"], "not an amqp:// URL"),
     (["--set", "networkPolicy.amqp.port=0"], "port out of range"),
+    (["--set", "service.apiKeys.fil=x"], "misspelled key file value"),
+    (["--set", "service.metricsPort=8080"], "metrics on the API's own container port"),
+    (["--set", "service.metricsPort=70000"], "metrics port out of range"),
 ])
 def test_schema_rejects_bad_values(args, why):
     cmd = [HELM, "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION] + args
@@ -834,6 +928,13 @@ def test_schema_rejects_bad_values(args, why):
     (["mongodb.tls.enabled=true", "mongodb.tls.certManager.enabled=true"], "issuerRef.name"),
     (["mongodb.enabled=false"], "needs externalMongodb.uri"),
     (["queue.enabled=true"], "queue.enabled=true needs externalAmqp.url or externalAmqp.existingSecret"),
+    (["service.apiKey.enabled=false"], "service.apiKey.enabled=false needs service.apiKeys.file or service.apiKeys.existingSecret"),
+    (["service.metricsPort=null", "service.ingress.enabled=true", "service.ingress.hosts[0].host=a",
+      "service.ingress.hosts[0].paths[0].path=/", "service.ingress.hosts[0].paths[0].pathType=Prefix"],
+     'service.ingress path "/" would expose /metrics'),
+    (["service.metricsPort=null", "service.ingress.enabled=true", "service.ingress.hosts[0].host=a",
+      "service.ingress.hosts[0].paths[0].path=/metrics", "service.ingress.hosts[0].paths[0].pathType=Exact"],
+     'service.ingress path "/metrics" would expose /metrics'),
 ])
 def test_template_refuses_incomplete_settings(sets, message):
     proc = helm_template(sets=sets, check=False)
@@ -848,6 +949,8 @@ def test_schema_is_closed_at_the_top_and_for_the_main_sections():
     for section in ("image", "mongodb", "externalMongodb", "service", "archiver", "tests", "logging", "database",
                     "queue", "externalAmqp", "networkPolicy"):
         assert props[section]["additionalProperties"] is False, section
+    for sub in ("apiKey", "apiKeys"):
+        assert props["service"]["properties"][sub]["additionalProperties"] is False, sub
     assert props["networkPolicy"]["properties"]["amqp"]["additionalProperties"] is False
     for sub in ("auth", "tls", "configsvr", "shards", "mongos", "metrics", "bootstrap"):
         assert props["mongodb"]["properties"][sub]["additionalProperties"] is False, sub

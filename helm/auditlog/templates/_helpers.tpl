@@ -139,6 +139,27 @@ Comma-separated member list of one replica set:
 {{- if .Values.service.apiKey.existingSecret }}{{ .Values.service.apiKey.existingSecretKey }}{{ else }}api-key{{ end }}
 {{- end }}
 
+{{/* The key file of scoped API keys: set when service.apiKeys gives one. */}}
+{{- define "auditlog.apiKeys.enabled" -}}
+{{- if or .Values.service.apiKeys.file .Values.service.apiKeys.existingSecret }}true{{ end }}
+{{- end }}
+
+{{- define "auditlog.apiKeys.secretName" -}}
+{{- default (printf "%s-api-keys" (include "auditlog.fullname" .)) .Values.service.apiKeys.existingSecret }}
+{{- end }}
+
+{{- define "auditlog.apiKeys.secretKey" -}}
+{{- if .Values.service.apiKeys.existingSecret }}{{ .Values.service.apiKeys.existingSecretKey }}{{ else }}keys.toml{{ end }}
+{{- end }}
+
+{{/* Where the service's key file is mounted (a directory: Kubernetes updates it in place). */}}
+{{- define "auditlog.apiKeys.dir" -}}/etc/auditlog/api-keys{{- end }}
+
+{{/* The port the service answers /metrics on: its own (service.metricsPort) or the API's. */}}
+{{- define "auditlog.service.metricsPort" -}}
+{{- if kindIs "invalid" .Values.service.metricsPort }}8080{{ else }}{{ int .Values.service.metricsPort }}{{ end }}
+{{- end }}
+
 {{- define "auditlog.externalMongodb.secretName" -}}
 {{- default (printf "%s-external-mongodb" (include "auditlog.fullname" .)) .Values.externalMongodb.existingSecret }}
 {{- end }}
@@ -476,6 +497,20 @@ resources:
 {{- end }}
 {{- if and .Values.queue.enabled (not .Values.externalAmqp.url) (not .Values.externalAmqp.existingSecret) }}
 {{- fail "queue.enabled=true needs externalAmqp.url or externalAmqp.existingSecret (a Secret holding the amqp:// URL of RabbitMQ)" }}
+{{- end }}
+{{- if and (not .Values.service.apiKey.enabled) (not (include "auditlog.apiKeys.enabled" .)) }}
+{{- fail "service.apiKey.enabled=false needs service.apiKeys.file or service.apiKeys.existingSecret: the service needs at least one API key" }}
+{{- end }}
+{{- /* With /metrics on the API port, an Ingress route covering it would publish the metrics. */}}
+{{- if and .Values.service.ingress.enabled (kindIs "invalid" .Values.service.metricsPort) }}
+{{- range .Values.service.ingress.hosts }}
+{{- range .paths }}
+{{- $p := trimSuffix "/" .path }}
+{{- if or (eq $p "/metrics") (and (ne .pathType "Exact") (hasPrefix (printf "%s/" $p) "/metrics/")) }}
+{{- fail (printf "service.ingress path %q would expose /metrics, which is on the API port (service.metricsPort=null): set service.metricsPort, or route only /v1, /docs and /openapi.json" .path) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 
