@@ -19,7 +19,7 @@ use support::{start_service_env, stored, Answer, Api};
 use testcontainers_tests::binary::RunningBinary;
 use testcontainers_tests::mongo::{test_mongo, TestMongo};
 
-// ------------------------------------------------------------------------------ helpers
+// ------------------------------------------------------- key files, the service, its answers
 
 /// One `[[key]]` entry granting `key`.
 fn entry(name: &str, key: &str, rights: &[&str], consumers: &[&str], rate: Option<&str>) -> String {
