@@ -16,11 +16,11 @@
 //! `AUDIT_S3_REGION`, `AUDIT_S3_ACCESS_KEY_ID`, `AUDIT_S3_SECRET_ACCESS_KEY`,
 //! `AUDIT_S3_ALLOW_HTTP`, `AUDIT_S3_VIRTUAL_HOSTED`, `AUDIT_HDFS_CONFIG`.
 
-use std::fmt;
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
+pub use auditlog_common::archive_store::{
+    ArchiveStoreSettings, ArchiveUrl, ArchiveUrlError, Backend, S3Settings,
+};
 use auditlog_common::settings::MongoSettings;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -163,40 +163,10 @@ pub struct Settings {
     #[arg(long, env = "AUDIT_ARCHIVE_LEASE_TTL", default_value = "60s", value_parser = parse_duration)]
     pub lease_ttl: Duration,
 
+    /// S3 settings (`AUDIT_S3_*`) and Hadoop client settings (`AUDIT_HDFS_CONFIG`), shared with
+    /// the service, which reads the archive back.
     #[command(flatten)]
-    pub s3: S3Settings,
-
-    /// Extra Hadoop client settings for hdfs:// URLs, `key=value` pairs separated by commas
-    /// (e.g. HA name services). The HDFS user comes from HADOOP_USER_NAME.
-    #[arg(long, env = "AUDIT_HDFS_CONFIG", default_value = "")]
-    pub hdfs_config: String,
-}
-
-/// S3 connection settings (for `s3://` archive URLs). Each one that is set wins; each one that
-/// is unset falls back to the usual `AWS_*` variable (`AWS_ENDPOINT`, `AWS_REGION` then
-/// `AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_ALLOW_HTTP`, …), then to the object store's
-/// default. None has a default of its own, or the `AWS_*` variable could never apply.
-#[derive(Debug, Clone, Args)]
-pub struct S3Settings {
-    /// S3 endpoint for S3-compatible servers (MinIO, Ceph, …); unset: `AWS_ENDPOINT`, else AWS.
-    #[arg(long, env = "AUDIT_S3_ENDPOINT")]
-    pub s3_endpoint: Option<String>,
-    /// Region; unset: `AWS_REGION`, else `AWS_DEFAULT_REGION`, else `us-east-1`.
-    #[arg(long, env = "AUDIT_S3_REGION")]
-    pub s3_region: Option<String>,
-    /// Access key id.
-    #[arg(long, env = "AUDIT_S3_ACCESS_KEY_ID", hide_env_values = true)]
-    pub s3_access_key_id: Option<String>,
-    /// Secret access key.
-    #[arg(long, env = "AUDIT_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub s3_secret_access_key: Option<String>,
-    /// Allow plain-HTTP endpoints; unset: `AWS_ALLOW_HTTP`, else false.
-    #[arg(long, env = "AUDIT_S3_ALLOW_HTTP", action = clap::ArgAction::Set)]
-    pub s3_allow_http: Option<bool>,
-    /// Virtual-hosted-style requests (`bucket.host`) instead of path style; unset:
-    /// `AWS_VIRTUAL_HOSTED_STYLE_REQUEST`, else false (path style).
-    #[arg(long, env = "AUDIT_S3_VIRTUAL_HOSTED", action = clap::ArgAction::Set)]
-    pub s3_virtual_hosted: Option<bool>,
+    pub store: ArchiveStoreSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -292,103 +262,6 @@ pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
         })
 }
 
-/// The archive location, parsed from `AUDIT_ARCHIVE_URL`, with the text it came from (which
-/// logs and window records show).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArchiveUrl {
-    raw: String,
-    backend: Backend,
-}
-
-/// Which object store an [`ArchiveUrl`] names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Backend {
-    Local { dir: PathBuf },
-    S3 { bucket: String, prefix: String },
-    Hdfs { namenode: String, prefix: String },
-}
-
-/// An `AUDIT_ARCHIVE_URL` no backend accepts.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ArchiveUrlError(String);
-
-impl ArchiveUrl {
-    pub fn parse(raw: &str) -> Result<Self, ArchiveUrlError> {
-        let backend = Self::backend_of(raw)?;
-        Ok(ArchiveUrl {
-            raw: raw.to_owned(),
-            backend,
-        })
-    }
-
-    fn backend_of(raw: &str) -> Result<Backend, ArchiveUrlError> {
-        let bad = |why: &str| ArchiveUrlError(why.to_owned());
-        if !raw.contains("://") {
-            if raw.is_empty() {
-                return Err(bad("empty"));
-            }
-            return Ok(Backend::Local { dir: raw.into() });
-        }
-        let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
-        let prefix = url.path().trim_matches('/').to_owned();
-        match url.scheme() {
-            "file" => {
-                let dir = url
-                    .to_file_path()
-                    .map_err(|_| bad("file:// URLs need an absolute path"))?;
-                Ok(Backend::Local { dir })
-            }
-            "s3" => {
-                let bucket = url
-                    .host_str()
-                    .filter(|b| !b.is_empty())
-                    .ok_or_else(|| bad("s3:// URLs need a bucket: s3://bucket/prefix"))?;
-                Ok(Backend::S3 {
-                    bucket: bucket.to_owned(),
-                    prefix,
-                })
-            }
-            "hdfs" | "viewfs" => {
-                let host = url
-                    .host_str()
-                    .ok_or_else(|| bad("hdfs:// URLs need a namenode: hdfs://host:port/path"))?;
-                let namenode = match url.port() {
-                    Some(p) => format!("{}://{host}:{p}", url.scheme()),
-                    None => format!("{}://{host}", url.scheme()),
-                };
-                Ok(Backend::Hdfs { namenode, prefix })
-            }
-            other => Err(bad(&format!(
-                "unsupported scheme `{other}` (use a path, file://, s3:// or hdfs://)"
-            ))),
-        }
-    }
-
-    pub fn backend(&self) -> &Backend {
-        &self.backend
-    }
-
-    /// The URL as written.
-    pub fn as_str(&self) -> &str {
-        &self.raw
-    }
-}
-
-impl FromStr for ArchiveUrl {
-    type Err = ArchiveUrlError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ArchiveUrl::parse(s)
-    }
-}
-
-impl fmt::Display for ArchiveUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.raw)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,9 +306,9 @@ mod tests {
         assert_eq!(s.batch_max_bytes, 64 * 1024 * 1024);
         assert_eq!(s.lease_ttl, Duration::from_secs(60));
         // Unset S3 settings stay unset, so the AWS_* variables can apply.
-        assert_eq!(s.s3.s3_region, None);
-        assert_eq!(s.s3.s3_allow_http, None);
-        assert_eq!(s.s3.s3_virtual_hosted, None);
+        assert_eq!(s.store.s3.s3_region, None);
+        assert_eq!(s.store.s3.s3_allow_http, None);
+        assert_eq!(s.store.s3.s3_virtual_hosted, None);
         assert_eq!(s.archive_schedule.as_str(), "0 0 2 * * *");
         assert_eq!(s.archive_url.as_str(), "./archive");
     }
@@ -473,48 +346,5 @@ mod tests {
             let args = ["auditlog-archiver", bad[0], bad[1], "once"];
             assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn urls_of_every_backend_parse() {
-        let backend = |s: &str| ArchiveUrl::parse(s).unwrap().backend().clone();
-        assert_eq!(
-            backend("./archive"),
-            Backend::Local {
-                dir: "./archive".into()
-            }
-        );
-        assert_eq!(
-            backend("file:///var/lib/archive"),
-            Backend::Local {
-                dir: "/var/lib/archive".into()
-            }
-        );
-        assert_eq!(
-            backend("s3://bucket/audit/events"),
-            Backend::S3 {
-                bucket: "bucket".into(),
-                prefix: "audit/events".into()
-            }
-        );
-        assert_eq!(
-            backend("hdfs://nn:9000/archive"),
-            Backend::Hdfs {
-                namenode: "hdfs://nn:9000".into(),
-                prefix: "archive".into()
-            }
-        );
-        assert_eq!(
-            ArchiveUrl::parse("file:///var/lib/archive")
-                .unwrap()
-                .as_str(),
-            "file:///var/lib/archive"
-        );
-        assert!(ArchiveUrl::parse("ftp://x/y")
-            .unwrap_err()
-            .to_string()
-            .contains("unsupported scheme"));
-        assert!(ArchiveUrl::parse("s3:///nobucket").is_err());
-        assert!(ArchiveUrl::parse("").is_err());
     }
 }

@@ -13,6 +13,7 @@
 //! | 5    | another archiver holds the lease                                          |
 //! | 6    | `verify` found a mismatch                                                 |
 
+use auditlog_common::archive_store::ArchiveStoreError;
 use auditlog_common::StoreError;
 
 /// Everything that can go wrong while archiving.
@@ -88,6 +89,16 @@ impl ArchiveError {
             ArchiveError::LeaseBusy { .. } => 5,
             ArchiveError::VerifyFailed(_) => 6,
             _ => 1,
+        }
+    }
+}
+
+/// Opening the store fails on settings (exit 2) or on the object store's own checks.
+impl From<ArchiveStoreError> for ArchiveError {
+    fn from(e: ArchiveStoreError) -> Self {
+        match e {
+            ArchiveStoreError::Config(why) => ArchiveError::Config(why),
+            ArchiveStoreError::ObjectStore(e) => ArchiveError::ObjectStore(e),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Where archive files go: one `object_store` over a local directory, S3 or HDFS, and the few
+//! Where archive files go: one `object_store` over a local directory, S3 or HDFS (opened by
+//! `auditlog_common::archive_store`, as the service opens it to read), and the few
 //! operations the archiver needs on it — publish atomically, list a partition, delete, read a
 //! file's Parquet footer and checksum.
 //!
@@ -7,22 +8,19 @@
 //! a delete, while an upload itself only becomes visible when it completes; there the file is
 //! uploaded straight to its final name, which is just as atomic and half the requests.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use auditlog_common::archive_store::{self, Access};
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 #[allow(deprecated)] // its replacement (a hand-written AsyncFileReader) would add nothing here
 use parquet::arrow::async_reader::ParquetObjectReader;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use sha2::{Digest, Sha256};
 
-use crate::config::{ArchiveUrl, Backend, S3Settings, Settings};
-use crate::error::{ArchiveError, Result};
+use crate::config::{ArchiveUrl, Settings};
+use crate::error::Result;
 
 /// The opened archive store. Paths given to its methods are relative to
 /// `<archive root>/<db>/<collection>/`.
@@ -53,44 +51,17 @@ pub struct FileFacts {
 impl Sink {
     pub fn open(settings: &Settings) -> Result<Self> {
         let url = settings.archive_url.clone();
-        let mut local_root = None;
-        let (store, direct_publish): (Arc<dyn ObjectStore>, bool) = match url.backend() {
-            Backend::Local { dir } => {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    ArchiveError::Config(format!(
-                        "cannot create archive directory {}: {e}",
-                        dir.display()
-                    ))
-                })?;
-                // fsync: a window is recorded as archived only after its files are durable.
-                let fs = LocalFileSystem::new_with_prefix(dir)?.with_fsync(true);
-                local_root = std::fs::canonicalize(dir).ok();
-                (Arc::new(fs), false)
-            }
-            Backend::S3 { bucket, prefix } => {
-                let s3_store =
-                    s3_builder(AmazonS3Builder::from_env(), &settings.s3, bucket).build()?;
-                (prefixed(Arc::new(s3_store), prefix), true)
-            }
-            Backend::Hdfs { namenode, prefix } => {
-                let config = parse_kv(&settings.hdfs_config)?;
-                let hdfs = hdfs_native_object_store::HdfsObjectStoreBuilder::new()
-                    .with_url(namenode.clone())
-                    .with_config(config)
-                    .build()?;
-                (prefixed(Arc::new(hdfs), prefix), false)
-            }
-        };
+        let opened = archive_store::open(&url, &settings.store, Access::Write)?;
         let base = Path::from_iter([
             settings.mongo.db_name.as_str(),
             settings.mongo.collection.as_str(),
         ]);
         Ok(Sink {
-            store,
+            store: opened.store,
             base,
-            direct_publish,
+            direct_publish: opened.direct_publish,
             url,
-            local_root,
+            local_root: opened.local_root,
         })
     }
 
@@ -179,54 +150,6 @@ impl Sink {
     }
 }
 
-/// Applies the `AUDIT_S3_*` settings that are set over `base` (the `AWS_*` environment, from
-/// [`AmazonS3Builder::from_env`]); the unset ones leave what `base` has, and the object store
-/// defaults what neither sets (region `us-east-1`, HTTPS only, path style).
-fn s3_builder(base: AmazonS3Builder, s3: &S3Settings, bucket: &str) -> AmazonS3Builder {
-    let mut b = base.with_bucket_name(bucket);
-    if let Some(r) = &s3.s3_region {
-        b = b.with_region(r);
-    }
-    if let Some(allow) = s3.s3_allow_http {
-        b = b.with_allow_http(allow);
-    }
-    if let Some(virtual_hosted) = s3.s3_virtual_hosted {
-        b = b.with_virtual_hosted_style_request(virtual_hosted);
-    }
-    if let Some(e) = &s3.s3_endpoint {
-        b = b.with_endpoint(e);
-    }
-    if let Some(k) = &s3.s3_access_key_id {
-        b = b.with_access_key_id(k);
-    }
-    if let Some(k) = &s3.s3_secret_access_key {
-        b = b.with_secret_access_key(k);
-    }
-    b
-}
-
-fn prefixed(store: Arc<dyn ObjectStore>, prefix: &str) -> Arc<dyn ObjectStore> {
-    if prefix.is_empty() {
-        store
-    } else {
-        Arc::new(PrefixStore::new(store, prefix))
-    }
-}
-
-fn parse_kv(raw: &str) -> Result<HashMap<String, String>> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|pair| {
-            pair.split_once('=')
-                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                .ok_or_else(|| {
-                    ArchiveError::Config(format!("AUDIT_HDFS_CONFIG: `{pair}` is not key=value"))
-                })
-        })
-        .collect()
-}
-
 impl Sink {
     /// Removes leftovers of interrupted writes of a window in one partition: hidden temporary
     /// files (ours, and the object store's own staging files) and published files of the
@@ -260,95 +183,5 @@ impl Sink {
             }
         }
         Ok(removed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    use object_store::aws::AmazonS3ConfigKey;
-    use object_store::ClientConfigKey;
-
-    fn unset() -> S3Settings {
-        S3Settings {
-            s3_endpoint: None,
-            s3_region: None,
-            s3_access_key_id: None,
-            s3_secret_access_key: None,
-            s3_allow_http: None,
-            s3_virtual_hosted: None,
-        }
-    }
-
-    /// What `from_env` reads from `AWS_REGION`, `AWS_ALLOW_HTTP`, `AWS_ENDPOINT`.
-    fn aws_env() -> AmazonS3Builder {
-        AmazonS3Builder::new()
-            .with_config(AmazonS3ConfigKey::Region, "eu-west-3")
-            .with_config(
-                AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp),
-                "true",
-            )
-            .with_config(AmazonS3ConfigKey::Endpoint, "http://minio:9000")
-    }
-
-    #[test]
-    fn unset_s3_settings_leave_the_aws_environment_alone() {
-        let b = s3_builder(aws_env(), &unset(), "bkt");
-        let get = |k: &AmazonS3ConfigKey| b.get_config_value(k);
-        assert_eq!(
-            get(&AmazonS3ConfigKey::Region).as_deref(),
-            Some("eu-west-3")
-        );
-        assert_eq!(
-            get(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp)).as_deref(),
-            Some("true")
-        );
-        assert_eq!(
-            get(&AmazonS3ConfigKey::Endpoint).as_deref(),
-            Some("http://minio:9000")
-        );
-        assert_eq!(get(&AmazonS3ConfigKey::Bucket).as_deref(), Some("bkt"));
-        // Nothing anywhere: the object store's own default region (us-east-1) applies at build.
-        let b = s3_builder(AmazonS3Builder::new(), &unset(), "bkt");
-        assert_eq!(b.get_config_value(&AmazonS3ConfigKey::Region), None);
-        assert!(b.build().is_ok());
-    }
-
-    #[test]
-    fn set_s3_settings_win_over_the_aws_environment() {
-        let s3 = S3Settings {
-            s3_region: Some("ap-south-1".into()),
-            s3_allow_http: Some(false),
-            s3_endpoint: Some("https://ceph:443".into()),
-            s3_virtual_hosted: Some(true),
-            ..unset()
-        };
-        let b = s3_builder(aws_env(), &s3, "bkt");
-        let get = |k: &AmazonS3ConfigKey| b.get_config_value(k);
-        assert_eq!(
-            get(&AmazonS3ConfigKey::Region).as_deref(),
-            Some("ap-south-1")
-        );
-        assert_eq!(
-            get(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp)).as_deref(),
-            Some("false")
-        );
-        assert_eq!(
-            get(&AmazonS3ConfigKey::Endpoint).as_deref(),
-            Some("https://ceph:443")
-        );
-        assert_eq!(
-            get(&AmazonS3ConfigKey::VirtualHostedStyleRequest).as_deref(),
-            Some("true")
-        );
-    }
-
-    #[test]
-    fn hdfs_config_pairs() {
-        let m = parse_kv("dfs.a=1, dfs.b = two").unwrap();
-        assert_eq!(m.get("dfs.b").map(String::as_str), Some("two"));
-        assert!(parse_kv("novalue").is_err());
-        assert!(parse_kv("").unwrap().is_empty());
     }
 }
