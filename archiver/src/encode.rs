@@ -50,8 +50,16 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
-/// Writer properties: compression, row-group size, dictionary only where values repeat, and
-/// file metadata saying which window of which source this is.
+/// False-positive rate of the bloom filters on `consumer` and `type`: a reader looking for a
+/// value a row group lacks skips it 99 times in 100. The filters are sized for a row group's
+/// rows and folded down to the values actually present when the row group is written, so
+/// the few distinct names of a row group cost a few hundred bytes.
+pub const BLOOM_FILTER_FPP: f64 = 0.01;
+
+/// Writer properties: compression, row-group size, dictionary only where values repeat, bloom
+/// filters on the two columns readers look up by equality (`consumer`, `type`: the service's
+/// `find` skips row groups without the value, without reading their data pages), and file
+/// metadata saying which window of which source this is.
 pub fn writer_properties(
     compression: Compression,
     row_group_rows: usize,
@@ -71,6 +79,10 @@ pub fn writer_properties(
         .set_column_dictionary_enabled(ColumnPath::from(COL_CONSUMER), true)
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_column_statistics_enabled(ColumnPath::from(COL_PAYLOAD), EnabledStatistics::None)
+        .set_column_bloom_filter_enabled(ColumnPath::from(COL_CONSUMER), true)
+        .set_column_bloom_filter_fpp(ColumnPath::from(COL_CONSUMER), BLOOM_FILTER_FPP)
+        .set_column_bloom_filter_enabled(ColumnPath::from(COL_TYPE), true)
+        .set_column_bloom_filter_fpp(ColumnPath::from(COL_TYPE), BLOOM_FILTER_FPP)
         .set_key_value_metadata(Some(metadata))
         .set_created_by(format!("auditlog-archiver {}", env!("CARGO_PKG_VERSION")))
         .build())
@@ -278,6 +290,63 @@ mod tests {
         let d = doc! { "_id": ObjectId::new(), "consumer": "c", "created_at": DateTime::from_millis(0) };
         let raw = RawDocumentBuf::from_document(&d).unwrap();
         assert!(matches!(decode(&raw), Err(ArchiveError::BadEvent { .. })));
+    }
+
+    #[test]
+    fn consumer_and_type_have_bloom_filters_that_rule_out_absent_values() {
+        use parquet::arrow::ArrowWriter;
+        use parquet::file::properties::ReaderProperties;
+        use parquet::file::reader::FileReader;
+        use parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
+
+        let props = writer_properties(Compression::Snappy, 1000, vec![]).unwrap();
+        let mut buf = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut buf, schema(), Some(props)).unwrap();
+        let mut b = BatchBuilder::new(3000);
+        for i in 0..3000 {
+            b.push(&Row {
+                id: format!("{i:024x}"),
+                created_at_ms: i,
+                r#type: format!("type-{}", i % 3),
+                consumer: format!("consumer-{}", (i / 1000) * 10 + i % 5),
+                payload: None,
+            });
+        }
+        w.write(&b.finish().unwrap()).unwrap();
+        w.close().unwrap();
+
+        let options = ReadOptionsBuilder::new()
+            .with_reader_properties(
+                ReaderProperties::builder()
+                    .set_read_bloom_filter(true)
+                    .build(),
+            )
+            .build();
+        let file =
+            SerializedFileReader::new_with_options(bytes::Bytes::from(buf), options).unwrap();
+        assert_eq!(file.num_row_groups(), 3);
+        let columns = file.metadata().file_metadata().schema_descr_ptr();
+        let index = |name: &str| {
+            columns
+                .columns()
+                .iter()
+                .position(|c| c.name() == name)
+                .unwrap()
+        };
+        for rg in 0..3 {
+            let reader = file.get_row_group(rg).unwrap();
+            let consumer = reader.get_column_bloom_filter(index(COL_CONSUMER)).unwrap();
+            let kind = reader.get_column_bloom_filter(index(COL_TYPE)).unwrap();
+            // Row group rg holds consumers rg*10 .. rg*10+4 and every type.
+            for c in 0..5 {
+                assert!(consumer.check(format!("consumer-{}", rg * 10 + c).as_str()));
+            }
+            let other = (rg + 1) % 3;
+            assert!(!consumer.check(format!("consumer-{}", other * 10).as_str()));
+            assert!(kind.check("type-2"));
+            assert!(!kind.check("type-9"));
+            assert!(reader.get_column_bloom_filter(index(COL_PAYLOAD)).is_none());
+        }
     }
 
     #[test]
