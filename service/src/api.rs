@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use auditlog_common::error::{codes, server_error_code};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, Tags};
 
+use crate::archive_find::{FindError, Finder};
 use crate::auth::ApiKeyAuth;
 use crate::body::{BodyFormat, JsonBody, OptionalFindBody};
 use crate::error::{ApiError, ErrorResponse, LookupErrorResponse, OpsErrorResponse};
@@ -169,6 +169,11 @@ impl Api {
     /// and the last page's `next_cursor` resumes from there: a reader that tails the log by
     /// cursor sees every event exactly once.
     ///
+    /// With an archive configured, any time range is answered: events MongoDB may no longer
+    /// hold in full are read from the Parquet archive, each event once, in the same order and
+    /// under the same cursor. `tiers` says which tier(s) a page was read from; an archive that
+    /// cannot be read answers 503 `archive_unavailable` with `Retry-After`.
+    ///
     /// Needs the `read` right. A `consumer` outside the API key's consumers is refused (403);
     /// without `consumer`, only events of the key's consumers are returned.
     #[allow(clippy::too_many_arguments)]
@@ -297,26 +302,22 @@ async fn find(state: &AppState, key: &Key, request: FindRequest) -> Result<FindR
     let mut query = FindQuery::from_request(request, state.limits.find_max_limit)?;
     match &query.consumer {
         Some(consumer) => key.check_consumer(Right::Read, consumer)?,
-        None => query.consumers_within = key.consumers.find_condition(),
+        None => query.consumers_within = Some(key.consumers.clone()),
     }
     // Taken before the query runs: an event that lands during it is only ever newer.
     let complete_until = chrono::Utc::now() - state.limits.visibility_lag;
-    query::run(
-        &state.events,
-        &query,
-        state.limits.find_max_time,
-        complete_until,
-    )
-    .await
-    .map_err(|e| {
-        state.metrics.store_error("find");
-        if server_error_code(&e) == Some(codes::MAX_TIME_EXPIRED) {
-            ApiError::QueryTimeout {
-                ms: state.limits.find_max_time.as_millis() as u64,
-            }
-        } else {
-            ApiError::Unavailable(e.to_string())
+    let finder = Finder {
+        store: &state.store,
+        events: &state.events,
+        archive: state.archive.as_ref(),
+        metrics: &state.metrics.archive_find,
+        max_time: state.limits.find_max_time,
+    };
+    finder.find(&query, complete_until).await.map_err(|e| {
+        if matches!(e, FindError::Mongo(_) | FindError::State(_)) {
+            state.metrics.store_error("find");
         }
+        ApiError::from(e)
     })
 }
 

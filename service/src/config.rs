@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use auditlog_common::archive_store::{ArchiveStoreSettings, ArchiveUrl};
 use auditlog_common::settings::MongoSettings;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -207,6 +208,24 @@ pub struct Config {
     #[arg(long, env = "AUDIT_AMQP_PREFETCH", default_value_t = 1000)]
     pub amqp_prefetch: u16,
 
+    /// The Parquet archive auditlog-archiver writes (the archiver's AUDIT_ARCHIVE_URL: a path,
+    /// `file:///abs/path`, `s3://bucket/prefix` or `hdfs://namenode:port/path`). When set, find
+    /// also reads it, for the windows TTL or `purge` may have removed from MongoDB; unset, find
+    /// reads MongoDB only. The S3 and HDFS settings are the archiver's too.
+    #[arg(long, env = "AUDIT_ARCHIVE_URL", value_parser = ArchiveUrl::parse)]
+    pub archive_url: Option<ArchiveUrl>,
+
+    /// S3 settings (`AUDIT_S3_*`) and Hadoop client settings (`AUDIT_HDFS_CONFIG`) of the
+    /// archive, as the archiver takes them.
+    #[command(flatten)]
+    pub archive_store: ArchiveStoreSettings,
+
+    /// With an archive: find reads a recorded window from the archive once TTL (or `purge`)
+    /// could delete its events within this many seconds, so none expires while a query reads
+    /// MongoDB. At least AUDIT_FIND_TIMEOUT_MS plus AUDIT_CLOCK_SKEW_SECS.
+    #[arg(long, env = "AUDIT_ARCHIVE_FIND_MARGIN_SECS", default_value_t = 3600)]
+    pub archive_find_margin_secs: u64,
+
     /// After SIGTERM/SIGINT, how long open connections may take to finish, in seconds. Queued
     /// events are written regardless.
     #[arg(long, env = "AUDIT_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
@@ -271,6 +290,17 @@ impl Config {
                 body: self.max_body_bytes,
             });
         }
+        let margin_floor_ms = self
+            .find_timeout_ms
+            .saturating_add(self.clock_skew_secs.saturating_mul(1000));
+        if self.archive_url.is_some()
+            && self.archive_find_margin_secs.saturating_mul(1000) < margin_floor_ms
+        {
+            return Err(ConfigError::ArchiveMarginTooShort {
+                margin_secs: self.archive_find_margin_secs,
+                floor_ms: margin_floor_ms,
+            });
+        }
         if self.ingest_mode == IngestMode::Queue {
             if self.amqp_url.as_deref().is_none_or(|u| u.trim().is_empty()) {
                 return Err(ConfigError::MissingAmqpUrl);
@@ -305,6 +335,10 @@ pub enum ConfigError {
     BadQueueName(String),
     #[error("AUDIT_MAX_INFLIGHT_BODY_BYTES ({budget}) is below AUDIT_MAX_BODY_BYTES ({body}): a body of the largest accepted size could never be read")]
     BudgetBelowBody { budget: usize, body: usize },
+    #[error("AUDIT_ARCHIVE_FIND_MARGIN_SECS ({margin_secs}) must cover AUDIT_FIND_TIMEOUT_MS plus AUDIT_CLOCK_SKEW_SECS ({floor_ms} ms): an event could expire while a find reads MongoDB")]
+    ArchiveMarginTooShort { margin_secs: u64, floor_ms: u64 },
+    #[error("AUDIT_ARCHIVE_URL: {0}")]
+    Archive(#[from] auditlog_common::archive_store::ArchiveStoreError),
 }
 
 #[cfg(test)]
@@ -393,6 +427,33 @@ mod tests {
             "amqp://127.0.0.1:5672/%2f",
         ]);
         assert!(cli.config.validate().is_ok());
+    }
+
+    #[test]
+    fn the_archive_is_optional_and_its_margin_covers_a_find() {
+        let cli = Cli::parse_from(["auditlog-service", "--api-key", "k"]);
+        assert!(cli.config.archive_url.is_none());
+        assert_eq!(cli.config.archive_find_margin_secs, 3600);
+        assert!(cli.config.validate().is_ok());
+        let cli = Cli::parse_from([
+            "auditlog-service",
+            "--archive-url",
+            "s3://bucket/prefix",
+            "--s3-endpoint",
+            "http://127.0.0.1:9000",
+            "--archive-find-margin-secs",
+            "6",
+        ]);
+        assert_eq!(
+            cli.config.archive_store.s3.s3_endpoint.as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        let err = cli.config.validate().unwrap_err();
+        assert!(
+            matches!(err, ConfigError::ArchiveMarginTooShort { .. }),
+            "{err}"
+        );
+        assert!(Cli::try_parse_from(["auditlog-service", "--archive-url", "ftp://x/y"]).is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
 use crate::keys::Right;
+use crate::archive_find::FindError;
 use crate::queue::QueueError;
 
 /// Seconds a producer should wait after a 429 (queue full).
@@ -93,6 +94,10 @@ pub enum ApiError {
     /// The query ran past its server-side time limit.
     #[error("the query exceeded its time limit of {ms} ms; narrow the filter or time range")]
     QueryTimeout { ms: u64 },
+    /// The page needs the Parquet archive and its store did not answer (or a recorded file is
+    /// missing): no partial page is answered in its place.
+    #[error("the archive is unavailable: {0}")]
+    ArchiveUnavailable(String),
     /// Unknown route.
     #[error("{0}")]
     NotFound(String),
@@ -124,9 +129,10 @@ impl ApiError {
             | ApiError::Queue(QueueError::Full { .. })
             | ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Unavailable(_) | ApiError::QueryTimeout { .. } | ApiError::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable(_)
+            | ApiError::QueryTimeout { .. }
+            | ApiError::Overloaded
+            | ApiError::ArchiveUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -153,6 +159,7 @@ impl ApiError {
             ApiError::Unavailable(_) => "store_unavailable",
             ApiError::Overloaded => "overloaded",
             ApiError::QueryTimeout { .. } => "query_timeout",
+            ApiError::ArchiveUnavailable(_) => "archive_unavailable",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Internal(_) => "internal",
@@ -167,9 +174,10 @@ impl ApiError {
             ApiError::Busy | ApiError::Overloaded | ApiError::Queue(QueueError::Full { .. }) => {
                 Some(RETRY_AFTER_BUSY_SECS)
             }
-            ApiError::Unavailable(_) | ApiError::Queue(_) | ApiError::QueryTimeout { .. } => {
-                Some(RETRY_AFTER_UNAVAILABLE_SECS)
-            }
+            ApiError::Unavailable(_)
+            | ApiError::Queue(_)
+            | ApiError::QueryTimeout { .. }
+            | ApiError::ArchiveUnavailable(_) => Some(RETRY_AFTER_UNAVAILABLE_SECS),
             _ => None,
         }
     }
@@ -180,6 +188,24 @@ impl ApiError {
                 code: self.code().to_owned(),
                 message: self.to_string(),
             },
+        }
+    }
+}
+
+/// A find's failure: MongoDB's and the archive store's outages are 503 (`maxTimeMS` and the
+/// find's own time limit `query_timeout`), an archive that does not read as written a bug-class
+/// 500 (logged in full).
+impl From<FindError> for ApiError {
+    fn from(e: FindError) -> Self {
+        match e {
+            FindError::Mongo(source) => ApiError::Unavailable(source.to_string()),
+            FindError::State(e) => ApiError::Unavailable(e.to_string()),
+            FindError::Timeout { ms } => ApiError::QueryTimeout { ms },
+            FindError::ArchiveUnavailable { .. } => ApiError::ArchiveUnavailable(e.to_string()),
+            FindError::BadRecord { .. }
+            | FindError::ArchiveFile { .. }
+            | FindError::Corrupt { .. }
+            | FindError::Unordered { .. } => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -238,8 +264,9 @@ pub enum ErrorResponse {
     TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// Store unreachable past the retry deadline, query over its time limit, or (queue mode)
-    /// RabbitMQ unreachable, blocking publishers or not confirming.
+    /// Store unreachable past the retry deadline, query over its time limit, the archive a find
+    /// needs unreachable, or (queue mode) RabbitMQ unreachable, blocking publishers or not
+    /// confirming.
     #[oai(status = 503)]
     ServiceUnavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }

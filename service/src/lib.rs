@@ -16,6 +16,8 @@
 //!   drain into the writer, dead letters, backpressure, the connection.
 //! - [`lookup`]: `GET /v1/event/{id}` — stored, queued or unknown.
 //! - [`query`]: find filters, ordering and keyset cursors.
+//! - [`archive_find`]: find over MongoDB and the Parquet archive — the seam rule, the plan,
+//!   reading Parquet with pruning, the page assembled from both tiers.
 //! - [`state`]: what the handlers share.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`archive_watch`]: the archive's state for alerting (oldest unarchived event, TTL headroom,
@@ -23,6 +25,7 @@
 //! - [`error`]: the error policy and the one mapping of errors to HTTP.
 
 pub mod api;
+pub mod archive_find;
 pub mod archive_watch;
 pub mod auth;
 pub mod body;

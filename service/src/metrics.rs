@@ -1,6 +1,7 @@
 //! Prometheus metrics of the service, in a registry of its own (so tests that start several
 //! servers in one process do not collide), rendered in the text format at `GET /metrics`.
 
+use crate::archive_find::{FindError, Run};
 use crate::archive_watch::ArchiveGauges;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -36,6 +37,138 @@ pub struct Metrics {
     pub api_key_reloads: IntCounterVec,
     /// `auditlog_api_keys{source}` — API keys in force, from `env` (AUDIT_API_KEY) or `file`.
     pub api_keys: IntGaugeVec,
+    /// What finds read from the Parquet archive.
+    pub archive_find: ArchiveFindMetrics,
+}
+
+/// Finds that read the archive ([`crate::archive_find`]): how many, what they read and what
+/// they could skip, and how long the archive part took.
+#[derive(Clone)]
+pub struct ArchiveFindMetrics {
+    /// `auditlog_archive_find_queries_total{result}` — finds that read the archive, by result:
+    /// `ok`, `unavailable` (503), `timeout` (503), `error` (500).
+    pub queries: IntCounterVec,
+    /// `auditlog_archive_find_files_total{outcome}` — archive files: `read` (a row group
+    /// decoded), `pruned_partition` (its `dt=`/`hour=` outside the range; not opened),
+    /// `pruned_statistics`, `pruned_bloom` (every row group ruled out; by a bloom filter for at
+    /// least one). Files opened ahead of need and left unread when the page filled are not
+    /// counted.
+    pub files: IntCounterVec,
+    /// `auditlog_archive_find_row_groups_total{outcome}` — `read`, `pruned_statistics`,
+    /// `pruned_bloom`.
+    pub row_groups: IntCounterVec,
+    /// `auditlog_archive_find_bytes_read_total{part}` — bytes fetched from the archive store:
+    /// `metadata` (footers), `bloom` (bloom filters), `data` (data and dictionary pages).
+    pub bytes: IntCounterVec,
+    /// `auditlog_archive_find_read_seconds` — time one find spent reading the archive.
+    pub latency: Histogram,
+}
+
+impl ArchiveFindMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = ArchiveFindMetrics {
+            queries: IntCounterVec::new(
+                Opts::new(
+                    "auditlog_archive_find_queries_total",
+                    "Finds that read the Parquet archive, by result (ok, unavailable, timeout, error)",
+                ),
+                &["result"],
+            )?,
+            files: IntCounterVec::new(
+                Opts::new(
+                    "auditlog_archive_find_files_total",
+                    "Archive files finds read or pruned, by outcome (read, pruned_partition, pruned_statistics, pruned_bloom)",
+                ),
+                &["outcome"],
+            )?,
+            row_groups: IntCounterVec::new(
+                Opts::new(
+                    "auditlog_archive_find_row_groups_total",
+                    "Archive row groups finds read or pruned, by outcome (read, pruned_statistics, pruned_bloom)",
+                ),
+                &["outcome"],
+            )?,
+            bytes: IntCounterVec::new(
+                Opts::new(
+                    "auditlog_archive_find_bytes_read_total",
+                    "Bytes finds fetched from the archive store, by part (metadata, bloom, data)",
+                ),
+                &["part"],
+            )?,
+            latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "auditlog_archive_find_read_seconds",
+                    "Time one find spent reading the Parquet archive",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+            )?,
+        };
+        registry.register(Box::new(m.queries.clone()))?;
+        registry.register(Box::new(m.files.clone()))?;
+        registry.register(Box::new(m.row_groups.clone()))?;
+        registry.register(Box::new(m.bytes.clone()))?;
+        registry.register(Box::new(m.latency.clone()))?;
+        // Every series exists from the start, so a rate over them is defined before the first.
+        for r in ["ok", "unavailable", "timeout", "error"] {
+            m.queries.with_label_values(&[r]);
+        }
+        for o in [
+            "read",
+            "pruned_partition",
+            "pruned_statistics",
+            "pruned_bloom",
+        ] {
+            m.files.with_label_values(&[o]);
+        }
+        for o in ["read", "pruned_statistics", "pruned_bloom"] {
+            m.row_groups.with_label_values(&[o]);
+        }
+        for p in ["metadata", "bloom", "data"] {
+            m.bytes.with_label_values(&[p]);
+        }
+        Ok(m)
+    }
+
+    /// Counts one find that read the archive.
+    pub fn record<T>(&self, run: &Run, result: &Result<T, FindError>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(
+                FindError::ArchiveUnavailable { .. } | FindError::Mongo(_) | FindError::State(_),
+            ) => "unavailable",
+            Err(FindError::Timeout { .. }) => "timeout",
+            Err(_) => "error",
+        };
+        self.queries.with_label_values(&[outcome]).inc();
+        let s = &run.stats;
+        for (label, n) in [
+            ("read", s.files_read),
+            ("pruned_partition", s.files_pruned_partition),
+            ("pruned_statistics", s.files_pruned_statistics),
+            ("pruned_bloom", s.files_pruned_bloom),
+        ] {
+            self.files.with_label_values(&[label]).inc_by(n);
+        }
+        for (label, n) in [
+            ("read", s.row_groups_read),
+            ("pruned_statistics", s.row_groups_pruned_statistics),
+            ("pruned_bloom", s.row_groups_pruned_bloom),
+        ] {
+            self.row_groups.with_label_values(&[label]).inc_by(n);
+        }
+        for (label, n) in [
+            ("metadata", &run.bytes.metadata),
+            ("bloom", &run.bytes.bloom),
+            ("data", &run.bytes.data),
+        ] {
+            self.bytes
+                .with_label_values(&[label])
+                .inc_by(n.load(std::sync::atomic::Ordering::Relaxed));
+        }
+        self.latency.observe(run.archive_time.as_secs_f64());
+    }
 }
 
 /// Queue mode ([`crate::queue`]): what producers' publishes, the queue and the drain do.
@@ -210,6 +343,7 @@ impl Metrics {
         }
         registry.register(Box::new(api_key_reloads.clone()))?;
         registry.register(Box::new(api_keys.clone()))?;
+        let archive_find = ArchiveFindMetrics::register(&registry)?;
         Ok(Self {
             registry,
             requests,
@@ -224,6 +358,7 @@ impl Metrics {
             queue,
             api_key_reloads,
             api_keys,
+            archive_find,
         })
     }
 

@@ -20,6 +20,10 @@
 //! that names none gets their condition instead of the equality (`$in` of names and anchored
 //! prefix regexes, [`crate::keys::Consumers::find_condition`]), which the consumer index
 //! serves as well.
+//!
+//! Which tier answers which part of the range — MongoDB or the Parquet archive — is
+//! [`crate::archive_find`]'s business; this module gives it the range ([`Span`]) and the
+//! MongoDB query of one part of it ([`find_in`]).
 
 use std::sync::LazyLock;
 
@@ -35,7 +39,8 @@ use serde_json::Value;
 use auditlog_common::schema::fields;
 
 use crate::error::ApiError;
-use crate::event::{event_out, EventOut};
+use crate::event::EventOut;
+use crate::keys::Consumers;
 
 /// Events per page when `limit` is not given.
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -129,6 +134,17 @@ impl FindRequest {
     }
 }
 
+/// Where the events of a page were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum Tier {
+    /// Parquet files written by `auditlog-archiver`, for windows TTL or `purge` may have
+    /// removed from MongoDB (`AUDIT_ARCHIVE_URL`).
+    Archive,
+    /// The events collection.
+    Mongodb,
+}
+
 /// One page of results.
 #[derive(Debug, Clone, Object)]
 #[oai(rename = "FindResponse")]
@@ -142,6 +158,40 @@ pub struct FindResponse {
     /// Every event created before this instant that will ever be stored is visible already.
     /// Ascending pages stop here unless `include_incomplete=true`.
     pub complete_until: String,
+    /// The tiers read to answer this page, in the order they were read: `archive` for time
+    /// ranges only the archive still holds in full, `mongodb` for the rest. Informative only:
+    /// the events, their order and `next_cursor` do not depend on where they were read.
+    pub tiers: Vec<Tier>,
+}
+
+/// A half-open range of `created_at` in epoch milliseconds, `[lo, hi)`; `None` is unbounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub lo: Option<i64>,
+    pub hi: Option<i64>,
+}
+
+impl Span {
+    pub fn new(lo: Option<i64>, hi: Option<i64>) -> Span {
+        Span { lo, hi }
+    }
+
+    /// The part of `self` inside `[lo, hi)`.
+    pub fn clip(&self, lo: i64, hi: i64) -> Span {
+        Span {
+            lo: Some(self.lo.map_or(lo, |l| l.max(lo))),
+            hi: Some(self.hi.map_or(hi, |h| h.min(hi))),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!((self.lo, self.hi), (Some(l), Some(h)) if l >= h)
+    }
+
+    /// Whether `[lo, hi)` and `self` share an instant.
+    pub fn overlaps(&self, lo: i64, hi: i64) -> bool {
+        lo < hi && self.lo.is_none_or(|l| l < hi) && self.hi.is_none_or(|h| lo < h)
+    }
 }
 
 /// A validated find.
@@ -149,9 +199,9 @@ pub struct FindResponse {
 pub struct FindQuery {
     pub kind: Option<String>,
     pub consumer: Option<String>,
-    /// When `consumer` is not given: the condition on `consumer` that keeps the find within the
-    /// API key's consumers (`None`: every consumer).
-    pub consumers_within: Option<Bson>,
+    /// When `consumer` is not given: the API key's consumers, which keep the find within them
+    /// in both tiers (`None` or [`Consumers::All`]: every consumer).
+    pub consumers_within: Option<Consumers>,
     pub created_from: Option<DateTime<Utc>>,
     pub created_to: Option<DateTime<Utc>>,
     pub limit: u32,
@@ -179,7 +229,8 @@ impl Cursor {
         }
     }
 
-    fn position(&self) -> (i64, ObjectId) {
+    /// The `(created_at, id)` key the page order sorts on.
+    pub fn position(&self) -> (i64, ObjectId) {
         (self.created_at_ms, self.id)
     }
 
@@ -338,16 +389,44 @@ impl FindQuery {
         }
     }
 
-    /// The MongoDB filter: equality first, then the `created_at` range, then the keyset;
-    /// `stop` is [`FindQuery::stop`].
+    /// The `created_at` range this page may draw from: the reader's bounds, `stop` (see
+    /// [`FindQuery::stop`]; only set when it comes before `created_to`), and the cursor's
+    /// instant on the side the page moves away from (inclusive: events of that very
+    /// millisecond after the cursor's id still follow; [`FindQuery::filter_within`] picks them).
+    pub fn span(&self, stop: Option<i64>) -> Span {
+        let mut lo = self.created_from.map(|t| t.timestamp_millis());
+        let mut hi = stop.or(self.created_to.map(|t| t.timestamp_millis()));
+        if let Some(after) = &self.after {
+            match self.order {
+                Order::Asc => {
+                    lo = Some(lo.map_or(after.created_at_ms, |l| l.max(after.created_at_ms)))
+                }
+                Order::Desc => {
+                    let end = after.created_at_ms.saturating_add(1);
+                    hi = Some(hi.map_or(end, |h| h.min(end)));
+                }
+            }
+        }
+        Span { lo, hi }
+    }
+
+    /// The MongoDB filter of the whole page: [`FindQuery::filter_within`] its [`FindQuery::span`].
     pub fn filter(&self, stop: Option<i64>) -> Document {
+        self.filter_within(self.span(stop))
+    }
+
+    /// The MongoDB filter of the events of `span` (a part of [`FindQuery::span`]): equality
+    /// first, then the `created_at` range, then the keyset.
+    pub fn filter_within(&self, span: Span) -> Document {
         let mut filter = Document::new();
         match (&self.consumer, &self.consumers_within) {
             (Some(c), _) => {
                 filter.insert(fields::CONSUMER, c.as_str());
             }
             (None, Some(within)) => {
-                filter.insert(fields::CONSUMER, within.clone());
+                if let Some(condition) = within.find_condition() {
+                    filter.insert(fields::CONSUMER, condition);
+                }
             }
             (None, None) => {}
         }
@@ -355,28 +434,20 @@ impl FindQuery {
             filter.insert(fields::TYPE, t.as_str());
         }
         let mut range = Document::new();
-        if let Some(from) = self.created_from {
-            range.insert("$gte", bson_dt(from));
+        if let Some(lo) = span.lo {
+            range.insert("$gte", mongodb::bson::DateTime::from_millis(lo));
         }
-        // `stop` is only set when it comes before `created_to`.
-        match (stop, self.created_to) {
-            (Some(ms), _) => {
-                range.insert("$lt", mongodb::bson::DateTime::from_millis(ms));
-            }
-            (None, Some(to)) => {
-                range.insert("$lt", bson_dt(to));
-            }
-            (None, None) => {}
+        if let Some(hi) = span.hi {
+            range.insert("$lt", mongodb::bson::DateTime::from_millis(hi));
         }
         if let Some(after) = &self.after {
             let at = mongodb::bson::DateTime::from_millis(after.created_at_ms);
-            let (op, strict) = match self.order {
-                Order::Asc => ("$gte", "$gt"),
-                Order::Desc => ("$lte", "$lt"),
+            let strict = match self.order {
+                Order::Asc => "$gt",
+                Order::Desc => "$lt",
             };
-            // The inclusive bound on created_at lets the index narrow the scan; the $or picks
-            // the exact continuation among events of the same millisecond.
-            range.insert(op, at);
+            // The range's inclusive bound at the cursor's instant lets the index narrow the
+            // scan; the $or picks the exact continuation among events of the same millisecond.
             filter.insert(
                 "$or",
                 vec![
@@ -402,52 +473,31 @@ impl FindQuery {
     }
 }
 
-fn bson_dt(dt: DateTime<Utc>) -> mongodb::bson::DateTime {
-    mongodb::bson::DateTime::from_millis(dt.timestamp_millis())
-}
-
-/// Runs a find: one page plus one document to know whether another page follows.
-/// `complete_until` is now minus the service's visibility lag.
-pub async fn run(
+/// The first `limit` events of `span` in MongoDB, in the page's order.
+pub async fn find_in(
     collection: &mongodb::Collection<Document>,
     query: &FindQuery,
+    span: Span,
+    limit: usize,
     max_time: std::time::Duration,
-    complete_until: DateTime<Utc>,
-) -> Result<FindResponse, mongodb::error::Error> {
-    let stop = query.stop(complete_until.timestamp_millis());
-    let docs: Vec<Document> = collection
-        .find(query.filter(stop))
+) -> Result<Vec<Document>, mongodb::error::Error> {
+    let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+    collection
+        .find(query.filter_within(span))
         .sort(query.sort())
-        .limit(i64::from(query.limit) + 1)
-        .batch_size(query.limit.saturating_add(1))
+        .limit(i64::from(limit))
+        .batch_size(limit)
         .max_time(max_time)
         .await?
         .try_collect()
-        .await?;
-    let more = docs.len() > query.limit as usize;
-    let page = &docs[..docs.len().min(query.limit as usize)];
-    let last = page.last().and_then(|last| {
-        Some(Cursor {
-            created_at_ms: last
-                .get_datetime(fields::CREATED_AT)
-                .ok()?
-                .timestamp_millis(),
-            id: last.get_object_id(fields::ID).ok()?,
-            order: query.order,
-        })
-    });
-    Ok(FindResponse {
-        events: page.iter().map(event_out).collect(),
-        next_cursor: next_cursor(query, more, last, stop).map(|c| c.encode()),
-        complete_until: complete_until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    })
+        .await
 }
 
 /// Where the next page starts. After a full page: after its last event. After the last page of
 /// an ascending find that stopped at `complete_until`: after every event created before it
 /// (all of them were returned), but never behind the reader's own cursor, so a tailing reader
 /// always has a cursor to come back with and it never passes an event still being written.
-fn next_cursor(
+pub fn next_cursor(
     query: &FindQuery,
     more: bool,
     last: Option<Cursor>,
@@ -665,7 +715,7 @@ mod tests {
             1000,
         )
         .unwrap();
-        q.consumers_within = scope.find_condition();
+        q.consumers_within = Some(scope.clone());
         let filter = q.filter(Some(10));
         assert_eq!(
             filter.get(fields::CONSUMER),
@@ -685,7 +735,7 @@ mod tests {
         );
         // An unscoped key adds nothing.
         q.consumer = None;
-        q.consumers_within = crate::keys::Consumers::All.find_condition();
+        q.consumers_within = Some(crate::keys::Consumers::All);
         assert!(!q.filter(Some(10)).contains_key(fields::CONSUMER));
     }
 

@@ -28,6 +28,7 @@ use tracing::Instrument;
 
 use crate::api::api_service;
 use crate::auth::{identify, Caller};
+use crate::archive_find::ArchiveTier;
 use crate::config::{Config, ConfigError};
 use crate::error::from_poem_error;
 use crate::fast_ingest;
@@ -217,6 +218,7 @@ pub async fn run(
         })
         .transpose()?;
     let keys = Arc::new(keys);
+    let archive = ArchiveTier::from_config(&config).map_err(ConfigError::Archive)?;
     let store = Store::connect(&config.mongo, "auditlog-service").await?;
     prepare_storage(store.clone(), Retention::from_days(config.retention_days)).await;
 
@@ -249,6 +251,7 @@ pub async fn run(
         keys,
         metrics,
         queue.as_ref().map(|(q, _)| q.clone()),
+        archive,
     );
     tracing::info!(
         group_commit = config.group_commit,

@@ -1,6 +1,6 @@
 //! What every request handler shares: the store, the write queue, queue mode's RabbitMQ
-//! handle, the metrics, the API keys in force and the request limits, built once from the
-//! [`Config`].
+//! handle, the archive find reads, the metrics, the API keys in force and the request limits,
+//! built once from the [`Config`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use mongodb::bson::{Document, RawDocumentBuf};
 use mongodb::options::WriteConcern;
 use mongodb::Collection;
 
+use crate::archive_find::ArchiveTier;
 use crate::config::{Config, WriteConcernSetting};
 use crate::event::EventLimits;
 use crate::keys::Keys;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub limits: Limits,
     /// KiB of request bodies being read or parsed at once (`AUDIT_MAX_INFLIGHT_BODY_BYTES`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// The Parquet archive find also reads (`AUDIT_ARCHIVE_URL`); `None`: MongoDB only.
+    pub archive: Option<ArchiveTier>,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
         keys: Arc<Keys>,
         metrics: Arc<Metrics>,
         queue: Option<Arc<Queue>>,
+        archive: Option<ArchiveTier>,
     ) -> (Arc<AppState>, WriterTask) {
         let write_concern = match config.write_concern {
             WriteConcernSetting::Majority => WriteConcern::majority(),
@@ -110,6 +114,7 @@ impl AppState {
                 (config.max_inflight_body_bytes / 1024)
                     .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
             )),
+            archive,
         };
         (Arc::new(state), handle)
     }
