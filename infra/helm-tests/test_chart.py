@@ -742,6 +742,60 @@ def test_plain_http_s3_endpoints_are_allowed_by_the_chart(sets, allow):
     assert env["AUDIT_S3_ALLOW_HTTP"]["value"] == allow
 
 
+def service_container(docs):
+    return pod_spec(one(docs, "Deployment", "auditlog-service"))["containers"][0]
+
+
+ARCHIVE_ENV = ("AUDIT_ARCHIVE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AUDIT_S3_REGION",
+               "AUDIT_S3_ENDPOINT", "AUDIT_S3_ALLOW_HTTP", "HADOOP_CONF_DIR")
+
+
+def test_service_reads_an_s3_archive_with_the_archivers_settings_and_credentials():
+    docs = render("external-mongodb")
+    archiver = env_of(pod_spec(one(docs, "Deployment", "auditlog-archiver"))["containers"][0])
+    service = env_of(service_container(docs))
+    # One location, one set of credentials: find reads exactly what the archiver writes.
+    for name in ARCHIVE_ENV:
+        assert service.get(name) == archiver.get(name), name
+    assert service["AUDIT_ARCHIVE_URL"]["value"] == "s3://audit-archive/prod"
+    assert service["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "auditlog-archiver-s3"
+    assert "AUDIT_ARCHIVE_FIND_MARGIN_SECS" not in service
+    docs = render("external-mongodb", ("service.archiveFind.marginSecs=7200",))
+    assert env_of(service_container(docs))["AUDIT_ARCHIVE_FIND_MARGIN_SECS"]["value"] == "7200"
+
+
+def test_service_reads_an_hdfs_archive_with_the_hadoop_configuration():
+    docs = render("archiver-cronjob-hdfs")
+    c = service_container(docs)
+    env = env_of(c)
+    assert env["AUDIT_ARCHIVE_URL"]["value"] == "hdfs://namenode.hadoop.svc:8020/warehouse/auditlog"
+    assert env["HADOOP_CONF_DIR"]["value"] == "/etc/hadoop/conf"
+    assert {"name": "hadoop-conf", "mountPath": "/etc/hadoop/conf", "readOnly": True} in c["volumeMounts"]
+    volumes = pod_spec(one(docs, "Deployment", "auditlog-service"))["volumes"]
+    assert {"name": "hadoop-conf", "configMap": {"name": "hadoop-client-conf"}} in volumes
+
+
+@pytest.mark.parametrize("sets", [
+    (),  # file:// on the archiver's ReadWriteOnce PVC: the replicas cannot mount it
+    ("archiver.url=s3://bucket/p", "service.archiveFind.enabled=false"),
+    ("archiver.url=s3://bucket/p", "archiver.enabled=false"),
+])
+def test_service_reads_mongodb_only_when_it_cannot_or_may_not_read_the_archive(sets):
+    docs = render("default", sets)
+    c = service_container(docs)
+    assert not set(env_of(c)) & set(ARCHIVE_ENV)
+    assert "archive" not in [m["name"] for m in c["volumeMounts"]]
+
+
+def test_service_mounts_a_shared_file_archive_read_only():
+    docs = render("default", ("archiver.persistence.accessModes={ReadWriteMany}",))
+    c = service_container(docs)
+    assert env_of(c)["AUDIT_ARCHIVE_URL"]["value"] == "file:///archive"
+    assert {"name": "archive", "mountPath": "/archive", "readOnly": True} in c["volumeMounts"]
+    volumes = pod_spec(one(docs, "Deployment", "auditlog-service"))["volumes"]
+    assert {"name": "archive", "persistentVolumeClaim": {"claimName": "auditlog-archiver", "readOnly": True}} in volumes
+
+
 # ------------------------------------------------------------------ PDBs and labels
 
 def selects(selector, labels):

@@ -200,6 +200,62 @@ Comma-separated member list of one replica set:
 {{- end }}
 
 {{/*
+Where the archive is and how to reach it — AUDIT_ARCHIVE_URL, S3 credentials from their Secret,
+the AUDIT_S3_* settings that are set, HADOOP_CONF_DIR — for the archiver, which writes it, and
+the service, which reads it for find. One definition, so both always point at the same place.
+*/}}
+{{- define "auditlog.archiveStoreEnv" -}}
+{{- $a := .Values.archiver -}}
+- name: AUDIT_ARCHIVE_URL
+  value: {{ include "auditlog.archiver.url" . | quote }}
+{{- if include "auditlog.archiver.s3Enabled" . }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "auditlog.archiver.s3SecretName" . }}
+      key: AWS_ACCESS_KEY_ID
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "auditlog.archiver.s3SecretName" . }}
+      key: AWS_SECRET_ACCESS_KEY
+{{- end }}
+{{- /* The binaries' own variables: they win over AWS_* and their built-in defaults. */}}
+{{- with $a.s3.region }}
+- name: AUDIT_S3_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- with $a.s3.endpoint }}
+- name: AUDIT_S3_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- $allowHttp := $a.s3.allowHttp }}
+{{- if kindIs "invalid" $allowHttp }}{{ $allowHttp = hasPrefix "http://" $a.s3.endpoint }}{{ end }}
+{{- if or $allowHttp $a.s3.endpoint }}
+- name: AUDIT_S3_ALLOW_HTTP
+  value: {{ $allowHttp | quote }}
+{{- end }}
+{{- if $a.hdfs.configMap }}
+- name: HADOOP_CONF_DIR
+  value: /etc/hadoop/conf
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the service reads the archive for find: the archiver is on, service.archiveFind is on,
+and every replica can read the archive's storage — s3:// or hdfs://, or a file:// archive on a
+PVC shared ReadWriteMany (a ReadWriteOnce volume is the archiver's alone).
+*/}}
+{{- define "auditlog.service.readsArchive" -}}
+{{- $a := .Values.archiver -}}
+{{- if and $a.enabled .Values.service.archiveFind.enabled -}}
+{{- if not (include "auditlog.archiver.usesFile" .) -}}true
+{{- else if and $a.persistence.enabled (has "ReadWriteMany" $a.persistence.accessModes) -}}true
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
 Environment giving MONGODB_URI to the service or the archiver (dict "ctx" . "component"
 "service"|"archiver"): the mongos Service with that component's own user from its Secret
 (least privilege; Kubernetes expands $(VAR) of earlier entries), or the external URI from its
@@ -561,8 +617,6 @@ containers:
     args: [{{ .cmd | quote }}]
     env:
       {{- include "auditlog.mongodbEnv" (dict "ctx" $ctx "component" "archiver") | nindent 6 }}
-      - name: AUDIT_ARCHIVE_URL
-        value: {{ include "auditlog.archiver.url" $ctx | quote }}
       # Both modes: `run` fires on it, and the TTL guard of `run` and `once` computes the next
       # run from it. The archiver's cron has a seconds field; the chart's value has not.
       - name: AUDIT_ARCHIVE_SCHEDULE
@@ -585,37 +639,7 @@ containers:
       - name: AUDIT_ARCHIVE_SAFETY_MARGIN
         value: {{ . | quote }}
       {{- end }}
-      {{- if include "auditlog.archiver.s3Enabled" $ctx }}
-      - name: AWS_ACCESS_KEY_ID
-        valueFrom:
-          secretKeyRef:
-            name: {{ include "auditlog.archiver.s3SecretName" $ctx }}
-            key: AWS_ACCESS_KEY_ID
-      - name: AWS_SECRET_ACCESS_KEY
-        valueFrom:
-          secretKeyRef:
-            name: {{ include "auditlog.archiver.s3SecretName" $ctx }}
-            key: AWS_SECRET_ACCESS_KEY
-      {{- end }}
-      {{- /* The binary's own variables: they win over AWS_* and its built-in defaults. */}}
-      {{- with $a.s3.region }}
-      - name: AUDIT_S3_REGION
-        value: {{ . | quote }}
-      {{- end }}
-      {{- with $a.s3.endpoint }}
-      - name: AUDIT_S3_ENDPOINT
-        value: {{ . | quote }}
-      {{- end }}
-      {{- $allowHttp := $a.s3.allowHttp }}
-      {{- if kindIs "invalid" $allowHttp }}{{ $allowHttp = hasPrefix "http://" $a.s3.endpoint }}{{ end }}
-      {{- if or $allowHttp $a.s3.endpoint }}
-      - name: AUDIT_S3_ALLOW_HTTP
-        value: {{ $allowHttp | quote }}
-      {{- end }}
-      {{- if $a.hdfs.configMap }}
-      - name: HADOOP_CONF_DIR
-        value: /etc/hadoop/conf
-      {{- end }}
+      {{- include "auditlog.archiveStoreEnv" $ctx | nindent 6 }}
       {{- with $a.extraEnv }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
