@@ -19,26 +19,34 @@ use crate::query::{next_cursor, Cursor, FindQuery, FindResponse, Order, Tier};
 /// An event and its position in the page order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PageEvent {
-    pub created_at_ms: i64,
-    pub id: ObjectId,
+    /// `(created_at, id)`; `None` only for a stored document that is not an event the service
+    /// wrote (no date, or an `_id` that is not an ObjectId): find has always shown those as
+    /// they are, and gives no cursor after them.
+    pub key: Option<(i64, ObjectId)>,
     pub out: EventOut,
 }
 
 impl PageEvent {
-    /// A stored document; `None` when it lacks the fields every event has.
-    pub fn from_document(doc: &Document) -> Option<PageEvent> {
-        Some(PageEvent {
-            created_at_ms: doc
-                .get_datetime(fields::CREATED_AT)
-                .ok()?
-                .timestamp_millis(),
-            id: doc.get_object_id(fields::ID).ok()?,
-            out: event_out(doc),
-        })
+    pub fn new(created_at_ms: i64, id: ObjectId, out: EventOut) -> Self {
+        PageEvent {
+            key: Some((created_at_ms, id)),
+            out,
+        }
     }
 
-    fn key(&self) -> (i64, ObjectId) {
-        (self.created_at_ms, self.id)
+    /// A stored document.
+    pub fn from_document(doc: &Document) -> PageEvent {
+        let key = match (
+            doc.get_datetime(fields::CREATED_AT),
+            doc.get_object_id(fields::ID),
+        ) {
+            (Ok(at), Ok(id)) => Some((at.timestamp_millis(), id)),
+            _ => None,
+        };
+        PageEvent {
+            key,
+            out: event_out(doc),
+        }
     }
 }
 
@@ -90,20 +98,22 @@ impl<'q> Page<'q> {
 
     /// Takes the next event in page order.
     pub fn push(&mut self, event: PageEvent) -> Result<(), FindError> {
-        if let Some(after) = &self.query.after {
-            if !self.before(after.position(), event.key()) {
-                return Err(FindError::Unordered {
-                    id: event.out.id,
-                    why: "at or before the reader's cursor".into(),
-                });
+        if let Some(key) = event.key {
+            if let Some(after) = &self.query.after {
+                if !self.before(after.position(), key) {
+                    return Err(FindError::Unordered {
+                        id: event.out.id,
+                        why: "at or before the reader's cursor".into(),
+                    });
+                }
             }
-        }
-        if let Some(last) = self.events.last() {
-            if !self.before(last.key(), event.key()) {
-                return Err(FindError::Unordered {
-                    id: event.out.id,
-                    why: format!("at or before the previous event {}", last.out.id),
-                });
+            if let Some(last) = self.events.iter().rev().find_map(|e| e.key) {
+                if !self.before(last, key) {
+                    return Err(FindError::Unordered {
+                        id: event.out.id,
+                        why: "at or before the previous event".into(),
+                    });
+                }
             }
         }
         if !self.is_full() {
@@ -114,16 +124,7 @@ impl<'q> Page<'q> {
 
     /// Takes a MongoDB document (see [`Page::push`]).
     pub fn push_document(&mut self, doc: &Document) -> Result<(), FindError> {
-        match PageEvent::from_document(doc) {
-            Some(e) => self.push(e),
-            // Not an event we wrote; find never showed such documents in a meaningful place.
-            None => Err(FindError::Unordered {
-                id: doc
-                    .get(fields::ID)
-                    .map_or_else(|| "?".into(), |v| v.to_string()),
-                why: "a stored document without an ObjectId `_id` and a `created_at` date".into(),
-            }),
-        }
+        self.push(PageEvent::from_document(doc))
     }
 
     /// The answer: `limit` events, and where the next page starts (`stop`: where an ascending
@@ -132,11 +133,15 @@ impl<'q> Page<'q> {
         let limit = self.query.limit as usize;
         let more = self.events.len() > limit;
         self.events.truncate(limit);
-        let last = self.events.last().map(|e| Cursor {
-            created_at_ms: e.created_at_ms,
-            id: e.id,
-            order: self.query.order,
-        });
+        let last = self
+            .events
+            .last()
+            .and_then(|e| e.key)
+            .map(|(created_at_ms, id)| Cursor {
+                created_at_ms,
+                id,
+                order: self.query.order,
+            });
         FindResponse {
             next_cursor: next_cursor(self.query, more, last, stop).map(|c| c.encode()),
             events: self.events.into_iter().map(|e| e.out).collect(),
@@ -168,17 +173,17 @@ mod tests {
 
     fn ev(ms: i64, id: u8) -> PageEvent {
         let oid = ObjectId::from_bytes([id; 12]);
-        PageEvent {
-            created_at_ms: ms,
-            id: oid,
-            out: EventOut {
+        PageEvent::new(
+            ms,
+            oid,
+            EventOut {
                 id: oid.to_hex(),
                 kind: "t".into(),
                 consumer: "c".into(),
                 created_at: ms.to_string(),
                 payload: None,
             },
-        }
+        )
     }
 
     #[test]
@@ -230,5 +235,18 @@ mod tests {
         let mut page = Page::new(&q);
         assert!(page.push(ev(5, 3)).is_err(), "the cursor's own event");
         page.push(ev(5, 4)).unwrap();
+    }
+
+    #[test]
+    fn stored_documents_that_are_not_events_pass_as_they_always_did() {
+        let q = query(Order::Asc, 5, None);
+        let mut page = Page::new(&q);
+        page.push(ev(1, 1)).unwrap();
+        page.push_document(&mongodb::bson::doc! { "_id": "custom", "type": "t" })
+            .unwrap();
+        page.push(ev(2, 1)).unwrap();
+        let r = page.finish(None, "x".into());
+        assert_eq!(r.events.len(), 3);
+        assert_eq!(r.events[1].kind, "t");
     }
 }

@@ -22,7 +22,7 @@ pub mod records;
 
 use std::time::{Duration, Instant};
 
-use auditlog_common::archive_store::{self, Access, ArchiveStoreError, ArchiveUrl};
+use auditlog_common::archive_store::{self, Access, ArchiveStoreError};
 use auditlog_common::error::{codes, server_error_code};
 use auditlog_common::store::Store;
 use auditlog_common::StoreError;
@@ -85,7 +85,6 @@ pub struct ArchiveTier {
     retention_s: Option<i64>,
     /// `AUDIT_ARCHIVE_FIND_MARGIN_SECS` in ms.
     margin_ms: i64,
-    url: ArchiveUrl,
 }
 
 impl ArchiveTier {
@@ -122,12 +121,7 @@ impl ArchiveTier {
             margin_ms: i64::try_from(config.archive_find_margin_secs)
                 .unwrap_or(i64::MAX / 2_000)
                 .saturating_mul(1000),
-            url: url.clone(),
         }))
-    }
-
-    pub fn url(&self) -> &ArchiveUrl {
-        &self.url
     }
 }
 

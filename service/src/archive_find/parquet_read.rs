@@ -523,10 +523,10 @@ fn events(batch: &RecordBatch, path: &str) -> Result<Vec<PageEvent>, FindError> 
                         .map_err(|e| corrupt(format!("payload of {id_hex} is not JSON: {e}")))?,
                 )
             };
-            Ok(PageEvent {
+            Ok(PageEvent::new(
                 created_at_ms,
                 id,
-                out: EventOut {
+                EventOut {
                     id: id_hex.to_owned(),
                     kind: kinds.value(i).to_owned(),
                     consumer: consumers.value(i).to_owned(),
@@ -535,7 +535,7 @@ fn events(batch: &RecordBatch, path: &str) -> Result<Vec<PageEvent>, FindError> 
                     )),
                     payload,
                 },
-            })
+            ))
         })
         .collect()
 }
