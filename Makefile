@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Helper tools (FerretDB, helm, venvs, Hadoop jars) live in <repo>/target/tools, whatever
 # CARGO_TARGET_DIR says; scripts ask cargo where our own binaries are.
 
-.PHONY: help run stop test tools test-rust test-helm test-browser test-mongodb lint fmt bench-ingest profile-ingest bench-archive clean-data
+.PHONY: help run stop test tools test-rust test-helm test-browser test-mongodb lint fmt bench-ingest profile-ingest bench-archive bench-find-archive clean-data
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ profile-ingest: ## Flamegraph of the service under the ingest benchmark's load (
 
 bench-archive: ## Archive benchmark: events/s and peak RSS vs pymongoarrow + pyarrow
 	bash archiver/bench/run.sh
+
+bench-find-archive: ## Find over the Parquet archive: latency vs DuckDB, peak RSS (BENCH_EVENTS)
+	bash service/bench/find-archive.sh
 
 clean-data: stop ## Remove local data (FerretDB files, archives)
 	rm -rf data archive

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Find-over-the-archive benchmark (`make bench-find-archive`): the service's latency for
+# queries answered from the Parquet archive, against DuckDB's read_parquet(…, hive_partitioning
+# = true) with the same filters over the same files, and the service's peak RSS.
+#
+#   service/bench/find-archive.sh                     # 10,000,000 events over 30 days
+#   BENCH_EVENTS=2000000 service/bench/find-archive.sh
+#   BENCH_REPEAT=21 (default 11)                      # timed runs per query and tool
+#
+# The archive is written by auditlog-bench-find-gen with the archiver's own encoding (schema,
+# writer properties, bloom filters, layout) and recorded in archive_windows of a private
+# FerretDB as purged windows — what `auditlog-archiver once` then `purge` leave — because
+# pushing 10 M events through FerretDB and the archiver takes hours on a 2-core machine. The
+# archive and FerretDB's data stay in <target>/bench-find-archive/<events>/ so a rerun with the
+# same BENCH_EVENTS skips the generation; delete the directory to start afresh.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cd "$repo"
+
+# shellcheck source=infra/dev/lib/cargo.sh
+source "$repo/infra/dev/lib/cargo.sh"
+events="${BENCH_EVENTS:-10000000}"
+repeat="${BENCH_REPEAT:-11}"
+cargo build --release --quiet -p auditlog-service --bin auditlog-service \
+  -p auditlog-archiver --bin auditlog-bench-find-gen
+service_bin="$(cargo_bin auditlog-service release)"
+gen_bin="$(cargo_bin auditlog-bench-find-gen release)"
+python="$(bash infra/dev/python-env.sh)"
+
+work="$(cargo_target_dir)/bench-find-archive/$events"
+mkdir -p "$work/store"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+cleanup() {
+  if [ -n "${service_pid:-}" ]; then kill "$service_pid" 2>/dev/null || true; wait "$service_pid" 2>/dev/null || true; fi
+  if [ -n "${ferret_pid:-}" ]; then kill "$ferret_pid" 2>/dev/null || true; wait "$ferret_pid" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+
+bash infra/dev/ferretdb.sh install
+port="$(free_port)"
+# ferretdb.sh serve execs FerretDB: $! is FerretDB's pid.
+bash infra/dev/ferretdb.sh serve "$work/store" "$port" >"$work/ferretdb.log" 2>&1 </dev/null &
+ferret_pid=$!
+for _ in $(seq 1 150); do
+  python3 infra/dev/mongo_ping.py 127.0.0.1 "$port" && break
+  kill -0 "$ferret_pid" 2>/dev/null || { cat "$work/ferretdb.log" >&2; exit 1; }
+  sleep 0.2
+done
+export MONGODB_URI="mongodb://127.0.0.1:$port/" AUDIT_DB_NAME=bench AUDIT_COLLECTION=events
+
+if [ ! -f "$work/summary.json" ]; then
+  echo "writing $events events over 30 days into $work/archive (once per BENCH_EVENTS)"
+  rm -rf "$work/archive"
+  started=$(date +%s)
+  "$gen_bin" --out "$work/archive" --events "$events" >"$work/summary.json.tmp"
+  mv "$work/summary.json.tmp" "$work/summary.json"
+  echo "written in $(( $(date +%s) - started )) s"
+fi
+
+sport="$(free_port)"
+key="bench-$(date +%s)"
+AUDIT_API_KEY="$key" AUDIT_LISTEN_ADDR="127.0.0.1:$sport" AUDIT_ARCHIVE_URL="$work/archive" \
+  AUDIT_LOG_FORMAT=text RUST_LOG=warn "$service_bin" >"$work/service.log" 2>&1 </dev/null &
+service_pid=$!
+for _ in $(seq 1 300); do
+  curl -fsS "http://127.0.0.1:$sport/healthz" >/dev/null 2>&1 && break
+  kill -0 "$service_pid" 2>/dev/null || { cat "$work/service.log" >&2; exit 1; }
+  sleep 0.2
+done
+
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+"$python" "$here/find_archive.py" --url "http://127.0.0.1:$sport" --key "$key" \
+  --archive "$work/archive/bench/events" --summary "$work/summary.json" --pid "$service_pid" \
+  --repeat "$repeat" ${BENCH_METRICS:+--metrics}
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
