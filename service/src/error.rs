@@ -15,8 +15,8 @@ use poem::IntoResponse;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
-use crate::keys::Right;
 use crate::archive_find::FindError;
+use crate::keys::Right;
 use crate::queue::QueueError;
 
 /// Seconds a producer should wait after a 429 (queue full).

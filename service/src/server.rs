@@ -27,8 +27,8 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server
 use tracing::Instrument;
 
 use crate::api::api_service;
-use crate::auth::{identify, Caller};
 use crate::archive_find::ArchiveTier;
+use crate::auth::{identify, Caller};
 use crate::config::{Config, ConfigError};
 use crate::error::from_poem_error;
 use crate::fast_ingest;

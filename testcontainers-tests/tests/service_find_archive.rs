@@ -21,7 +21,11 @@ use serde_json::Value;
 use testcontainers_tests::mongo::{test_mongo, TestMongo};
 
 use archiver::{event, hour_days_ago, insert, window_records, Archiver};
+use auditlog_service::keys::ring::digest;
 use service::{start_service, Api, KEY};
+
+/// A reader key the tests' key file scopes to `consumer-1` and `consumer-3*`.
+const SCOPED_READER: &str = "scoped-reader-key-for-consumer-1-and-3";
 
 /// The start of the `step`-aligned UTC interval holding `t`.
 fn align(t: DateTime<Utc>, step: Duration) -> DateTime<Utc> {
@@ -36,6 +40,11 @@ fn iso(t: DateTime<Utc>) -> String {
 
 /// Every page of a find: the events and, per page, the tiers it was read from.
 async fn pages(api: &Api, query: &[(&str, &str)]) -> (Vec<Value>, Vec<Vec<String>>) {
+    pages_as(api, KEY, query).await
+}
+
+/// [`pages`] with API key `key`.
+async fn pages_as(api: &Api, key: &str, query: &[(&str, &str)]) -> (Vec<Value>, Vec<Vec<String>>) {
     let mut events = vec![];
     let mut tiers = vec![];
     let mut cursor: Option<String> = None;
@@ -44,7 +53,7 @@ async fn pages(api: &Api, query: &[(&str, &str)]) -> (Vec<Value>, Vec<Vec<String
         if let Some(c) = &cursor {
             q.push(("cursor", c));
         }
-        let (status, body) = api.find(&q).await;
+        let (status, body) = api.find_as(key, &q).await;
         assert_eq!(status, 200, "find {q:?}: {body}");
         let page = body["events"].as_array().expect("events").clone();
         tiers.push(
@@ -245,10 +254,27 @@ async fn find_answers_the_same_before_and_after_events_move_to_the_archive() {
 
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().to_str().unwrap().to_owned();
+    // A reader key scoped to one exact consumer and one prefix, beside the full-rights key.
+    let keys_file = dir.path().join("keys.toml");
+    std::fs::write(
+        &keys_file,
+        format!(
+            "[[key]]\nname = \"reader-1-3\"\nsha256 = \"{}\"\nrights = [\"read\"]\nconsumers = [\"consumer-1\", \"consumer-3*\"]\n",
+            digest(SCOPED_READER.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+    )
+    .unwrap();
     // The service's retention (2 days) places the horizon: `c` is past it, `d` before it.
     let service = start_service(
         &mongo,
-        &[("AUDIT_ARCHIVE_URL", &url), ("AUDIT_RETENTION_DAYS", "2")],
+        &[
+            ("AUDIT_ARCHIVE_URL", &url),
+            ("AUDIT_RETENTION_DAYS", "2"),
+            ("AUDIT_API_KEYS_FILE", keys_file.to_str().unwrap()),
+        ],
     )
     .await;
     let api = Api::new(&service);
@@ -356,6 +382,34 @@ async fn find_answers_the_same_before_and_after_events_move_to_the_archive() {
         "{m}"
     );
     assert!(metric(&m, r#"auditlog_archive_find_queries_total{result="ok"}"#) > 0.0);
+
+    // A key scoped to `consumer-1` and `consumer-3*` that names no consumer gets exactly its
+    // consumers' events, from both tiers, in the same order as the full key sees them.
+    let scoped_expected: Vec<String> = all
+        .iter()
+        .filter(|e| matches!(e["consumer"].as_str(), Some("consumer-1" | "consumer-3")))
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(scoped_expected.len() > 20, "{}", scoped_expected.len());
+    let (scoped, scoped_tiers) = pages_as(&api, SCOPED_READER, &[("limit", "7")]).await;
+    assert_eq!(
+        ids(&scoped),
+        scoped_expected,
+        "a scoped reader sees its consumers' events, once each, in order"
+    );
+    assert!(
+        flat(scoped_tiers).contains("archive"),
+        "the scoped find read the archive"
+    );
+    // Naming a consumer outside the key is refused, in the archive's range as anywhere.
+    let (status, body) = api
+        .find_as(
+            SCOPED_READER,
+            &[("consumer", "consumer-2"), ("created_to", &iso(b))],
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "consumer_not_allowed", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,10 +115,15 @@ impl Api {
     }
 
     pub async fn find(&self, query: &[(&str, &str)]) -> Answer {
+        self.find_as(KEY, query).await
+    }
+
+    /// `GET /v1/find` with API key `key`.
+    pub async fn find_as(&self, key: &str, query: &[(&str, &str)]) -> Answer {
         self.send(
             self.http
                 .get(self.url("/v1/find"))
-                .header("X-Api-Key", KEY)
+                .header("X-Api-Key", key)
                 .query(query),
         )
         .await
