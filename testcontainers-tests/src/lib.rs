@@ -11,6 +11,7 @@
 //!   kill and start again on the same data.
 //! - [`proxy`]: a fault-injecting MongoDB wire proxy, so tests can script what only a cluster
 //!   does (elections, per-document shard errors, write-concern errors, lost replies).
+//! - [`tools`]: the tools venv's python and programs, `infra/dev/` scripts, required tools.
 //!
 //! # Tests that need what this machine may lack
 //! - Real MongoDB (what FerretDB lacks: TTL indexes, `explain` plan stages, replica sets,
@@ -30,6 +31,7 @@ pub mod ferretdb;
 pub mod mongo;
 pub mod proxy;
 pub mod rabbitmq;
+pub mod tools;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

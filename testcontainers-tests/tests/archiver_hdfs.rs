@@ -10,6 +10,7 @@ use std::process::Command;
 
 use support::*;
 use testcontainers_tests::mongo::test_mongo;
+use testcontainers_tests::tools::{dev_script, require_tool};
 
 /// Starts (or finds running) the MiniDFSCluster and returns its URL. It needs Java 17+, and
 /// Maven for the first build of the tools (`make tools`); without them the test fails.

@@ -10,6 +10,7 @@ use std::process::Command;
 
 use support::*;
 use testcontainers_tests::mongo::test_mongo;
+use testcontainers_tests::tools::{dev_script, python};
 
 /// Starts (or finds running) moto's S3 server and returns its endpoint. It runs from the
 /// tools venv (`make tools`); without it the test fails.

@@ -19,6 +19,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use mongodb::bson::{doc, Document};
 use serde_json::Value;
 use testcontainers_tests::mongo::{test_mongo, TestMongo};
+use testcontainers_tests::tools::{dev_script, python};
 
 use archiver::{event, hour_days_ago, insert, window_records, Archiver};
 use auditlog_service::keys::ring::digest;
@@ -543,7 +544,7 @@ async fn events_purged_from_mongodb_between_two_pages_are_still_returned_once() 
 /// Starts (or finds running) moto's S3 server (`infra/dev/s3.sh`) and creates a bucket.
 fn s3_bucket(name: &str) -> String {
     let out = std::process::Command::new("bash")
-        .arg(archiver::dev_script("s3.sh"))
+        .arg(dev_script("s3.sh"))
         .arg("start")
         .output()
         .expect("run infra/dev/s3.sh start");
@@ -558,7 +559,7 @@ import boto3, sys
 boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="test",
              aws_secret_access_key="test", region_name="us-east-1").create_bucket(Bucket=sys.argv[2])
 "#;
-    let out = std::process::Command::new(archiver::python())
+    let out = std::process::Command::new(python())
         .args(["-c", create, &endpoint, name])
         .output()
         .unwrap();

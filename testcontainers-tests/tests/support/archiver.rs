@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test file uses a different part
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -12,6 +12,7 @@ use mongodb::bson::{self, doc, oid::ObjectId, Bson, Document};
 use serde_json::Value;
 use testcontainers_tests::mongo::TestMongo;
 use testcontainers_tests::repo_root;
+use testcontainers_tests::tools::python;
 
 /// The start of the UTC hour `days` days ago: a window that is due with default settings.
 pub fn hour_days_ago(days: i64) -> DateTime<Utc> {
@@ -184,56 +185,6 @@ impl Ran {
         serde_json::from_str(&self.stdout())
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout()))
     }
-}
-
-/// Panics, naming the tool and how to get it, unless `program version_arg` runs and succeeds.
-/// For the tools `make test` installs (`make tools`) or requires: a test that needs one fails
-/// without it, never passes.
-pub fn require_tool(program: &str, version_arg: &str, what: &str) {
-    match Command::new(program)
-        .arg(version_arg)
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "this test needs {what}, but `{program} {version_arg}` failed ({}):\n{}\n\
-             install it, then run `make tools`",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => panic!(
-            "this test needs {what}, but `{program}` cannot be run ({e}); install it, then run \
-             `make tools`"
-        ),
-    }
-}
-
-/// A script of infra/dev/, which the tests need; panics when the checkout lacks it.
-pub fn dev_script(name: &str) -> PathBuf {
-    let script = repo_root().join("infra/dev").join(name);
-    assert!(
-        script.exists(),
-        "{} is missing: this test cannot run without it",
-        script.display()
-    );
-    script
-}
-
-/// The tools venv's python (pyarrow, duckdb, boto3, moto), created on first use.
-pub fn python() -> PathBuf {
-    require_tool("python3", "--version", "Python 3 (for the tools venv)");
-    let out = Command::new("bash")
-        .arg(dev_script("python-env.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run infra/dev/python-env.sh");
-    assert!(
-        out.status.success(),
-        "infra/dev/python-env.sh failed (its output is above): this test needs the tools venv \
-         (pyarrow, duckdb, boto3, moto from infra/dev/requirements.txt); run `make tools`"
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 const READ_PY: &str = r#"
