@@ -1,9 +1,16 @@
-//! The archiver proper: the connected parts ([`Archiver`]), which windows are due, archiving
-//! them one by one under the lease, recording each only after it verified, and marking
-//! complete partitions with `_SUCCESS`. `once`, `backfill` and every tick of `run` go through
-//! `Archiver::run_windows`; `status`, `verify` and `purge` are handed only the parts they use.
+//! The archiver proper: the connected parts ([`Archiver`]), what is due, and archiving it under
+//! the lease — in passes, each reading a scope with one sorted stream and one count beside it
+//! ([`crate::pass`], [`crate::tally`]); a window is published and recorded only after its count
+//! is verified and its files read back, and complete partitions are marked with `_SUCCESS`.
+//! `once`, `backfill` and every tick of `run` go through `Archiver::archive`; `status`,
+//! `verify` and `purge` are handed only the parts they use.
+//!
+//! Passes of one invocation: the first reads the whole scope. A window whose count differs is
+//! read again, once, in a pass of its own (with the others that differ); a second difference
+//! fails it. When the stream fails mid-way, the window in progress fails and a new pass reads
+//! what follows it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use auditlog_common::store::{ServerInfo, Store};
 use chrono::{DateTime, Utc};
@@ -15,12 +22,16 @@ use crate::error::{ArchiveError, Result};
 use crate::export;
 use crate::guard::{self, GuardReport};
 use crate::metrics::Metrics;
+use crate::pass::{self, Written};
+use crate::plan::{Scope, MAX_RUNS, OPEN_END};
 use crate::progress::Progress;
 use crate::purge::{self, PurgeReport};
 use crate::sink::Sink;
 use crate::source::Source;
 use crate::state::{window_checksum, FileRecord, Lease, State, WindowRecord};
 use crate::status::{self, StatusReport};
+use crate::stream::Events;
+use crate::tally::{self, Count};
 use crate::verify::{self, VerifyReport};
 use crate::window::{partition_of, windows_covering, windows_in_hour, Window};
 
@@ -134,14 +145,38 @@ impl Archiver {
 
     async fn once_locked(&self, lease: &Lease) -> Result<RunReport> {
         let recorded = self.state.recorded_starts().await?;
+        let len = self.settings.window_seconds();
         let cutoff = self.settings.due_cutoff(Utc::now());
-        let (due, oldest) = self
-            .source
-            .unarchived(&recorded, cutoff, self.settings.window_seconds())
-            .await?;
         let last_run_seconds = self.state.last_run_seconds().await?;
-        // The guard runs first, so a TTL about to expire unarchived events is raised before the
-        // (possibly long) archive work starts.
+        // What to archive comes from the state: every unrecorded window that is due.
+        let everything = Scope::unarchived(&recorded, None, len);
+        let mut scope = Scope::unarchived(&recorded, Some(cutoff), len);
+        let mut known_oldest = None;
+        if scope.runs().len() > MAX_RUNS {
+            // Many gaps between recorded windows: start at the oldest unarchived event.
+            let t = self.source.first_in(&everything).await?;
+            scope = match t {
+                Some(t) => scope.from(Window::containing(t, len).start),
+                None => Scope::of_windows(&[], len),
+            };
+            known_oldest = Some(t);
+        }
+        let cursor_batch = self.cursor_batch().await;
+        let mut first = Pass::open(&self.source, scope, cursor_batch);
+        // The stream's first row is the oldest unarchived event that is due; with none, the
+        // oldest unarchived event is not due yet (or there is none).
+        let oldest = match known_oldest {
+            Some(t) => t,
+            None => match first.events.peek_time().await? {
+                Some(t) => Some(t),
+                None => {
+                    let due_end = Window::containing(cutoff, len).start;
+                    self.source.first_in(&everything.from(due_end)).await?
+                }
+            },
+        };
+        // The guard runs before anything is written, so a TTL about to expire unarchived events
+        // is raised before the (possibly long) archive work.
         lease.check()?;
         let before = guard::check(
             &self.store,
@@ -153,8 +188,10 @@ impl Archiver {
             true,
         )
         .await?;
-        self.metrics.due_windows.set(due.len() as i64);
-        let mut report = self.run_windows(due, lease).await?;
+        let mut report = self.archive(first, recorded, cursor_batch, lease).await?;
+        self.metrics
+            .due_windows
+            .set((report.archived + report.failed) as i64);
         report.guard = Some(before.clone());
         if before.triggered {
             return Err(before.error());
@@ -179,9 +216,10 @@ impl Archiver {
         let result = async {
             let now = Utc::now();
             let recorded = self.state.recorded_starts().await?;
+            let len = self.settings.window_seconds();
             let mut todo = vec![];
             let mut skipped = 0;
-            for w in windows_covering(from, to, self.settings.window_seconds()) {
+            for w in windows_covering(from, to, len) {
                 if recorded.contains(&w.start) {
                     skipped += 1;
                     continue;
@@ -195,11 +233,12 @@ impl Archiver {
                         "window ended less than AUDIT_ARCHIVE_GRACE ago: events written late will \
                          not be in the archive");
                 }
-                if self.source.count(&w).await? > 0 {
-                    todo.push(w);
-                }
+                todo.push(w);
             }
-            let mut report = self.run_windows(todo, &lease).await?;
+            // Windows without events are read past, not recorded.
+            let cursor_batch = self.cursor_batch().await;
+            let first = Pass::open(&self.source, Scope::of_windows(&todo, len), cursor_batch);
+            let mut report = self.archive(first, recorded, cursor_batch, &lease).await?;
             report.skipped_already_archived = skipped;
             if report.failed > 0 {
                 return Err(ArchiveError::WindowsFailed {
@@ -230,37 +269,145 @@ impl Archiver {
         self.metrics.last_run_seconds.set(Utc::now().timestamp());
     }
 
-    /// Archives the windows in order. A failing window is logged, counted and left for the
-    /// next run; the others go on.
-    async fn run_windows(&self, windows: Vec<Window>, lease: &Lease) -> Result<RunReport> {
-        let mut report = RunReport::default();
-        let mut progress = Progress::new(windows.len() as u64);
-        progress.set_total(windows.len() as u64);
-        let cursor_batch = self
-            .source
+    /// Documents per cursor batch, measured once per run.
+    async fn cursor_batch(&self) -> u32 {
+        self.source
             .cursor_batch_size(self.settings.batch_size)
-            .await;
-        for w in windows {
+            .await
+    }
+
+    /// Archives what `first` reads, and what it leaves to read again. A window that fails is
+    /// logged, counted and left for the next run; the others go on. `recorded`: the windows
+    /// recorded before.
+    async fn archive(
+        &self,
+        first: Pass,
+        recorded: BTreeSet<DateTime<Utc>>,
+        cursor_batch: u32,
+        lease: &Lease,
+    ) -> Result<RunReport> {
+        let mut report = RunReport::default();
+        let mut progress = Progress::new();
+        let mut ledger = Ledger {
+            recorded,
+            ..Ledger::default()
+        };
+        let mut first = Some(first);
+        let mut later: VecDeque<(Scope, Again)> = VecDeque::new();
+        loop {
+            let (mut pass, again) = match first.take() {
+                Some(p) => (p, None),
+                None => match later.pop_front() {
+                    Some((scope, again)) => {
+                        (Pass::open(&self.source, scope, cursor_batch), Some(again))
+                    }
+                    None => break,
+                },
+            };
             lease.check()?;
-            match self
-                .archive_one(&w, cursor_batch, lease, &mut progress)
-                .await
-            {
-                Ok(rec) => {
-                    report.archived += 1;
-                    report.rows += rec.rows as u64;
-                    report.bytes += rec.bytes as u64;
-                    progress.window_done(&w, rec.rows as u64, rec.bytes as u64, rec.files.len());
+            let start = match pass.events.peek_time().await {
+                Ok(Some(t)) => pass.scope.window_of(t).start,
+                Ok(None) => continue,
+                // Reading the first pass is the discovery: its failure fails the run.
+                Err(e) if again.is_none() => return Err(e),
+                Err(e) => {
+                    tracing::error!(error = %e,
+                        "reading the events failed; the windows are left for the next run");
+                    let windows = again.map_or(1, |a| a.windows);
+                    report.failed += windows;
+                    self.metrics.window_failures.inc_by(windows as u64);
+                    continue;
                 }
-                Err(e @ ArchiveError::LeaseLost { .. }) => {
-                    tracing::error!(window = %w.id(), error = %e,
-                        "lease lost: the window was not recorded and no other window is started");
-                    return Err(e);
+            };
+            progress.begin_pass(pass.scope.windows_between(start, OPEN_END), start);
+            let passed = pass::write(
+                &mut pass.events,
+                &pass.scope,
+                &self.sink,
+                &self.settings,
+                self.source.name(),
+                lease,
+                &mut progress,
+            )
+            .await?;
+            drop(pass.events);
+            for _ in &passed.failed {
+                report.failed += 1;
+                self.metrics.window_failures.inc();
+            }
+            ledger.streamed.extend(passed.streamed.keys().copied());
+
+            // The count covers what was read completely: all, or what came before the window
+            // the stream failed in.
+            let until = passed.stopped_at.map(|w| w.start);
+            let count = match until {
+                None => pass.count,
+                Some(t) => {
+                    drop(pass.count);
+                    Count::start(&self.source, &pass.scope.before(t))
+                }
+            };
+            let streamed = passed.streamed_before(until);
+            // A window whose count differs is read again once; a second difference fails it.
+            let may_redo = again.is_none_or(|a| !a.redo);
+            let mut to_redo = vec![];
+            match tally::mismatches(&self.source, count, streamed, &passed.written).await {
+                Ok(mismatched) => {
+                    if mismatched.is_empty() && until.is_none() {
+                        ledger.settled.push((
+                            pass.scope.clone(),
+                            passed.streamed.keys().copied().collect(),
+                        ));
+                    }
+                    for w in passed.written {
+                        match mismatched.get(&w.window.start) {
+                            None => {
+                                self.record(w, lease, &mut ledger, &mut report, &mut progress)
+                                    .await?
+                            }
+                            Some(_) if may_redo => to_redo.push(w.window),
+                            Some(&counted) => {
+                                let e = ArchiveError::CountMismatch {
+                                    window: w.window.id(),
+                                    written: w.rows,
+                                    expected: counted,
+                                };
+                                self.failed(&w.window, e, &mut report);
+                            }
+                        }
+                    }
                 }
                 Err(e) => {
-                    report.failed += 1;
-                    self.metrics.window_failures.inc();
-                    tracing::error!(window = %w.id(), error = %e, "window not archived; it will be retried on the next run");
+                    // Unverified, so unrecorded: the next run writes these windows again.
+                    let reason = e.to_string();
+                    for w in passed.written {
+                        let e = ArchiveError::NotVerified {
+                            reason: reason.clone(),
+                        };
+                        self.failed(&w.window, e, &mut report);
+                    }
+                }
+            }
+            if !to_redo.is_empty() {
+                let scope = Scope::of_windows(&to_redo, self.settings.window_seconds());
+                later.push_back((
+                    scope,
+                    Again {
+                        redo: true,
+                        windows: to_redo.len(),
+                    },
+                ));
+            }
+            if let Some(w) = passed.stopped_at {
+                let rest = pass.scope.from(w.end);
+                if !rest.is_empty() {
+                    later.push_back((
+                        rest,
+                        Again {
+                            redo: false,
+                            windows: 1,
+                        },
+                    ));
                 }
             }
         }
@@ -268,25 +415,54 @@ impl Archiver {
         Ok(report)
     }
 
-    async fn archive_one(
+    /// A window that was not archived: logged, counted, left for the next run.
+    fn failed(&self, w: &Window, e: ArchiveError, report: &mut RunReport) {
+        report.failed += 1;
+        self.metrics.window_failures.inc();
+        tracing::error!(window = %w.id(), error = %e, "window not archived; it will be retried on the next run");
+    }
+
+    /// Publishes and records a verified window. Only a lost lease is an error: any other
+    /// failure fails this window alone.
+    async fn record(
         &self,
-        w: &Window,
-        cursor_batch: u32,
+        written: Written,
         lease: &Lease,
+        ledger: &mut Ledger,
+        report: &mut RunReport,
         progress: &mut Progress,
+    ) -> Result<()> {
+        let w = written.window;
+        match self.publish_and_record(written, lease, ledger).await {
+            Ok(rec) => {
+                report.archived += 1;
+                report.rows += rec.rows as u64;
+                report.bytes += rec.bytes as u64;
+                progress.window_done(&w, rec.rows as u64, rec.bytes as u64, rec.files.len());
+                Ok(())
+            }
+            Err(e @ ArchiveError::LeaseLost { .. }) => {
+                tracing::error!(window = %w.id(), error = %e,
+                    "lease lost: the window was not recorded and no other window is started");
+                Err(e)
+            }
+            Err(e) => {
+                self.failed(&w, e, report);
+                Ok(())
+            }
+        }
+    }
+
+    async fn publish_and_record(
+        &self,
+        written: Written,
+        lease: &Lease,
+        ledger: &mut Ledger,
     ) -> Result<WindowRecord> {
-        let written = export::write_window(
-            &self.source,
-            &self.sink,
-            &self.settings,
-            w,
-            cursor_batch,
-            lease,
-            progress,
-        )
-        .await?;
-        let files: Vec<FileRecord> = written.files.iter().map(FileRecord::from).collect();
-        let bytes: u64 = written.files.iter().map(|f| f.bytes).sum();
+        let w = written.window;
+        let published = export::publish(&self.sink, lease, &w, written.files, written.rows).await?;
+        let files: Vec<FileRecord> = published.iter().map(FileRecord::from).collect();
+        let bytes: u64 = published.iter().map(|f| f.bytes).sum();
         let rec = WindowRecord {
             start: bson::DateTime::from_chrono(w.start),
             end: bson::DateTime::from_chrono(w.end),
@@ -306,6 +482,7 @@ impl Archiver {
         // may be rewriting the same names, and only it may record the window.
         lease.check()?;
         self.state.record(&rec).await?;
+        ledger.recorded.insert(w.start);
         self.metrics.windows_archived.inc();
         self.metrics.rows_archived.inc_by(written.rows);
         self.metrics.bytes_archived.inc_by(bytes);
@@ -315,7 +492,8 @@ impl Archiver {
                 .get()
                 .max(w.end.timestamp()),
         );
-        self.mark_complete_partitions(w, &rec, lease).await?;
+        self.mark_complete_partitions(&w, &rec, lease, ledger)
+            .await?;
         Ok(rec)
     }
 
@@ -326,6 +504,7 @@ impl Archiver {
         w: &Window,
         rec: &WindowRecord,
         lease: &Lease,
+        ledger: &Ledger,
     ) -> Result<()> {
         let mut partitions: BTreeSet<String> = BTreeSet::new();
         for f in &rec.files {
@@ -340,8 +519,13 @@ impl Archiver {
             }
             let mut complete = true;
             for other in windows_in_hour(hour, self.settings.window_seconds()) {
-                if other == *w || self.state.get(&other).await?.is_some() {
+                if other == *w || ledger.recorded.contains(&other.start) || ledger.empty(&other) {
                     continue;
+                }
+                // Read in this run but not recorded (yet): its own record marks the partition.
+                if ledger.streamed.contains(&other.start) {
+                    complete = false;
+                    break;
                 }
                 if other.end > Utc::now() || self.source.count(&other).await? > 0 {
                     complete = false;
@@ -356,5 +540,52 @@ impl Archiver {
             }
         }
         Ok(())
+    }
+}
+
+/// A pass: the stream of a scope and MongoDB's count of it, both under way.
+struct Pass {
+    scope: Scope,
+    events: Events,
+    count: Count,
+}
+
+impl Pass {
+    fn open(source: &Source, scope: Scope, cursor_batch: u32) -> Self {
+        Pass {
+            count: Count::start(source, &scope),
+            events: Events::open(source, &scope, cursor_batch),
+            scope,
+        }
+    }
+}
+
+/// Why a later pass reads again.
+#[derive(Debug, Clone, Copy)]
+struct Again {
+    /// Windows whose count differed (a second difference fails them); else what follows a
+    /// failed stream.
+    redo: bool,
+    /// Windows that fail if the pass cannot read at all.
+    windows: usize,
+}
+
+/// What this run knows of windows without asking MongoDB (for `_SUCCESS`).
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Windows recorded, before or during this run.
+    recorded: BTreeSet<DateTime<Utc>>,
+    /// Windows that streamed rows in this run.
+    streamed: BTreeSet<DateTime<Utc>>,
+    /// Scopes read completely whose count equalled the rows streamed, with their windows that
+    /// streamed rows: their other windows hold no events.
+    settled: Vec<(Scope, BTreeSet<DateTime<Utc>>)>,
+}
+
+impl Ledger {
+    fn empty(&self, w: &Window) -> bool {
+        self.settled
+            .iter()
+            .any(|(scope, with_rows)| scope.contains(w) && !with_rows.contains(&w.start))
     }
 }

@@ -30,7 +30,7 @@ use crate::schedule::Schedule;
 use crate::window::{due_cutoff, validate_window};
 
 /// Exports aged auditlog events from MongoDB to Parquet files (local directory, S3 or HDFS),
-/// window by window, exactly once, before the TTL index expires them.
+/// in UTC windows, exactly once, before the TTL index expires them.
 #[derive(Debug, Parser)]
 #[command(name = "auditlog-archiver", version, about, long_about = None)]
 pub struct Cli {

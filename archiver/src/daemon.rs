@@ -2,9 +2,9 @@
 //! firing archives every due window exactly like `once` (and, when it succeeds, records the
 //! run in `archive_runs`); `/healthz` and Prometheus `/metrics` are served on
 //! `AUDIT_ARCHIVER_LISTEN_ADDR`. A firing while the previous run still works is skipped
-//! (logged), never queued. SIGTERM/SIGINT stop the server and the scheduler and wait for a
-//! running window to finish (its files are unpublished temporaries until then, so even a
-//! SIGKILL leaves nothing half-visible).
+//! (logged), never queued. SIGTERM/SIGINT stop the server and the scheduler and wait (up to a
+//! minute) for a running archive to finish (a window's files are unpublished temporaries until
+//! its count is verified, so even a SIGKILL leaves nothing half-visible).
 
 use std::sync::Arc;
 use std::time::Duration;

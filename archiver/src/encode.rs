@@ -238,6 +238,14 @@ impl BatchBuilder {
         self.rows == 0
     }
 
+    /// Drops the rows so far.
+    pub fn clear(&mut self) {
+        if !self.is_empty() {
+            // The builders have no reset of their own; finishing empties them.
+            let _ = self.finish();
+        }
+    }
+
     /// The batch so far; the builder is empty afterwards.
     pub fn finish(&mut self) -> Result<RecordBatch> {
         self.rows = 0;

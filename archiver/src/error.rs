@@ -46,6 +46,23 @@ pub enum ArchiveError {
         written: u64,
         expected: u64,
     },
+    #[error(
+        "{path}: read back {read_rows} rows / {read_bytes} bytes, wrote {rows} rows / {bytes} \
+         bytes"
+    )]
+    ReadBack {
+        path: String,
+        read_rows: u64,
+        read_bytes: u64,
+        rows: u64,
+        bytes: u64,
+    },
+    /// The count a pass's rows are compared with never answered (its task ended abnormally).
+    #[error("the count of the events stopped: {0}")]
+    CountStopped(#[source] tokio::task::JoinError),
+    /// A window whose rows were written but could not be compared with MongoDB's count.
+    #[error("not verified: {reason}")]
+    NotVerified { reason: String },
     #[error("another archiver ({owner}) holds the lease until {until}")]
     LeaseBusy { owner: String, until: String },
     #[error(

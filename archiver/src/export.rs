@@ -1,21 +1,18 @@
-//! Archiving one window: take its events from [`Source::stream`] in `(created_at, _id)` order,
-//! write them as Parquet to hidden temporary files (one per hour partition, more when a file
-//! reaches its row cap), publish each by rename, remove leftovers of earlier interrupted runs,
-//! read the files' footers back, and compare the row count with MongoDB's count for the window.
+//! One window's files: its rows written as Parquet to hidden temporary files (one per hour
+//! partition, more when a file reaches its row cap), kept hidden until the window's count is
+//! verified, then published by rename, leftovers of earlier interrupted runs removed, and the
+//! footers read back.
 //!
-//! Memory is bounded by one cursor batch, one Arrow batch (cut at `AUDIT_ARCHIVE_BATCH_SIZE`
-//! rows or `AUDIT_ARCHIVE_BATCH_MAX_BYTES` bytes, whichever comes first) and one in-progress
-//! row group (capped by settings), never by the window's size. Resuming a lost cursor is the
-//! source's job.
+//! Memory is one in-progress row group (capped by settings) and an 8 MiB upload buffer of the
+//! one open file; batches come from [`crate::pass`].
 //!
 //! Fencing: the lease is checked before every batch is written and before every file is
-//! published (on S3, completing the upload is the publish), so an archiver that lost its lease
-//! stops writing before another one may start; what it leaves are hidden temporaries, which
-//! the next run of the window removes.
+//! completed or published (on S3, completing the upload is the publish), so an archiver that
+//! lost its lease stops writing before another one may start; what it leaves are hidden
+//! temporaries, which the next run of the window removes.
 
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -26,77 +23,35 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::config::Settings;
-use crate::encode::{self, BatchBuilder, BatchLimits};
+use crate::encode;
 use crate::error::{ArchiveError, Result};
-use crate::progress::Progress;
 use crate::sink::{FileFacts, Sink};
-use crate::source::Source;
 use crate::state::Lease;
 use crate::window::{partition_of, Window};
 
-/// What writing a window produced, before it is recorded.
+/// A complete file of a window, not yet published (on S3 already under its final name).
 #[derive(Debug)]
-pub struct Written {
-    pub files: Vec<FileFacts>,
-    pub rows: u64,
+pub struct Pending {
+    written_at: Path,
+    pub facts: FileFacts,
 }
 
-/// Writes the window's files and checks them. Does not record anything.
-pub async fn write_window(
-    source: &Source,
+/// Publishes the files of a window whose count is verified, removes leftovers of interrupted
+/// runs (temporaries, or files of an older run with more parts), and reads every footer back:
+/// the rows readers will see must be the `rows` streamed. Returns the files as recorded.
+pub async fn publish(
     sink: &Sink,
-    settings: &Settings,
-    w: &Window,
-    cursor_batch: u32,
     lease: &Lease,
-    progress: &mut Progress,
-) -> Result<Written> {
-    let mut out = WindowWriter::new(sink, settings, source.name(), w, lease);
-    let limits = BatchLimits {
-        rows: settings.batch_size as usize,
-        bytes: settings.batch_max_bytes,
-    };
-    let mut batch = BatchBuilder::new(settings.batch_size as usize);
-    let mut batch_partition: Option<String> = None;
-    let mut events = source.stream(w, cursor_batch);
-
-    // MongoDB's count runs beside the stream: on servers that scan (FerretDB) this halves the
-    // wall time, and late writes are still caught because the stream must match it exactly.
-    let count = source.count(w);
-    let stream = async {
-        while let Some(raw) = events.next().await? {
-            let row = encode::decode(&raw)?;
-            let created = DateTime::<Utc>::from_timestamp_millis(row.created_at_ms)
-                .unwrap_or(DateTime::<Utc>::MIN_UTC);
-            let partition = partition_of(created);
-            // A batch never spans two partitions (files are per partition).
-            if batch_partition.as_deref() != Some(partition.as_str()) && !batch.is_empty() {
-                let rb = batch.finish()?;
-                out.write(batch_partition.as_deref().unwrap_or_default(), &rb)
-                    .await?;
-                progress.rows(rb.num_rows() as u64);
-            }
-            batch_partition = Some(partition);
-            batch.push(&row);
-            if batch.is_full(limits) {
-                let rb = batch.finish()?;
-                out.write(batch_partition.as_deref().unwrap_or_default(), &rb)
-                    .await?;
-                progress.rows(rb.num_rows() as u64);
-            }
-        }
-        if !batch.is_empty() {
-            let rb = batch.finish()?;
-            out.write(batch_partition.as_deref().unwrap_or_default(), &rb)
-                .await?;
-            progress.rows(rb.num_rows() as u64);
-        }
-        Ok::<_, ArchiveError>(events.rows())
-    };
-    let (streamed, expected) = tokio::try_join!(stream, count)?;
-    let files = out.finish().await?;
-
-    // Leftovers of interrupted runs (temporaries, or files of an older run with more parts).
+    w: &Window,
+    files: Vec<Pending>,
+    rows: u64,
+) -> Result<Vec<FileFacts>> {
+    for f in &files {
+        lease.check()?;
+        sink.publish(&f.written_at, &sink.path(&f.facts.path))
+            .await?;
+    }
+    let files: Vec<FileFacts> = files.into_iter().map(|f| f.facts).collect();
     for hour in w.hours() {
         // Another archiver's temporaries of this window have the same names as ours.
         lease.check()?;
@@ -113,36 +68,32 @@ pub async fn write_window(
             tracing::info!(window = %w.id(), %partition, removed, "removed leftovers of an earlier run");
         }
     }
-
-    // Read back what readers will see.
     let mut read_back = 0u64;
-    let mut checked = Vec::with_capacity(files.len());
-    for f in files {
-        let (rows, bytes) = sink.footer_rows(&f.path).await?;
-        if rows != f.rows || bytes != f.bytes {
-            return Err(ArchiveError::Other(format!(
-                "{}: read back {rows} rows / {bytes} bytes, wrote {} rows / {} bytes",
-                f.path, f.rows, f.bytes
-            )));
+    for f in &files {
+        let (r, bytes) = sink.footer_rows(&f.path).await?;
+        if r != f.rows || bytes != f.bytes {
+            return Err(ArchiveError::ReadBack {
+                path: f.path.clone(),
+                read_rows: r,
+                read_bytes: bytes,
+                rows: f.rows,
+                bytes: f.bytes,
+            });
         }
-        read_back += rows;
-        checked.push(f);
+        read_back += r;
     }
-    if read_back != expected || streamed != expected {
+    if read_back != rows {
         return Err(ArchiveError::CountMismatch {
             window: w.id(),
             written: read_back,
-            expected,
+            expected: rows,
         });
     }
-    Ok(Written {
-        files: checked,
-        rows: read_back,
-    })
+    Ok(files)
 }
 
 /// The files of one window, opened one at a time.
-struct WindowWriter<'a> {
+pub struct WindowWriter<'a> {
     sink: &'a Sink,
     settings: &'a Settings,
     source_name: &'a str,
@@ -150,7 +101,7 @@ struct WindowWriter<'a> {
     w: Window,
     current: Option<OpenFile>,
     next_n: u32,
-    done: Vec<FileFacts>,
+    done: Vec<Pending>,
 }
 
 struct OpenFile {
@@ -162,7 +113,7 @@ struct OpenFile {
 }
 
 impl<'a> WindowWriter<'a> {
-    fn new(
+    pub fn new(
         sink: &'a Sink,
         settings: &'a Settings,
         source_name: &'a str,
@@ -181,7 +132,8 @@ impl<'a> WindowWriter<'a> {
         }
     }
 
-    async fn write(&mut self, partition: &str, batch: &RecordBatch) -> Result<()> {
+    /// Appends a batch of one partition's rows.
+    pub async fn write(&mut self, partition: &str, batch: &RecordBatch) -> Result<()> {
         self.lease.check()?;
         let rotate = match &self.current {
             Some(f) => {
@@ -247,20 +199,20 @@ impl<'a> WindowWriter<'a> {
         self.lease.check()?;
         f.writer.finish().await?;
         let hashing = f.writer.into_inner();
-        let relative = format!("{}/{}", f.partition, f.name);
-        let final_path = self.sink.path(&relative);
-        self.lease.check()?;
-        self.sink.publish(&f.written_at, &final_path).await?;
-        self.done.push(FileFacts {
-            path: relative,
-            rows: f.rows,
-            bytes: hashing.bytes,
-            sha256: hex::encode(hashing.hasher.finalize()),
+        self.done.push(Pending {
+            written_at: f.written_at,
+            facts: FileFacts {
+                path: format!("{}/{}", f.partition, f.name),
+                rows: f.rows,
+                bytes: hashing.bytes,
+                sha256: hex::encode(hashing.hasher.finalize()),
+            },
         });
         Ok(())
     }
 
-    async fn finish(mut self) -> Result<Vec<FileFacts>> {
+    /// Completes the window's files (hidden until [`publish`]).
+    pub async fn finish(mut self) -> Result<Vec<Pending>> {
         self.close_current().await?;
         Ok(self.done)
     }

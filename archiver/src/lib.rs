@@ -1,20 +1,27 @@
 //! `auditlog-archiver`: exports aged events from MongoDB to Parquet files (local directory,
-//! S3 or HDFS) window by window, exactly once, before the TTL index expires them.
+//! S3 or HDFS) in UTC windows — every due window of a run read in one sorted pass — exactly
+//! once, before the TTL index expires them.
 //! DESIGN.md §6 is the design; `docs/archiver.md` is the user's guide.
 //!
 //! # Layout
 //! - [`config`]: every setting (flag + env var) and the subcommands, parsed once into types
 //!   (durations, [`config::ArchiveUrl`], [`schedule::Schedule`]); the checks across settings.
 //! - [`window`]: UTC windows, the due rule, partition paths and file names.
+//! - [`plan`]: what a pass reads — its scope: runs of consecutive unrecorded windows, planned
+//!   from the archive state alone.
 //! - [`schedule`]: the cron expression of `run`, parsed as the scheduler parses it.
 //! - [`encode`]: event documents → Arrow batches; the Parquet schema and writer properties.
 //! - [`sink`]: the object store (file, S3, HDFS): atomic publish, listing, footers, checksums.
-//! - [`source`]: every query of the events collection — window filter, count, oldest event,
-//!   unarchived windows, the keyset stream (with its retries), purge's delete.
-//! - [`export`]: archiving one window — write, publish, clean up, read back, compare.
+//! - [`source`]: the queries of the events collection — window and scope filters, counts,
+//!   oldest event, unarchived windows (`status`), purge's delete — and their retries.
+//! - [`stream`]: the keyset stream of a scope (one sorted query, resumed after its last row),
+//!   read one batch ahead.
+//! - [`export`]: one window's files — write as hidden temporaries, publish, clean up, read back.
+//! - [`pass`]: one pass over a scope — rows cut into windows and partitions as they arrive.
+//! - [`tally`]: the scope's count against the rows streamed; per window only when they differ.
 //! - [`state`]: window records, the lease (and its fence) and the runs record, in MongoDB.
-//! - [`archive`]: the connected [`archive::Archiver`]; due windows, `once`, `backfill`,
-//!   recording and `_SUCCESS` markers.
+//! - [`archive`]: the connected [`archive::Archiver`]; `once`, `backfill`, the passes, what is
+//!   read again, recording and `_SUCCESS` markers.
 //! - [`guard`]: the TTL guard: the oldest unarchived event must outlive the next scheduled run.
 //! - [`status`], [`verify`], [`purge`]: the read-only report, the re-check, the deletion.
 //! - [`daemon`]: `run` — scheduler, `/healthz`, `/metrics`, graceful shutdown.
@@ -22,8 +29,9 @@
 //! - [`error`]: typed errors and their exit codes.
 //!
 //! Dependencies point one way: in this order, each module uses only modules before it —
-//! `error`, `schedule`, `metrics`, `window`, `config`, `encode`, `progress`, `sink`, `source`,
-//! `state`, `export`, `guard`, `purge`, `status`, `verify`, `archive`, `daemon`.
+//! `error`, `schedule`, `metrics`, `window`, `plan`, `config`, `encode`, `progress`, `sink`,
+//! `source`, `stream`, `state`, `export`, `pass`, `tally`, `guard`, `purge`, `status`,
+//! `verify`, `archive`, `daemon`.
 
 pub mod archive;
 pub mod config;
@@ -33,6 +41,8 @@ pub mod error;
 pub mod export;
 pub mod guard;
 pub mod metrics;
+pub mod pass;
+pub mod plan;
 pub mod progress;
 pub mod purge;
 pub mod schedule;
@@ -40,5 +50,7 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod status;
+pub mod stream;
+pub mod tally;
 pub mod verify;
 pub mod window;

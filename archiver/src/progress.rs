@@ -1,9 +1,13 @@
-//! Progress of a run: a bar (windows, rows, bytes, rate) when stderr is a terminal, log lines
-//! otherwise, so a CronJob's log shows every window without control characters.
+//! Progress of a run: a bar (windows passed, rows, bytes, rate) when stderr is a terminal, log
+//! lines otherwise, so a CronJob's log shows every window without control characters.
+//!
+//! The bar counts the windows a pass's stream has gone past — empty ones included, since only
+//! the stream tells which hold events — and the log has a line per window recorded.
 
 use std::io::IsTerminal;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::window::Window;
@@ -13,12 +17,14 @@ pub struct Progress {
     started: Instant,
     rows: u64,
     bytes: u64,
+    /// The start of the window the stream is in.
+    at: DateTime<Utc>,
 }
 
 impl Progress {
-    pub fn new(windows: u64) -> Self {
+    pub fn new() -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(windows);
+            let bar = ProgressBar::new(0);
             if let Ok(style) = ProgressStyle::with_template(
                 "{elapsed_precise} [{bar:30}] {pos}/{len} windows  {msg}",
             ) {
@@ -31,12 +37,32 @@ impl Progress {
             started: Instant::now(),
             rows: 0,
             bytes: 0,
+            at: DateTime::<Utc>::MIN_UTC,
         }
     }
 
-    pub fn set_total(&self, windows: u64) {
+    /// A pass over `windows` windows begins at the window starting at `from`.
+    pub fn begin_pass(&mut self, windows: u64, from: DateTime<Utc>) {
         if let Some(b) = &self.bar {
-            b.set_length(windows);
+            b.inc_length(windows);
+        }
+        self.at = from;
+    }
+
+    /// The start of the window the stream is in.
+    pub fn window(&self) -> DateTime<Utc> {
+        self.at
+    }
+
+    /// The stream moved on to the window starting at `t`.
+    pub fn set_window(&mut self, t: DateTime<Utc>) {
+        self.at = t;
+    }
+
+    /// The stream went past `n` windows.
+    pub fn passed(&mut self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
         }
     }
 
@@ -45,13 +71,11 @@ impl Progress {
         self.refresh();
     }
 
+    /// A window was recorded.
     pub fn window_done(&mut self, w: &Window, rows: u64, bytes: u64, files: usize) {
         self.bytes += bytes;
         match &self.bar {
-            Some(b) => {
-                b.inc(1);
-                self.refresh();
-            }
+            Some(_) => self.refresh(),
             None => tracing::info!(
                 window = %w.id(), rows, bytes, files,
                 rate_rows_per_s = self.rate(),
@@ -80,5 +104,11 @@ impl Progress {
                 self.rate()
             ));
         }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
     }
 }

@@ -1,10 +1,10 @@
-//! The events collection as the archiver sees it, and the only module that queries it: the
-//! filter of a window, MongoDB's count of a window, the oldest event from an instant, the
-//! windows holding unarchived events, the keyset stream of a window's events, and `purge`'s
-//! delete of a window.
+//! The events collection as the archiver sees it: the filter of a window or of a scope, MongoDB's
+//! count of either, the oldest event of a scope, the windows holding unarchived events (for
+//! `status`), and `purge`'s delete of a window. With [`crate::stream`] (the keyset stream of a
+//! scope, which uses the filters and the retry rules here) the only modules that query it.
 //!
-//! The stream is a keyset read in `(created_at, _id)` order, so a cursor lost mid-window
-//! (timeout, failover) resumes after the last row instead of starting over.
+//! A scope's filter is one clause per run (an `$or` when there are several); a resumed stream
+//! starts its first run after the last row it returned, by keyset on `(created_at, _id)`.
 //!
 //! What is retried is what a cluster does in passing: an error [`is_transient`] classifies so
 //! (elections and stepdowns such as NotWritablePrimary, stale routing, shutdowns, a connection
@@ -27,25 +27,26 @@ use auditlog_common::store::Store;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, Document, RawDocumentBuf};
-use mongodb::{Collection, Cursor};
+use mongodb::Collection;
 
 use crate::error::{ArchiveError, Result};
-use crate::window::Window;
+use crate::plan::{Scope, MAX_RUNS};
+use crate::window::{Span, Window};
 
-/// Retries of a window's stream (queries and lost cursors together) before it fails.
+/// Retries of a stream (queries and lost cursors together), or of a query, before it fails.
 pub const MAX_RETRIES: u32 = 5;
-const FIRST_RETRY_WAIT: Duration = Duration::from_millis(500);
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const FIRST_RETRY_WAIT: Duration = Duration::from_millis(500);
+pub(crate) const MAX_RETRY_WAIT: Duration = Duration::from_secs(2);
 /// The server no longer has the cursor (idle timeout, or it was killed): the keyset resumes it.
 const CURSOR_NOT_FOUND: i32 = 43;
 
 /// Whether a failed query is worth another attempt (see the module docs).
-fn query_retryable(e: &mongodb::error::Error) -> bool {
+pub(crate) fn query_retryable(e: &mongodb::error::Error) -> bool {
     is_transient(e)
 }
 
 /// Whether a cursor that failed is worth resuming after its last row (see the module docs).
-fn cursor_resumable(e: &mongodb::error::Error) -> bool {
+pub(crate) fn cursor_resumable(e: &mongodb::error::Error) -> bool {
     is_transient(e) || server_error_code(e) == Some(CURSOR_NOT_FOUND)
 }
 
@@ -76,20 +77,45 @@ where
     }
 }
 
-/// MongoDB filter for the events of a window.
-pub fn window_filter(w: &Window) -> Document {
+/// MongoDB filter for the events of a window (or of a run: any span).
+pub fn window_filter(w: &impl Span) -> Document {
     doc! { fields::CREATED_AT: {
-        "$gte": bson::DateTime::from_chrono(w.start),
-        "$lt": bson::DateTime::from_chrono(w.end),
+        "$gte": bson::DateTime::from_chrono(w.start()),
+        "$lt": bson::DateTime::from_chrono(w.end()),
     } }
 }
 
+/// `(created_at, _id)` of an event: where a keyset stream resumes.
+pub type Key = (bson::DateTime, Bson);
+
 /// The events of `w` after `(created_at, _id)` = `after`, in keyset order's filter.
-fn resume_filter(w: &Window, after: &(bson::DateTime, Bson)) -> Document {
+fn resume_filter(w: &impl Span, after: &Key) -> Document {
     let (ts, id) = after;
     doc! {
-        fields::CREATED_AT: { "$gte": *ts, "$lt": bson::DateTime::from_chrono(w.end) },
+        fields::CREATED_AT: { "$gte": *ts, "$lt": bson::DateTime::from_chrono(w.end()) },
         "$or": [ { fields::CREATED_AT: { "$gt": *ts } }, { fields::ID: { "$gt": id.clone() } } ],
+    }
+}
+
+/// MongoDB filter for the events of a scope, after `after` when a stream resumes: one clause
+/// per run (runs that end before the key are dropped, the one holding it resumes after it).
+pub fn scope_filter(scope: &Scope, after: Option<&Key>) -> Document {
+    let mut clauses: Vec<Document> = vec![];
+    for run in scope.runs() {
+        match after {
+            Some(key) if run.end <= key.0.to_chrono() => {}
+            Some(key) if run.start <= key.0.to_chrono() => clauses.push(resume_filter(run, key)),
+            _ => clauses.push(window_filter(run)),
+        }
+    }
+    // Newest first: most events are in the newest run, and a server that scans (FerretDB)
+    // tests the clauses in order, stopping at the first that matches.
+    clauses.reverse();
+    match clauses.len() {
+        // Nothing left to read: a range no date falls in.
+        0 => doc! { fields::CREATED_AT: { "$lt": bson::DateTime::MIN } },
+        1 => clauses.remove(0),
+        _ => doc! { "$or": clauses },
     }
 }
 
@@ -108,6 +134,11 @@ impl Source {
         }
     }
 
+    /// The collection, read as raw documents (the stream decodes rows itself).
+    pub(crate) fn raw_events(&self) -> Collection<RawDocumentBuf> {
+        self.events.clone_with_type()
+    }
+
     /// `<db>.<collection>`, as window records and `status` name it.
     pub fn name(&self) -> &str {
         &self.name
@@ -122,57 +153,64 @@ impl Source {
         .await
     }
 
-    /// `created_at` of the oldest event at or after `from`.
-    async fn first_event_from(&self, from: Option<DateTime<Utc>>) -> Result<Option<DateTime<Utc>>> {
-        let filter = match from {
-            Some(t) => doc! { fields::CREATED_AT: { "$gte": bson::DateTime::from_chrono(t) } },
-            None => doc! { fields::CREATED_AT: { "$exists": true } },
-        };
+    /// MongoDB's count of the scope's events: one query, however many windows and runs.
+    pub async fn count_scope(&self, scope: &Scope) -> Result<u64> {
+        if scope.is_empty() {
+            return Ok(0);
+        }
         let events = &self.events;
-        let filter = &filter;
-        let found: Option<Document> = with_retries("find oldest event", || async move {
-            events
-                .find_one(filter.clone())
-                .sort(doc! { fields::CREATED_AT: 1 })
-                .projection(doc! { fields::CREATED_AT: 1, fields::ID: 0 })
-                .await
+        let filter = &scope_filter(scope, None);
+        with_retries("count events", || async move {
+            events.count_documents(filter.clone()).await
         })
-        .await?;
-        Ok(found
-            .and_then(|d| d.get_datetime(fields::CREATED_AT).ok().copied())
-            .map(|d| d.to_chrono()))
+        .await
+    }
+
+    /// `created_at` of the scope's oldest event. One query for up to [`MAX_RUNS`] runs (more
+    /// runs: one per [`MAX_RUNS`], oldest first, until one finds an event).
+    pub async fn first_in(&self, scope: &Scope) -> Result<Option<DateTime<Utc>>> {
+        for part in scope.split(MAX_RUNS) {
+            let filter = &scope_filter(&part, None);
+            let events = &self.events;
+            let found: Option<Document> = with_retries("find oldest event", || async move {
+                events
+                    .find_one(filter.clone())
+                    .sort(doc! { fields::CREATED_AT: 1 })
+                    .projection(doc! { fields::CREATED_AT: 1, fields::ID: 0 })
+                    .await
+            })
+            .await?;
+            if let Some(t) = found
+                .and_then(|d| d.get_datetime(fields::CREATED_AT).ok().copied())
+                .map(|d| d.to_chrono())
+            {
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
     }
 
     /// Unarchived windows (of `window_seconds`) that hold events and are due by `cutoff`,
-    /// oldest first; also returns the oldest unarchived event, due or not. Recorded windows
-    /// are skipped in runs, so the number of queries grows with the gaps, not with the
-    /// archive's length.
+    /// oldest first; also returns the oldest unarchived event, due or not. One query per due
+    /// window found (this is `status`'s question; archiving reads the events instead).
     pub async fn unarchived(
         &self,
         recorded: &BTreeSet<DateTime<Utc>>,
         cutoff: DateTime<Utc>,
         window_seconds: i64,
     ) -> Result<(Vec<Window>, Option<DateTime<Utc>>)> {
+        let everything = Scope::unarchived(recorded, None, window_seconds);
         let mut out = vec![];
         let mut oldest = None;
-        let mut from = None;
-        while let Some(t) = self.first_event_from(from).await? {
-            let mut w = Window::containing(t, window_seconds);
-            if recorded.contains(&w.start) {
-                while recorded.contains(&w.start) {
-                    w = w.next();
-                }
-                from = Some(w.start);
-                continue;
-            }
-            if oldest.is_none() {
-                oldest = Some(t);
-            }
+        let mut rest = everything;
+        while let Some(t) = self.first_in(&rest).await? {
+            oldest = oldest.or(Some(t));
+            let w = Window::containing(t, window_seconds);
             if !w.is_due(cutoff) {
                 break;
             }
             out.push(w);
-            from = Some(w.end);
+            rest = rest.from(w.end);
         }
         Ok((out, oldest))
     }
@@ -206,20 +244,6 @@ impl Source {
         batch_size_for(configured, avg)
     }
 
-    /// The window's events in `(created_at, _id)` order, `batch_size` per cursor batch.
-    pub fn stream(&self, w: &Window, batch_size: u32) -> WindowEvents {
-        WindowEvents {
-            events: self.events.clone_with_type(),
-            window: *w,
-            batch_size,
-            cursor: None,
-            done: false,
-            last_key: None,
-            rows: 0,
-            backoff: Backoff::new(FIRST_RETRY_WAIT, MAX_RETRY_WAIT),
-        }
-    }
-
     /// Deletes the window's events (`purge`); returns how many were deleted.
     pub async fn delete_window(&self, w: &Window) -> Result<u64> {
         Ok(self
@@ -244,121 +268,6 @@ fn batch_size_for(configured: u32, avg_bytes: Option<f64>) -> u32 {
             configured.min(fit as u32).max(1)
         }
         _ => configured,
-    }
-}
-
-/// A window's events, read by keyset (see the module docs).
-pub struct WindowEvents {
-    events: Collection<RawDocumentBuf>,
-    window: Window,
-    batch_size: u32,
-    cursor: Option<Cursor<RawDocumentBuf>>,
-    done: bool,
-    /// `(created_at, _id)` of the last row returned: where a new cursor starts.
-    last_key: Option<(bson::DateTime, Bson)>,
-    rows: u64,
-    backoff: Backoff,
-}
-
-impl WindowEvents {
-    /// The next event, or `None` after the last one.
-    pub async fn next(&mut self) -> Result<Option<RawDocumentBuf>> {
-        while !self.done {
-            if self.cursor.is_none() {
-                match self.open().await {
-                    Ok(c) => self.cursor = Some(c),
-                    Err(e) => {
-                        let retryable = query_retryable(&e);
-                        self.retry(e, retryable, "find window events", "query failed; retrying")
-                            .await?;
-                        continue;
-                    }
-                }
-            }
-            let Some(cursor) = self.cursor.as_mut() else {
-                continue;
-            };
-            match cursor.try_next().await {
-                Ok(Some(raw)) => {
-                    self.remember(&raw);
-                    return Ok(Some(raw));
-                }
-                Ok(None) => self.done = true,
-                Err(e) => {
-                    self.cursor = None;
-                    let resumable = cursor_resumable(&e);
-                    self.retry(
-                        e,
-                        resumable,
-                        "read window events",
-                        "cursor lost; resuming after the last archived row",
-                    )
-                    .await?;
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// Rows returned so far.
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
-
-    /// A cursor from the start of the window, or after the last row returned. (`&mut self`
-    /// because a cursor is not `Sync`, so a `&Self` held across an await is not `Send`.)
-    async fn open(&mut self) -> mongodb::error::Result<Cursor<RawDocumentBuf>> {
-        let filter = match &self.last_key {
-            Some(key) => resume_filter(&self.window, key),
-            None => window_filter(&self.window),
-        };
-        self.events
-            .find(filter)
-            .sort(doc! { fields::CREATED_AT: 1, fields::ID: 1 })
-            .batch_size(self.batch_size)
-            .await
-    }
-
-    /// Waits before the next attempt, or fails with `e` when it is not `retryable` or the
-    /// retries are used up.
-    async fn retry(
-        &mut self,
-        e: mongodb::error::Error,
-        retryable: bool,
-        operation: &'static str,
-        message: &'static str,
-    ) -> Result<()> {
-        if !retryable || self.backoff.attempts() >= MAX_RETRIES {
-            return Err(ArchiveError::mongo(operation)(e));
-        }
-        tracing::warn!(
-            window = %self.window.id(),
-            error = %e,
-            attempt = self.backoff.attempts() + 1,
-            after_rows = self.rows,
-            retry_in_ms = self.backoff.next_delay().as_millis() as u64,
-            "{message}"
-        );
-        if self.backoff.wait().await {
-            Ok(())
-        } else {
-            Err(ArchiveError::mongo(operation)(e))
-        }
-    }
-
-    fn remember(&mut self, raw: &RawDocumentBuf) {
-        self.rows += 1;
-        // A row without a `created_at` date fails to decode, which ends the window before any
-        // resumption could use this key.
-        if let Ok(ts) = raw.get_datetime(fields::CREATED_AT) {
-            let id = raw
-                .get(fields::ID)
-                .ok()
-                .flatten()
-                .and_then(|v| Bson::try_from(v).ok())
-                .unwrap_or(Bson::Null);
-            self.last_key = Some((ts, id));
-        }
     }
 }
 
@@ -397,6 +306,58 @@ mod tests {
         assert_eq!(*range.get_datetime("$gte").unwrap(), last);
         assert_eq!(range.get_datetime("$lt").unwrap().to_chrono(), w.end);
         assert_eq!(f.get_array("$or").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_scope_filter_has_a_clause_per_run_and_resumes_in_the_run_of_the_key() {
+        use crate::plan::{Scope, OPEN_START};
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let recorded = [t("2024-05-01T02:00:00Z")].into();
+        let scope = Scope::unarchived(&recorded, Some(t("2024-05-01T05:00:00Z")), 3600);
+        let f = scope_filter(&scope, None);
+        let clauses = f.get_array("$or").unwrap();
+        assert_eq!(clauses.len(), 2);
+        // Newest run first; the open run is still bounded to dates.
+        let newest = clauses[0].as_document().unwrap();
+        let range = newest.get_document(fields::CREATED_AT).unwrap();
+        assert_eq!(
+            range.get_datetime("$gte").unwrap().to_chrono(),
+            t("2024-05-01T03:00:00Z")
+        );
+        let open = clauses[1].as_document().unwrap();
+        let range = open.get_document(fields::CREATED_AT).unwrap();
+        assert_eq!(range.get_datetime("$gte").unwrap().to_chrono(), OPEN_START);
+        assert_eq!(
+            range.get_datetime("$lt").unwrap().to_chrono(),
+            t("2024-05-01T02:00:00Z")
+        );
+
+        // Resumed in the second run: the first is dropped, the second resumes after the key.
+        let key = (
+            bson::DateTime::from_chrono(t("2024-05-01T03:30:00Z")),
+            Bson::Int32(7),
+        );
+        let f = scope_filter(&scope, Some(&key));
+        assert_eq!(f, resume_filter(&scope.runs()[1], &key));
+        // Resumed in the first run: both runs remain, the first after the key.
+        let key = (
+            bson::DateTime::from_chrono(t("2024-05-01T01:00:00Z")),
+            Bson::Int32(7),
+        );
+        let f = scope_filter(&scope, Some(&key));
+        let clauses = f.get_array("$or").unwrap();
+        assert_eq!(
+            clauses[1].as_document().unwrap(),
+            &resume_filter(&scope.runs()[0], &key)
+        );
+        // Past the end: a filter that matches nothing.
+        let key = (
+            bson::DateTime::from_chrono(t("2024-05-01T06:00:00Z")),
+            Bson::Int32(7),
+        );
+        let f = scope_filter(&scope, Some(&key));
+        let range = f.get_document(fields::CREATED_AT).unwrap();
+        assert_eq!(*range.get_datetime("$lt").unwrap(), bson::DateTime::MIN);
     }
 
     #[test]

@@ -26,6 +26,13 @@ pub fn validate_window(seconds: i64) -> Result<(), ArchiveError> {
     }
 }
 
+/// A half-open time range `[start, end)`: a window, or a run of consecutive windows
+/// ([`crate::plan::Run`]). Queries are built from spans, so one filter serves both.
+pub trait Span {
+    fn start(&self) -> DateTime<Utc>;
+    fn end(&self) -> DateTime<Utc>;
+}
+
 /// One archive window `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Window {
@@ -95,6 +102,15 @@ impl Window {
     /// `.` makes Hive, Spark, pyarrow and DuckDB's Hive reader skip it.
     pub fn temp_name(&self, n: u32) -> String {
         format!(".{}.inprogress", self.file_name(n))
+    }
+}
+
+impl Span for Window {
+    fn start(&self) -> DateTime<Utc> {
+        self.start
+    }
+    fn end(&self) -> DateTime<Utc> {
+        self.end
     }
 }
 

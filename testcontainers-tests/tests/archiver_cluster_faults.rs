@@ -4,11 +4,15 @@
 //! transient fails the window without retrying; a lease whose renewals keep failing fences the
 //! archiver before another one could take over. And every successful run is recorded in
 //! `archive_runs` for the service's alerts.
+//!
+//! The proxy also counts what the archiver asks of the events collection: a run reads it with
+//! one sorted stream and one count however many windows are due, and a window whose count
+//! differs from the rows streamed (an event written late) is the only one read again.
 
 #[path = "support/archiver.rs"]
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use mongodb::bson::{doc, Document};
@@ -312,4 +316,167 @@ async fn a_successful_run_is_recorded_for_the_services_alerts() {
         1,
         "one document per archived collection"
     );
+}
+
+/// Makes `proxy` count the archiver's reads of the events collection: rules that change
+/// nothing (no delay) on each read command, so `proxy.applied` counts exactly those. (A
+/// `getMore` names its cursor, not its collection: every `getMore` counts.)
+fn count_event_reads(proxy: &WireProxy) {
+    for command in ["find", "aggregate", "count", "distinct"] {
+        proxy.add(Rule::new(command, Fault::Delay(Duration::ZERO)).on("events"));
+    }
+    proxy.add(Rule::new("getMore", Fault::Delay(Duration::ZERO)));
+}
+
+/// The reads of the events collection a proxy counted, by command.
+fn event_reads(proxy: &WireProxy) -> Vec<(&'static str, usize)> {
+    ["find", "getMore", "aggregate", "count", "distinct"]
+        .into_iter()
+        .map(|c| (c, proxy.applied(c)))
+        .collect()
+}
+
+/// Archives `windows` consecutive hourly windows of 100 events each (ending three days ago)
+/// through a proxy; returns the reads of the events collection the run made.
+async fn reads_to_archive(windows: i64) -> Vec<(&'static str, usize)> {
+    let mongo = test_mongo().await;
+    let first = hour_days_ago(3) - chrono::Duration::hours(windows);
+    let mut docs = vec![];
+    for w in 0..windows {
+        docs.extend(events_in_window(
+            first + chrono::Duration::hours(w),
+            100,
+            "once",
+        ));
+    }
+    insert(&mongo, &docs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, archiver) = proxied_archiver(&mongo, dir.path()).await;
+    count_event_reads(&proxy);
+    run_once(&archiver).await.expect_code(0);
+    assert_eq!(window_records(&mongo).await.len() as i64, windows);
+    assert_archived_exactly_once(&mongo, dir.path()).await;
+    event_reads(&proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_reads_the_events_once_however_many_windows_are_due() {
+    let two = reads_to_archive(2).await;
+    let twelve = reads_to_archive(12).await;
+    println!("reads of the events collection: 2 windows {two:?}, 12 windows {twelve:?}");
+    assert_eq!(
+        two, twelve,
+        "the reads of the events grow with the number of windows"
+    );
+    // One sorted stream (a find; no getMore at 100 events per window), one count and the
+    // collection statistics for the cursor batch size (two aggregates); no per-window query.
+    assert_eq!(
+        twelve,
+        vec![
+            ("find", 1),
+            ("getMore", 0),
+            ("aggregate", 2),
+            ("count", 0),
+            ("distinct", 0)
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_mismatch_in_one_window_reads_only_that_window_again() {
+    let mongo = test_mongo().await;
+    const WINDOWS: i64 = 5;
+    let first = hour_days_ago(3) - chrono::Duration::hours(WINDOWS);
+    let mut docs = vec![];
+    for w in 0..WINDOWS {
+        docs.extend(events_in_window(
+            first + chrono::Duration::hours(w),
+            100,
+            "late",
+        ));
+    }
+    insert(&mongo, &docs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, archiver) = proxied_archiver(&mongo, dir.path()).await;
+    // The collection statistics and the run's count (the first two aggregates on the events)
+    // are held for 4 s before they reach the server, so the count comes after the stream has
+    // gone past the first window — and after the event written late into it below.
+    proxy.add(
+        Rule::new(
+            "aggregate",
+            Fault::DelayBeforeForward(Duration::from_secs(4)),
+        )
+        .on("events")
+        .times(2),
+    );
+    count_event_reads(&proxy);
+
+    let mut child = archiver
+        .command(&["once"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first window's files appear (hidden, unpublished) once the stream is past it.
+    let first_window = first.format("part-%Y%m%dT%H%M%SZ-").to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !files_under(dir.path())
+        .iter()
+        .any(|f| f.contains(&first_window))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first window was never written"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the archiver ended early"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        window_records(&mongo).await.is_empty(),
+        "a window was recorded before the run's count"
+    );
+    let late = event(
+        first + chrono::Duration::minutes(30),
+        "late.write",
+        "consumer-late",
+        None,
+    );
+    insert(&mongo, std::slice::from_ref(&late)).await;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let ran = Ran(out).expect_code(0);
+
+    // Only the first window's count differed, and only it was read again.
+    let stderr = ran.stderr();
+    let mismatches: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("count mismatch: the window is read again"))
+        .collect();
+    let first_id = first.format("%Y%m%dT%H%M%SZ").to_string();
+    assert_eq!(mismatches.len(), 1, "{stderr}");
+    assert!(mismatches[0].contains(&first_id), "{stderr}");
+    // Reads: the run's stream, then one stream of the first window; the statistics, the run's
+    // count, a count per window that streamed rows, and the first window's count again.
+    assert_eq!(
+        event_reads(&proxy),
+        vec![
+            ("find", 2),
+            ("getMore", 0),
+            ("aggregate", 2 + WINDOWS as usize + 1),
+            ("count", 0),
+            ("distinct", 0)
+        ],
+        "{stderr}"
+    );
+    let records = window_records(&mongo).await;
+    assert_eq!(records.len() as i64, WINDOWS);
+    let rows: Vec<i64> = records.iter().map(|r| r.get_i64("rows").unwrap()).collect();
+    assert_eq!(rows, vec![101, 100, 100, 100, 100]);
+    // The late event is archived, every event once.
+    assert_archived_exactly_once(&mongo, dir.path()).await;
 }
