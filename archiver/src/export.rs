@@ -1,7 +1,10 @@
 //! One window's files: its rows written as Parquet to hidden temporary files (one per hour
-//! partition, more when a file reaches its row cap), kept hidden until the window's count is
-//! verified, then published by rename, leftovers of earlier interrupted runs removed, and the
-//! footers read back.
+//! partition, more when a file reaches its row cap) in the staging directory beside the
+//! collection's tree ([`crate::sink`]), kept there until the window's count is verified, then
+//! published by rename, leftovers of earlier interrupted runs removed, and the footers read
+//! back. (The count comes after the run's whole stream: temporaries kept inside the tree until
+//! then would leave a killed first run's archive a tree of directories with no file a reader
+//! could open.)
 //!
 //! Memory is one in-progress row group (capped by settings) and an 8 MiB upload buffer of the
 //! one open file; batches come from [`crate::pass`].
@@ -67,6 +70,11 @@ pub async fn publish(
         if removed > 0 {
             tracing::info!(window = %w.id(), %partition, removed, "removed leftovers of an earlier run");
         }
+    }
+    lease.check()?;
+    let removed = sink.remove_staged(&w.file_prefix()).await?;
+    if removed > 0 {
+        tracing::info!(window = %w.id(), removed, "removed temporaries of an earlier run");
     }
     let mut read_back = 0u64;
     for f in &files {

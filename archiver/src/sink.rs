@@ -4,9 +4,13 @@
 //! file's Parquet footer and checksum.
 //!
 //! Publishing: a file is written under a hidden temporary name (`.part-….parquet.inprogress`)
-//! and renamed into place, so readers never see a partial file. On S3 a rename is a copy plus
-//! a delete, while an upload itself only becomes visible when it completes; there the file is
-//! uploaded straight to its final name, which is just as atomic and half the requests.
+//! in the collection's staging directory, `<db>/.<collection>.inprogress/` — beside the
+//! collection's tree, not in it — and renamed into place, so readers never see a partial file,
+//! and the collection's tree holds only published files: a run killed before it published
+//! anything leaves no directory there for a reader (or Hive's `MSCK REPAIR`) to find empty. On
+//! S3 a rename is a copy plus a delete, while an upload itself only becomes visible when it
+//! completes; there the file is uploaded straight to its final name, which is just as atomic
+//! and half the requests.
 
 use std::sync::Arc;
 
@@ -29,6 +33,9 @@ pub struct Sink {
     store: Arc<dyn ObjectStore>,
     /// `<db>/<collection>` inside the archive root.
     base: Path,
+    /// `<db>/.<collection>.inprogress`: where files are written before they are published
+    /// (see the module docs).
+    staging: Path,
     /// Upload straight to the final name (see the module docs).
     direct_publish: bool,
     /// The URL, for logs and state records.
@@ -56,9 +63,14 @@ impl Sink {
             settings.mongo.db_name.as_str(),
             settings.mongo.collection.as_str(),
         ]);
+        let staging = Path::from_iter([
+            settings.mongo.db_name.clone(),
+            format!(".{}.inprogress", settings.mongo.collection),
+        ]);
         Ok(Sink {
             store: opened.store,
             base,
+            staging,
             direct_publish: opened.direct_publish,
             url,
             local_root: opened.local_root,
@@ -82,12 +94,14 @@ impl Sink {
         self.store.clone()
     }
 
-    /// Where a file is written before it is published.
+    /// Where a file is written before it is published: its final path on S3, else its
+    /// temporary name in the staging directory (temporary names are unique per window and
+    /// file number, so the staging directory needs no partitions).
     pub fn write_location(&self, partition: &str, final_name: &str, temp_name: &str) -> Path {
         if self.direct_publish {
             self.path(&format!("{partition}/{final_name}"))
         } else {
-            self.path(&format!("{partition}/{temp_name}"))
+            self.staging.clone().join(temp_name)
         }
     }
 
@@ -101,8 +115,11 @@ impl Sink {
 
     /// Names (not paths) of the objects directly inside a partition directory.
     pub async fn list_names(&self, partition: &str) -> Result<Vec<String>> {
-        let prefix = self.path(partition);
-        let listing = match self.store.list_with_delimiter(Some(&prefix)).await {
+        self.names_in(&self.path(partition)).await
+    }
+
+    async fn names_in(&self, prefix: &Path) -> Result<Vec<String>> {
+        let listing = match self.store.list_with_delimiter(Some(prefix)).await {
             Ok(l) => l,
             Err(object_store::Error::NotFound { .. }) => return Ok(vec![]),
             Err(e) => return Err(e.into()),
@@ -152,8 +169,9 @@ impl Sink {
 
 impl Sink {
     /// Removes leftovers of interrupted writes of a window in one partition: hidden temporary
-    /// files (ours, and the object store's own staging files) and published files of the
-    /// window that the latest run did not write. Returns how many objects were removed.
+    /// files (ours, and the object store's own staging files — archives written before the
+    /// staging directory kept them in the partition) and published files of the window that
+    /// the latest run did not write. Returns how many objects were removed.
     pub async fn remove_stale(
         &self,
         partition: &str,
@@ -169,19 +187,104 @@ impl Sink {
                 removed += 1;
             }
         }
-        // The local store hides its own staging files (`name#N`) from listings.
-        if let Some(root) = &self.local_root {
-            let dir = root.join(self.base.as_ref()).join(partition);
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                for e in entries.flatten() {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    if name.starts_with('.') && name.contains(window_prefix) && name.contains('#') {
-                        let _ = std::fs::remove_file(e.path());
-                        removed += 1;
-                    }
+        removed += self.remove_local_staging_files(&self.path(partition), window_prefix);
+        Ok(removed)
+    }
+
+    /// Removes the window's temporaries left in the staging directory (by a run that stopped
+    /// before publishing them, or with more parts than the latest). Returns how many.
+    pub async fn remove_staged(&self, window_prefix: &str) -> Result<usize> {
+        if self.direct_publish {
+            return Ok(0); // nothing is staged
+        }
+        let mut removed = 0;
+        for name in self.names_in(&self.staging).await? {
+            if name.contains(window_prefix) {
+                match self.store.delete(&self.staging.clone().join(name)).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                removed += 1;
+            }
+        }
+        removed += self.remove_local_staging_files(&self.staging, window_prefix);
+        Ok(removed)
+    }
+
+    /// The local store hides its own staging files (`name#N`, of a write it did not finish)
+    /// from listings: removed from the directory itself.
+    fn remove_local_staging_files(&self, dir: &Path, window_prefix: &str) -> usize {
+        let Some(root) = &self.local_root else {
+            return 0;
+        };
+        let mut removed = 0;
+        if let Ok(entries) = std::fs::read_dir(root.join(dir.as_ref())) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.')
+                    && name.contains(window_prefix)
+                    && name.contains('#')
+                    && std::fs::remove_file(e.path()).is_ok()
+                {
+                    removed += 1;
                 }
             }
         }
-        Ok(removed)
+        removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use clap::Parser;
+
+    use crate::config::Cli;
+    use crate::window::{partition_of, Window};
+
+    #[tokio::test]
+    async fn local_temporaries_wait_beside_the_collections_tree_until_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let cli =
+            Cli::try_parse_from(["auditlog-archiver", "--archive-url", root, "once"]).unwrap();
+        let sink = Sink::open(&cli.settings).unwrap();
+        let t = chrono::DateTime::parse_from_rfc3339("2024-05-01T02:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let (w, other) = (
+            Window::containing(t, 3600),
+            Window::containing(t + chrono::Duration::hours(1), 3600),
+        );
+        let partition = partition_of(w.start);
+        let tree = sink.path("");
+        let staged =
+            |w: &Window, n| sink.write_location(&partition, &w.file_name(n), &w.temp_name(n));
+        for (w, n) in [(&w, 0), (&w, 1), (&other, 0)] {
+            let at = staged(w, n);
+            assert!(!at.as_ref().starts_with(tree.as_ref()), "{at} is in {tree}");
+            sink.store()
+                .put(&at, PutPayload::from_static(b"par1"))
+                .await
+                .unwrap();
+        }
+        // Nothing of the window is in the collection's tree before it is published.
+        assert!(!dir.path().join(tree.as_ref()).exists());
+
+        // Published: the first file moves into its partition; its leftover (a second part of an
+        // earlier run) is removed, the other window's temporary stays.
+        let final_path = sink.path(&format!("{partition}/{}", w.file_name(0)));
+        sink.publish(&staged(&w, 0), &final_path).await.unwrap();
+        assert_eq!(
+            sink.list_names(&partition).await.unwrap(),
+            vec![w.file_name(0)]
+        );
+        assert_eq!(sink.remove_staged(&w.file_prefix()).await.unwrap(), 1);
+        assert_eq!(sink.remove_staged(&w.file_prefix()).await.unwrap(), 0);
+        assert_eq!(
+            sink.names_in(&sink.staging).await.unwrap(),
+            vec![other.temp_name(0)]
+        );
     }
 }

@@ -7,7 +7,10 @@
 //!
 //! The proxy also counts what the archiver asks of the events collection: a run reads it with
 //! one sorted stream and one count however many windows are due, and a window whose count
-//! differs from the rows streamed (an event written late) is the only one read again.
+//! differs from the rows streamed (an event written late) is the only one read again. And,
+//! with the stream slowed down, a run stopped (SIGKILL) after writing a window but before its
+//! count leaves nothing in the collection's tree for a reader to find, and the next run leaves
+//! no temporaries.
 
 #[path = "support/archiver.rs"]
 mod support;
@@ -479,4 +482,110 @@ async fn a_count_mismatch_in_one_window_reads_only_that_window_again() {
     assert_eq!(rows, vec![101, 100, 100, 100, 100]);
     // The late event is archived, every event once.
     assert_archived_exactly_once(&mongo, dir.path()).await;
+}
+
+/// Waits until the lease of `mongo`'s events collection has expired (a killed archiver's).
+async fn wait_for_lease_expiry(mongo: &TestMongo) {
+    let lease = mongo
+        .store()
+        .await
+        .database()
+        .collection::<Document>("archive_lease");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lease
+        .find_one(doc! { "expires_at": { "$gt": mongodb::bson::DateTime::now() } })
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(Instant::now() < deadline, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_before_its_count_leaves_the_tree_untouched_and_its_rerun_no_temporaries() {
+    let mongo = test_mongo().await;
+    const WINDOWS: i64 = 4;
+    const PER_WINDOW: i64 = 200;
+    let first = hour_days_ago(3) - chrono::Duration::hours(WINDOWS);
+    let mut docs = vec![];
+    for w in 0..WINDOWS {
+        docs.extend(events_in_window(
+            first + chrono::Duration::hours(w),
+            PER_WINDOW,
+            "staged",
+        ));
+    }
+    insert(&mongo, &docs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, archiver) = proxied_archiver(&mongo, dir.path()).await;
+    const BATCH: i64 = 50;
+    let archiver = archiver
+        .env("AUDIT_ARCHIVE_BATCH_SIZE", &BATCH.to_string())
+        .env("AUDIT_ARCHIVE_LEASE_TTL", "5s");
+    // Every cursor batch after the first takes 300 ms: the stream lasts seconds after the first
+    // window's file is complete, and the run's count is compared only once the stream ended.
+    proxy.add(Rule::new(
+        "getMore",
+        Fault::Delay(Duration::from_millis(300)),
+    ));
+    let getmores_to_the_end = (WINDOWS * PER_WINDOW / BATCH - 1) as usize;
+    let root = dir.path().join(&mongo.db_name).join("events");
+    let staging = dir.path().join(&mongo.db_name).join(".events.inprogress");
+    // The first window's first file, complete: the local store writes `<name>#<n>` and renames
+    // it to `<name>` when the upload completes.
+    let first_file = format!(
+        ".part-{}-0000.parquet.inprogress",
+        first.format("%Y%m%dT%H%M%SZ")
+    );
+
+    let mut child = archiver
+        .command(&["once"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !staging.join(&first_file).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first window was never written: {:?}",
+            files_under(dir.path())
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the archiver ended early"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait();
+    let getmores = proxy.seen("getMore");
+    assert!(
+        getmores < getmores_to_the_end,
+        "the stream had ended ({getmores} getMores): the run was not stopped before its count"
+    );
+    assert!(
+        !root.exists(),
+        "a run stopped before its count left {:?} in the collection's tree",
+        files_under(&root)
+    );
+    assert!(window_records(&mongo).await.is_empty());
+
+    // The next run (once the stopped run's lease expired) archives every event once, and
+    // leaves no temporary of its own or of the stopped run, staged or in the tree.
+    proxy.clear();
+    wait_for_lease_expiry(&mongo).await;
+    run_once(&archiver).await.expect_code(0);
+    assert_eq!(window_records(&mongo).await.len() as i64, WINDOWS);
+    assert_archived_exactly_once(&mongo, dir.path()).await;
+    assert_eq!(files_under(&staging), Vec::<String>::new());
+    let published = files_under(&root);
+    assert!(
+        published
+            .iter()
+            .all(|f| !f.rsplit('/').next().unwrap_or_default().starts_with('.')),
+        "{published:?}"
+    );
 }
