@@ -832,8 +832,8 @@ fn write_key_file(path: &std::path::Path) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// One key against a scoped key of a 1,000-entry key file, 64 producers, alternated twice so
-/// that the machine's drift hits both alike; prints each run and the difference.
+/// One key against a scoped key of a 1,000-entry key file, 64 producers, measured in A-B-B-A
+/// order so that the machine's drift hits both alike; prints each run and the difference.
 async fn scoped_keys(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
     let path =
         std::env::temp_dir().join(format!("auditlog-bench-keys-{}.toml", std::process::id()));
@@ -849,23 +849,31 @@ async fn scoped_keys(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
     )
     .await?;
     let (mut one, mut many) = (Vec::new(), Vec::new());
-    for _ in 0..2 {
-        let mut m = measure(
-            args,
-            &single,
-            closed_loop_with_key(&single.base, "bench", 64, args.seconds, None),
-        )
-        .await;
-        m.print("single POST, one key", "64");
-        one.push(m);
-        let mut m = measure(
-            args,
-            &scoped,
-            closed_loop_with_key(&scoped.base, SCOPED_KEY, 64, args.seconds, None),
-        )
-        .await;
-        m.print("single POST, scoped of 1,000", "64");
-        many.push(m);
+    // A-B-B-A: a drift that is linear in time (the collections grow, other work on the machine
+    // comes and goes) then weighs on both alike instead of always on the second one measured.
+    for scoped_turn in [false, true, true, false] {
+        let mut m = if scoped_turn {
+            measure(
+                args,
+                &scoped,
+                closed_loop_with_key(&scoped.base, SCOPED_KEY, 64, args.seconds, None),
+            )
+            .await
+        } else {
+            measure(
+                args,
+                &single,
+                closed_loop_with_key(&single.base, "bench", 64, args.seconds, None),
+            )
+            .await
+        };
+        if scoped_turn {
+            m.print("single POST, scoped of 1,000", "64");
+            many.push(m);
+        } else {
+            m.print("single POST, one key", "64");
+            one.push(m);
+        }
     }
     drop((single, scoped));
     let _ = std::fs::remove_file(&path);
