@@ -67,3 +67,22 @@ pub fn venv_program(name: &str) -> PathBuf {
     );
     program
 }
+
+/// Starts (or finds running) moto's S3 server (`infra/dev/s3.sh`, from the tools venv) and
+/// returns its endpoint; without the venv the test fails, saying so.
+pub fn s3_endpoint() -> String {
+    let script = dev_script("s3.sh");
+    // The venv first, so a missing venv is reported as such.
+    python();
+    let out = Command::new("bash")
+        .arg(script)
+        .arg("start")
+        .output()
+        .expect("run infra/dev/s3.sh start");
+    assert!(
+        out.status.success(),
+        "infra/dev/s3.sh start failed; it needs moto_server from the tools venv (`make tools`):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

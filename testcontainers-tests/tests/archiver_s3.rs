@@ -10,26 +10,7 @@ use std::process::Command;
 
 use support::*;
 use testcontainers_tests::mongo::test_mongo;
-use testcontainers_tests::tools::{dev_script, python};
-
-/// Starts (or finds running) moto's S3 server and returns its endpoint. It runs from the
-/// tools venv (`make tools`); without it the test fails.
-fn s3_endpoint() -> String {
-    let script = dev_script("s3.sh");
-    // The venv first, so a missing venv is reported as such.
-    python();
-    let out = Command::new("bash")
-        .arg(script)
-        .arg("start")
-        .output()
-        .expect("run infra/dev/s3.sh start");
-    assert!(
-        out.status.success(),
-        "infra/dev/s3.sh start failed; it needs moto_server from the tools venv (`make tools`):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use testcontainers_tests::tools::{python, s3_endpoint};
 
 const BOTO: &str = r#"
 import boto3, json, sys

@@ -19,7 +19,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use mongodb::bson::{doc, Document};
 use serde_json::Value;
 use testcontainers_tests::mongo::{test_mongo, TestMongo};
-use testcontainers_tests::tools::{dev_script, python};
+use testcontainers_tests::tools::{python, s3_endpoint};
 
 use archiver::{event, hour_days_ago, insert, window_records, Archiver};
 use auditlog_service::keys::ring::digest;
@@ -543,17 +543,7 @@ async fn events_purged_from_mongodb_between_two_pages_are_still_returned_once() 
 
 /// Starts (or finds running) moto's S3 server (`infra/dev/s3.sh`) and creates a bucket.
 fn s3_bucket(name: &str) -> String {
-    let out = std::process::Command::new("bash")
-        .arg(dev_script("s3.sh"))
-        .arg("start")
-        .output()
-        .expect("run infra/dev/s3.sh start");
-    assert!(
-        out.status.success(),
-        "infra/dev/s3.sh start failed; it needs moto_server from the tools venv (`make tools`):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let endpoint = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let endpoint = s3_endpoint();
     let create = r#"
 import boto3, sys
 boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="test",

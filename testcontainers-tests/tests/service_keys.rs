@@ -143,16 +143,6 @@ async fn post_batch(api: &Api, key: &str, events: &Value) -> Answer {
     .await
 }
 
-async fn find(api: &Api, key: &str, query: &[(&str, &str)]) -> Answer {
-    api.send(
-        api.http
-            .get(api.url("/v1/find"))
-            .header("X-Api-Key", key)
-            .query(query),
-    )
-    .await
-}
-
 async fn find_post(api: &Api, key: &str, body: &Value) -> Answer {
     api.send(
         api.http
@@ -182,7 +172,7 @@ async fn find_every(api: &Api, key: &str, query: &[(&str, &str)]) -> Vec<Value> 
         if let Some(c) = &cursor {
             q.push(("cursor", c));
         }
-        let (status, body) = find(api, key, &q).await;
+        let (status, body) = api.find_as(key, &q).await;
         assert_eq!(status, 200, "find {q:?}: {body}");
         let page = body["events"].as_array().expect("events");
         events.extend(page.iter().cloned());
@@ -372,8 +362,8 @@ async fn a_key_with_ingest_only_cannot_find() {
     assert_eq!(status, 201, "{posted}");
 
     for (status, body) in [
-        find(&api, PRODUCER, &[]).await,
-        find(&api, PRODUCER, &[("consumer", "c1")]).await,
+        api.find_as(PRODUCER, &[]).await,
+        api.find_as(PRODUCER, &[("consumer", "c1")]).await,
         find_post(&api, PRODUCER, &json!({"consumer": "c1"})).await,
     ] {
         assert_eq!(status, 403, "{body}");
@@ -472,15 +462,15 @@ async fn a_reader_key_finds_only_its_consumers_by_pattern_and_by_name() {
     let found = find_every(&api, READER, &[("consumer", "invoices")]).await;
     assert_eq!(consumers_of(&found), set(&["invoices"]));
     for (status, body) in [
-        find(&api, READER, &[("consumer", "shipping")]).await,
-        find(&api, READER, &[("consumer", "invoices-old")]).await,
+        api.find_as(READER, &[("consumer", "shipping")]).await,
+        api.find_as(READER, &[("consumer", "invoices-old")]).await,
         find_post(&api, READER, &json!({"consumer": "billingx"})).await,
-        find(&api, DOTS, &[("consumer", "axb")]).await,
+        api.find_as(DOTS, &[("consumer", "axb")]).await,
     ] {
         assert_eq!(status, 403, "{body}");
         assert_eq!(body["error"]["code"], "consumer_not_allowed", "{body}");
     }
-    let (status, body) = find(&api, READER, &[("consumer", "shipping")]).await;
+    let (status, body) = api.find_as(READER, &[("consumer", "shipping")]).await;
     assert_eq!(status, 403);
     assert!(body["error"]["message"]
         .as_str()
@@ -562,8 +552,8 @@ async fn a_key_file_change_takes_effect_without_a_restart() {
         (status, body["error"]["code"].as_str()),
         (401, Some("unauthorized"))
     );
-    assert_eq!(find(&api, old, &[]).await.0, 401);
-    assert_eq!(find(&api, new, &[]).await.0, 200);
+    assert_eq!(api.find_as(old, &[]).await.0, 401);
+    assert_eq!(api.find_as(new, &[]).await.0, 200);
     // The same process answered throughout (the harness started it once, on this port).
     assert_eq!(reloads(&api, "ok").await, 1.0);
     assert_eq!(reloads(&api, "error").await, 0.0);
@@ -997,7 +987,7 @@ async fn no_key_ever_shows_in_the_logs_or_the_metrics() {
     assert_eq!(post_event(&api, file_key, &event("yours")).await.0, 403);
     assert_eq!(post_event(&api, file_key, &event("mine-2")).await.0, 201);
     assert_eq!(post_event(&api, file_key, &event("mine-3")).await.0, 429);
-    assert_eq!(find(&api, file_key, &[]).await.0, 403);
+    assert_eq!(api.find_as(file_key, &[]).await.0, 403);
     assert_eq!(post_event(&api, &env_key[1..], &event("c")).await.0, 401);
     assert_eq!(
         post_event(&api, &format!("{file_key}x"), &event("c"))
@@ -1006,7 +996,7 @@ async fn no_key_ever_shows_in_the_logs_or_the_metrics() {
         401
     );
     assert_eq!(post_event(&api, env_key, &event("c")).await.0, 201);
-    assert_eq!(find(&api, env_key, &[]).await.0, 200);
+    assert_eq!(api.find_as(env_key, &[]).await.0, 200);
     // Someone pastes the key itself where its hash belongs: refused, and not echoed.
     file.swap(&good.replace(&hex(&digest(file_key.as_bytes())), file_key));
     assert!(
