@@ -157,25 +157,13 @@ async fn archiver_purge_deletes_only_archived_verified_windows_past_retention() 
     ));
     std::fs::remove_file(&c_file).unwrap();
 
-    let count = |from: chrono::DateTime<Utc>| {
-        let mongo = &mongo;
-        async move {
-            mongo
-                .store()
-                .await
-                .events()
-                .count_documents(doc! { "created_at": {
-                    "$gte": mongodb::bson::DateTime::from_millis(from.timestamp_millis()),
-                    "$lt": mongodb::bson::DateTime::from_millis((from + Duration::hours(1)).timestamp_millis()),
-                } })
-                .await
-                .unwrap()
-        }
-    };
-
     let dry = archiver.run(&["purge", "--dry-run"]).expect_code(0).json();
     assert_eq!(dry["purged_windows"], 1, "{dry}");
-    assert_eq!(count(a).await, 5, "dry run deleted events");
+    assert_eq!(
+        count_in_mongo(&mongo, a, a + Duration::hours(1)).await,
+        5,
+        "dry run deleted events"
+    );
 
     let report = archiver.run(&["purge"]).expect_code(0).json();
     assert_eq!(report["purged_windows"], 1, "{report}");
@@ -189,11 +177,11 @@ async fn archiver_purge_deletes_only_archived_verified_windows_past_retention() 
         skipped.contains(&c.format("%Y%m%dT%H%M%SZ").to_string()),
         "{skipped}"
     );
-    assert_eq!(count(a).await, 0);
-    assert_eq!(count(b).await, 5);
-    assert_eq!(count(c).await, 3);
-    assert_eq!(count(d).await, 2);
-    assert_eq!(count(e).await, 1);
+    assert_eq!(count_in_mongo(&mongo, a, a + Duration::hours(1)).await, 0);
+    assert_eq!(count_in_mongo(&mongo, b, b + Duration::hours(1)).await, 5);
+    assert_eq!(count_in_mongo(&mongo, c, c + Duration::hours(1)).await, 3);
+    assert_eq!(count_in_mongo(&mongo, d, d + Duration::hours(1)).await, 2);
+    assert_eq!(count_in_mongo(&mongo, e, e + Duration::hours(1)).await, 1);
     let records = window_records(&mongo).await;
     let purged: Vec<_> = records
         .iter()

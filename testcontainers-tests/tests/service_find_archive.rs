@@ -18,10 +18,10 @@ use std::collections::HashSet;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use mongodb::bson::{doc, Document};
 use serde_json::Value;
-use testcontainers_tests::mongo::{test_mongo, TestMongo};
+use testcontainers_tests::mongo::test_mongo;
 use testcontainers_tests::tools::{python, s3_endpoint};
 
-use archiver::{event, hour_days_ago, insert, window_records, Archiver};
+use archiver::{count_in_mongo, event, hour_days_ago, insert, window_records, Archiver};
 use auditlog_service::keys::ring::digest;
 use service::{start_service, Api, KEY};
 
@@ -108,19 +108,6 @@ fn metric(text: &str, series: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
-}
-
-async fn count_in_mongo(mongo: &TestMongo, from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
-    mongo
-        .store()
-        .await
-        .events()
-        .count_documents(doc! { "created_at": {
-            "$gte": mongodb::bson::DateTime::from_millis(from.timestamp_millis()),
-            "$lt": mongodb::bson::DateTime::from_millis(to.timestamp_millis()),
-        } })
-        .await
-        .unwrap()
 }
 
 /// `n` events from `start`, `step_ms` apart, over a few consumers and types, some sharing a

@@ -105,13 +105,7 @@ async fn start(mongo: &TestMongo, env: &[(&str, &str)]) -> RunningBinary {
 }
 
 async fn post_event(api: &Api, key: &str, event: &Value) -> Answer {
-    api.send(
-        api.http
-            .post(api.url("/v1/event"))
-            .header("X-Api-Key", key)
-            .json(event),
-    )
-    .await
+    api.post_json_as(key, "/v1/event", event).await
 }
 
 /// `POST /v1/event`; `gzip`: with a gzip body, which takes the full stack instead of the lean
@@ -134,32 +128,15 @@ async fn post_event_via(api: &Api, key: &str, event: &Value, gzip: bool) -> Answ
 }
 
 async fn post_batch(api: &Api, key: &str, events: &Value) -> Answer {
-    api.send(
-        api.http
-            .post(api.url("/v1/events"))
-            .header("X-Api-Key", key)
-            .json(events),
-    )
-    .await
+    api.post_json_as(key, "/v1/events", events).await
 }
 
 async fn find_post(api: &Api, key: &str, body: &Value) -> Answer {
-    api.send(
-        api.http
-            .post(api.url("/v1/find"))
-            .header("X-Api-Key", key)
-            .json(body),
-    )
-    .await
+    api.post_json_as(key, "/v1/find", body).await
 }
 
 async fn lookup(api: &Api, key: &str, id: &str) -> Answer {
-    api.send(
-        api.http
-            .get(api.url(&format!("/v1/event/{id}")))
-            .header("X-Api-Key", key),
-    )
-    .await
+    api.lookup_as(key, id).await
 }
 
 /// Every event a find returns, following `next_cursor` (newest events included).

@@ -245,28 +245,20 @@ async fn get_event_reports_queued_then_stored() {
         .post_event(&json!({"type": "t", "consumer": "c", "payload": {"k": 1}}))
         .await;
     assert_eq!(status, 201, "{ack}");
-    let get = |api: &Api, id: &str| {
-        let req = api
-            .http
-            .get(api.url(&format!("/v1/event/{id}")))
-            .header("X-Api-Key", KEY);
-        let api = api.clone();
-        async move { api.send(req).await }
-    };
     let id = ack["id"].as_str().unwrap();
-    let (status, body) = get(&api, id).await;
+    let (status, body) = api.lookup_as(KEY, id).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
         json!({"id": id, "status": "stored", "created_at": ack["created_at"], "type": "t", "consumer": "c", "payload": {"k": 1}})
     );
     let unknown = ObjectId::new().to_hex();
-    let (status, body) = get(&api, &unknown).await;
+    let (status, body) = api.lookup_as(KEY, &unknown).await;
     assert_eq!(
         (status, body),
         (404, json!({"id": unknown, "status": "unknown"}))
     );
-    let (status, body) = get(&api, "not-an-id").await;
+    let (status, body) = api.lookup_as(KEY, "not-an-id").await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "bad_query");
     let (status, body) = api
@@ -285,9 +277,9 @@ async fn get_event_reports_queued_then_stored() {
         .await;
     assert_eq!(status, 202, "{ack}");
     let id = ack["id"].as_str().unwrap().to_owned();
-    let (status, body) = get(&api, &id).await;
+    let (status, body) = api.lookup_as(KEY, &id).await;
     assert_eq!((status, body), (202, json!({"id": id, "status": "queued"})));
-    let (status, body) = get(&api, &unknown).await;
+    let (status, body) = api.lookup_as(KEY, &unknown).await;
     assert_eq!(
         status, 503,
         "MongoDB is down and the id was not published here: {body}"
@@ -295,7 +287,7 @@ async fn get_event_reports_queued_then_stored() {
     ferret.resume().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let body = loop {
-        let (status, body) = get(&api, &id).await;
+        let (status, body) = api.lookup_as(KEY, &id).await;
         if status == 200 {
             break body;
         }
@@ -307,7 +299,7 @@ async fn get_event_reports_queued_then_stored() {
         body,
         json!({"id": id, "status": "stored", "created_at": ack["created_at"], "type": "t", "consumer": "c", "payload": {"k": 2}})
     );
-    let (status, body) = get(&api, &unknown).await;
+    let (status, body) = api.lookup_as(KEY, &unknown).await;
     assert_eq!(
         (status, body),
         (404, json!({"id": unknown, "status": "unknown"}))
@@ -641,23 +633,11 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
             .unwrap(),
         "first"
     );
-    let (status, body) = api
-        .send(
-            api.http
-                .get(api.url(&format!("/v1/event/{id}")))
-                .header("X-Api-Key", KEY),
-        )
-        .await;
+    let (status, body) = api.lookup_as(KEY, &id).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["payload"]["v"], "first");
     // The refused event is not stored, and this replica no longer calls it queued.
-    let (status, body) = api
-        .send(
-            api.http
-                .get(api.url(&format!("/v1/event/{refused_id}")))
-                .header("X-Api-Key", KEY),
-        )
-        .await;
+    let (status, body) = api.lookup_as(KEY, &refused_id).await;
     assert_eq!(
         (status, body),
         (404, json!({"id": refused_id, "status": "unknown"}))

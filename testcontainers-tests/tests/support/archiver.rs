@@ -382,3 +382,17 @@ impl Archiver {
         }
     }
 }
+
+/// Events MongoDB holds with `created_at` in `[from, to)`.
+pub async fn count_in_mongo(mongo: &TestMongo, from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
+    mongo
+        .store()
+        .await
+        .events()
+        .count_documents(doc! { "created_at": {
+            "$gte": mongodb::bson::DateTime::from_millis(from.timestamp_millis()),
+            "$lt": mongodb::bson::DateTime::from_millis(to.timestamp_millis()),
+        } })
+        .await
+        .unwrap()
+}

@@ -94,11 +94,26 @@ impl Api {
     }
 
     pub async fn post_event(&self, event: &Value) -> Answer {
+        self.post_json_as(KEY, "/v1/event", event).await
+    }
+
+    /// `POST path` of a JSON body with API key `key`.
+    pub async fn post_json_as(&self, key: &str, path: &str, body: &Value) -> Answer {
         self.send(
             self.http
-                .post(self.url("/v1/event"))
-                .header("X-Api-Key", KEY)
-                .json(event),
+                .post(self.url(path))
+                .header("X-Api-Key", key)
+                .json(body),
+        )
+        .await
+    }
+
+    /// `GET /v1/event/{id}` with API key `key`.
+    pub async fn lookup_as(&self, key: &str, id: &str) -> Answer {
+        self.send(
+            self.http
+                .get(self.url(&format!("/v1/event/{id}")))
+                .header("X-Api-Key", key),
         )
         .await
     }
