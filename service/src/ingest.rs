@@ -15,6 +15,7 @@
 //! an event outside them is refused on its own and the others are stored.
 
 use chrono::Utc;
+use mongodb::bson::{Document, RawDocumentBuf};
 use poem_openapi::Object;
 use serde_json::Value;
 
@@ -150,9 +151,10 @@ async fn store(state: &AppState, event: NewEvent) -> Result<Accepted, ApiError> 
         .map_err(|_| ApiError::Unavailable("the writer stopped before answering".into()))?;
     match outcome {
         WriteOutcome::Stored => Ok(Accepted::Created(ack(&event))),
-        WriteOutcome::Duplicate { after_retry } => {
-            resolve_duplicate(state, &event, after_retry).await
-        }
+        WriteOutcome::Duplicate {
+            after_retry,
+            stored,
+        } => resolve_duplicate(state, &event, after_retry, stored).await,
         WriteOutcome::Rejected(msg) => Err(ApiError::InvalidEvent(format!(
             "the event store refused this event: {msg}"
         ))),
@@ -169,12 +171,45 @@ fn ack(event: &NewEvent) -> EventAck {
 
 /// Resolves a duplicate `_id` against the stored copy: the same content is the same event
 /// (`Created` when `after_retry` and it is our own earlier attempt, else `AlreadyStored`);
-/// other content, or another consumer's event, is an [`ApiError::IdConflict`].
+/// other content, or another consumer's event, is an [`ApiError::IdConflict`]. `stored` is the
+/// copy the writer read with its batch's other duplicates; without it, the copy is read here.
 pub(crate) async fn resolve_duplicate(
     state: &AppState,
     event: &NewEvent,
     after_retry: bool,
+    stored: Option<RawDocumentBuf>,
 ) -> Result<Accepted, ApiError> {
+    let stored = match stored {
+        Some(raw) => raw
+            .to_document()
+            .map_err(|e| ApiError::Internal(format!("cannot decode a stored event: {e}")))?,
+        None => read_stored(state, event).await?,
+    };
+    let ours = event
+        .doc
+        .to_document()
+        .map_err(|e| ApiError::Internal(format!("cannot decode our own document: {e}")))?;
+    if !same_content(&stored, &ours) {
+        return Err(ApiError::IdConflict {
+            id: event.id.to_hex(),
+        });
+    }
+    let stored_at = stored.get_datetime(fields::CREATED_AT).ok().copied();
+    if after_retry && stored_at == Some(event.created_at) {
+        // Our own earlier attempt reached the store although we saw an error: still a 201.
+        return Ok(Accepted::Created(ack(event)));
+    }
+    Ok(Accepted::AlreadyStored(EventAck {
+        id: event.id.to_hex(),
+        created_at: stored_at
+            .map(format_created_at)
+            .unwrap_or_else(|| format_created_at(event.created_at)),
+    }))
+}
+
+/// The stored copy of `event`'s `_id` for the same consumer; another consumer's event with
+/// that `_id` is an [`ApiError::IdConflict`].
+async fn read_stored(state: &AppState, event: &NewEvent) -> Result<Document, ApiError> {
     let read_error = |e: mongodb::error::Error| {
         state.metrics.store_error("find");
         ApiError::Unavailable(e.to_string())
@@ -208,26 +243,7 @@ pub(crate) async fn resolve_duplicate(
             )),
         });
     };
-    let ours = event
-        .doc
-        .to_document()
-        .map_err(|e| ApiError::Internal(format!("cannot decode our own document: {e}")))?;
-    if !same_content(&stored, &ours) {
-        return Err(ApiError::IdConflict {
-            id: event.id.to_hex(),
-        });
-    }
-    let stored_at = stored.get_datetime(fields::CREATED_AT).ok().copied();
-    if after_retry && stored_at == Some(event.created_at) {
-        // Our own earlier attempt reached the store although we saw an error: still a 201.
-        return Ok(Accepted::Created(ack(event)));
-    }
-    Ok(Accepted::AlreadyStored(EventAck {
-        id: event.id.to_hex(),
-        created_at: stored_at
-            .map(format_created_at)
-            .unwrap_or_else(|| format_created_at(event.created_at)),
-    }))
+    Ok(stored)
 }
 
 /// Splits a batch body into its events (each may have failed to parse on its own).

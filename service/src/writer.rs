@@ -26,7 +26,10 @@ use std::time::Duration;
 
 use auditlog_common::error::{codes, is_transient_code};
 use auditlog_common::retry::Backoff;
-use mongodb::bson::RawDocumentBuf;
+use auditlog_common::schema::fields;
+use futures::TryStreamExt;
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{doc, RawDocumentBuf};
 use mongodb::error::ErrorKind;
 use mongodb::options::WriteConcern;
 use mongodb::Collection;
@@ -46,13 +49,19 @@ const WAVE_MAX: Duration = Duration::from_millis(5);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// What became of one submitted document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum WriteOutcome {
     /// Stored with the configured write concern.
     Stored,
     /// A document with this `_id` already exists: a producer's retry, or — only possible
     /// when `after_retry` — our own earlier attempt that succeeded although we saw an error.
-    Duplicate { after_retry: bool },
+    /// `stored` is the copy with this `_id` and the same consumer, read with the rest of the
+    /// batch's duplicates ([`stored_copies`]); `None` when that read failed or found none (the
+    /// caller then looks it up on its own).
+    Duplicate {
+        after_retry: bool,
+        stored: Option<RawDocumentBuf>,
+    },
     /// The store refused this document for good (message from the server).
     Rejected(String),
     /// The store did not take the write before the deadline.
@@ -364,11 +373,19 @@ async fn write_batch(
             "insert failed; retrying with the same ids");
         tokio::time::sleep(wait).await;
     }
+    let mut copies = stored_copies(&batch, &outcomes, collection, metrics).await;
     let mut stored = 0u64;
     for (pending, outcome) in batch.into_iter().zip(outcomes) {
-        let outcome = outcome.unwrap_or_else(|| {
+        let mut outcome = outcome.unwrap_or_else(|| {
             WriteOutcome::Unavailable("the writer lost track of this event".into())
         });
+        if let WriteOutcome::Duplicate { stored, .. } = &mut outcome {
+            *stored = pending
+                .doc
+                .get_object_id(fields::ID)
+                .ok()
+                .and_then(|id| copies.remove(&id));
+        }
         if outcome == WriteOutcome::Stored {
             stored += 1;
         }
@@ -376,6 +393,60 @@ async fn write_batch(
         let _ = pending.reply.send(outcome);
     }
     metrics.events_stored.inc_by(stored);
+}
+
+/// The stored copies of the batch's documents that met a duplicate `_id`, read in one query
+/// (by `_id`, and by `consumer` so that a sharded cluster asks only the shards that own those
+/// consumers). Resolving duplicates thus costs one read per batch, not one per event: after a
+/// batch was applied but not acknowledged (an outage, a failover), every event of its retry is
+/// a duplicate — and the queue-mode drain retries whole prefetch windows. A failed read only
+/// logs: each caller then reads its copy on its own.
+async fn stored_copies(
+    batch: &[Pending],
+    outcomes: &[Option<WriteOutcome>],
+    collection: &Collection<RawDocumentBuf>,
+    metrics: &Metrics,
+) -> std::collections::HashMap<ObjectId, RawDocumentBuf> {
+    let mut ids = Vec::new();
+    let mut consumers = std::collections::BTreeSet::new();
+    for (pending, outcome) in batch.iter().zip(outcomes) {
+        if !matches!(outcome, Some(WriteOutcome::Duplicate { .. })) {
+            continue;
+        }
+        if let (Ok(id), Ok(consumer)) = (
+            pending.doc.get_object_id(fields::ID),
+            pending.doc.get_str(fields::CONSUMER),
+        ) {
+            ids.push(id);
+            consumers.insert(consumer);
+        }
+    }
+    if ids.is_empty() {
+        return Default::default();
+    }
+    let filter = doc! {
+        fields::ID: { "$in": &ids },
+        fields::CONSUMER: { "$in": consumers.into_iter().collect::<Vec<_>>() },
+    };
+    let read = async {
+        collection
+            .find(filter)
+            .await?
+            .try_collect::<Vec<RawDocumentBuf>>()
+            .await
+    };
+    match read.await {
+        Ok(found) => found
+            .into_iter()
+            .filter_map(|d| Some((d.get_object_id(fields::ID).ok()?, d)))
+            .collect(),
+        Err(e) => {
+            metrics.store_error("find");
+            tracing::warn!(error = %e, events = ids.len(),
+                "cannot read the stored copies of duplicate events; resolving them one by one");
+            Default::default()
+        }
+    }
 }
 
 /// When the failure reports per-document results (a bulk write error, possibly with a
@@ -405,7 +476,10 @@ fn per_document_outcomes(
             continue;
         };
         *slot = if e.code == codes::DUPLICATE_KEY {
-            Some(WriteOutcome::Duplicate { after_retry })
+            Some(WriteOutcome::Duplicate {
+                after_retry,
+                stored: None,
+            })
         } else if is_transient_code(e.code) {
             None
         } else {

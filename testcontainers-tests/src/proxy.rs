@@ -118,6 +118,8 @@ struct Shared {
     rules: Vec<Rule>,
     /// Requests seen per command name (forwarded or not).
     seen: HashMap<String, usize>,
+    /// Requests seen per command name and collection.
+    seen_on: HashMap<(String, String), usize>,
     /// Faults applied per command name.
     applied: HashMap<String, usize>,
     /// `_id`s already failed by [`Fault::FailEachDocumentOnce`].
@@ -225,6 +227,15 @@ impl WireProxy {
     /// How many requests of this command the proxy has seen.
     pub fn seen(&self, command: &str) -> usize {
         self.lock().seen.get(command).copied().unwrap_or(0)
+    }
+
+    /// How many requests of this command on this collection the proxy has seen.
+    pub fn seen_on(&self, command: &str, collection: &str) -> usize {
+        self.lock()
+            .seen_on
+            .get(&(command.to_owned(), collection.to_owned()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// How many documents were refused with injected per-document write errors.
@@ -407,6 +418,9 @@ fn take_fault(shared: &Mutex<Shared>, msg: Option<&OpMsg>) -> Option<Fault> {
     let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
     *s.seen.entry(command.clone()).or_default() += 1;
     let collection = msg.collection().map(str::to_owned);
+    if let Some(c) = &collection {
+        *s.seen_on.entry((command.clone(), c.clone())).or_default() += 1;
+    }
     let i = s.rules.iter().position(|r| {
         r.command == command
             && r.times != Some(0)

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mongodb::bson::{oid::ObjectId, Document};
 use serde_json::{json, Value};
-use support::{quick_visibility, start_service_env, stored, with_mongodb_uri, Api};
+use support::{metric, quick_visibility, start_service_env, stored, with_mongodb_uri, Api};
 use testcontainers_tests::mongo::{test_mongo, TestMongo};
 use testcontainers_tests::proxy::{Fault, Rule, WireProxy};
 
@@ -205,6 +205,52 @@ async fn a_write_applied_but_never_acknowledged_is_stored_once_and_answered_201(
     let by_id = copies(&stored(&mongo).await);
     let id = body["id"].as_str().expect("id").to_owned();
     assert_eq!(by_id, HashMap::from([(id, 1)]));
+}
+
+#[tokio::test]
+async fn a_large_batch_applied_but_never_acknowledged_is_resolved_with_one_read_not_one_per_event()
+{
+    let mongo = test_mongo().await;
+    let (proxy, _service, api) = proxied_service(&mongo, &[]).await;
+    // The writes of one 300-event POST reach the store and their connections drop before the
+    // service hears back, twice (so every event's write is hit, however the writer batched
+    // them): the next attempt meets 300 duplicates, which are the service's own writes. On
+    // FerretDB a read by `_id` and `consumer` scans the collection: one such read per event
+    // once stalled the queue-mode drain for minutes after a store outage.
+    proxy.add(
+        Rule::new("insert", Fault::ResetAfterForward)
+            .on("events")
+            .times(2),
+    );
+    let events: Vec<Value> = (0..300)
+        .map(|i| json!({"type": "t", "consumer": format!("c{}", i % 7), "payload": {"i": i}}))
+        .collect();
+    let reads_before = proxy.seen_on("find", "events");
+    let body = serde_json::to_vec(&events).expect("json");
+    let (status, answer) = api.post_raw("/v1/events", "application/json", body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 300, "{answer}");
+    let results = answer["results"].as_array().expect("results");
+    assert!(
+        results.iter().all(|r| r["status"] == 201),
+        "the service's own earlier attempts are still 201: {answer}"
+    );
+    let reads = proxy.seen_on("find", "events") - reads_before;
+    let by_id = copies(&stored(&mongo).await);
+    assert_eq!(by_id.len(), 300);
+    assert!(by_id.values().all(|&n| n == 1), "an event stored twice");
+    let metrics = api.metrics_text().await;
+    let stored_first_time = metric(&metrics, "auditlog_events_stored_total").unwrap_or(0.0);
+    assert!(
+        stored_first_time <= 150.0,
+        "most events should have been resolved as duplicates; {stored_first_time} were stored \
+         by a write the service heard back from"
+    );
+    assert!(
+        reads <= 2,
+        "{reads} reads of the events collection to resolve {} duplicates",
+        300.0 - stored_first_time
+    );
 }
 
 #[tokio::test]

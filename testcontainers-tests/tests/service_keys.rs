@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use auditlog_service::keys::ring::digest;
 use serde_json::{json, Value};
-use support::{start_service_env, stored, Answer, Api};
+use support::{metric, start_service_env, stored, Answer, Api};
 use testcontainers_tests::binary::RunningBinary;
 use testcontainers_tests::mongo::{test_mongo, TestMongo};
 
@@ -172,13 +172,6 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 }
 
 /// The value of the metric line `series` (name and labels exactly as exported).
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.strip_prefix(series).is_some_and(|r| r.starts_with(' ')))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 async fn reloads(api: &Api, result: &str) -> f64 {
     let series = format!("auditlog_api_keys_reloads_total{{result=\"{result}\"}}");
     metric(&api.metrics_text().await, &series).unwrap_or(-1.0)

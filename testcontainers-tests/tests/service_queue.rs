@@ -19,8 +19,8 @@ use load::Load;
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use serde_json::{json, Value};
 use support::{
-    all_docs, quick_visibility, start_service_env, unique_ids, with_mongodb_uri, Api,
-    RestartableFerret, KEY,
+    all_docs, metric_or_zero, quick_visibility, start_service_env, unique_ids, with_mongodb_uri,
+    Api, RestartableFerret, KEY,
 };
 use testcontainers_tests::binary::RunningBinary;
 use testcontainers_tests::mongo::{test_mongo, TestMongo};
@@ -99,14 +99,6 @@ async fn events_in(ferret: &RestartableFerret, db: &str) -> mongodb::Collection<
     ferret.client().await.database(db).collection("events")
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn assert_exactly_once(docs: &[Document], acked: &[String], sent: &[String]) {
     let stored = unique_ids(docs);
     let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
@@ -180,14 +172,14 @@ async fn events_published_in_queue_mode_reach_mongodb_exactly_once() {
     assert_exactly_once(&docs, &tally.acked, &tally.sent);
 
     let metrics = api.metrics_text().await;
-    let published = metric(&metrics, "auditlog_queue_published_total");
+    let published = metric_or_zero(&metrics, "auditlog_queue_published_total");
     assert_eq!(
         published as usize,
         tally.acked.len() + 2,
         "every confirm counted"
     );
-    let stored = metric(&metrics, "auditlog_queue_drained_total{outcome=\"stored\"}");
-    let duplicate = metric(
+    let stored = metric_or_zero(&metrics, "auditlog_queue_drained_total{outcome=\"stored\"}");
+    let duplicate = metric_or_zero(
         &metrics,
         "auditlog_queue_drained_total{outcome=\"duplicate\"}",
     );
@@ -197,7 +189,7 @@ async fn events_published_in_queue_mode_reach_mongodb_exactly_once() {
         "the retries resolved as duplicates: {metrics}"
     );
     assert!(metrics.contains("auditlog_queue_publish_confirm_seconds_count"));
-    assert_eq!(metric(&metrics, "auditlog_queue_connected"), 1.0);
+    assert_eq!(metric_or_zero(&metrics, "auditlog_queue_connected"), 1.0);
     println!(
         "{} events through RabbitMQ, p99 {:?}; {} stored",
         tally.acked.len(),
@@ -326,7 +318,7 @@ async fn mongodb_stopped_for_60_s_under_32_producers_costs_them_nothing() {
     let (status, body) = api.send(api.http.get(api.url("/readyz"))).await;
     assert_eq!(status, 200, "queue mode is ready without MongoDB: {body}");
     tokio::time::sleep(Duration::from_secs(60).saturating_sub(paused.elapsed())).await;
-    let depth = metric(&api.metrics_text().await, "auditlog_queue_depth");
+    let depth = metric_or_zero(&api.metrics_text().await, "auditlog_queue_depth");
     ferret.resume().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let tally = load.stop().await;
@@ -410,10 +402,10 @@ async fn a_service_sigkilled_while_draining_stores_every_confirmed_event_once() 
     println!(
         "killed at {at_kill} of {} stored; redelivered after the restart: {}",
         tally.acked.len(),
-        metric(&metrics, "auditlog_queue_redeliveries_total")
+        metric_or_zero(&metrics, "auditlog_queue_redeliveries_total")
     );
     assert!(
-        metric(&metrics, "auditlog_queue_redeliveries_total") > 0.0,
+        metric_or_zero(&metrics, "auditlog_queue_redeliveries_total") > 0.0,
         "the killed drain's unacknowledged messages come back as redeliveries: {metrics}"
     );
 }
@@ -552,10 +544,10 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let metrics = api.metrics_text().await;
-        let dead = metric(&metrics, "auditlog_queue_dead_letter_depth");
+        let dead = metric_or_zero(&metrics, "auditlog_queue_dead_letter_depth");
         if dead >= 3.0 {
             assert_eq!(
-                metric(
+                metric_or_zero(
                     &metrics,
                     "auditlog_queue_dead_letters_total{reason=\"malformed\"}"
                 ),
@@ -563,7 +555,7 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
                 "{metrics}"
             );
             assert_eq!(
-                metric(
+                metric_or_zero(
                     &metrics,
                     "auditlog_queue_dead_letters_total{reason=\"id_conflict\"}"
                 ),
@@ -571,7 +563,7 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
                 "{metrics}"
             );
             assert_eq!(
-                metric(
+                metric_or_zero(
                     &metrics,
                     "auditlog_queue_dead_letters_total{reason=\"rejected\"}"
                 ),
@@ -735,7 +727,7 @@ async fn a_disk_alarm_answers_503_and_a_deep_queue_429_both_with_retry_after() {
         assert_eq!(status, 202, "{body}");
         assert!(Instant::now() < deadline, "no 429 after {i} events");
     }
-    let depth = metric(&api.metrics_text().await, "auditlog_queue_depth");
+    let depth = metric_or_zero(&api.metrics_text().await, "auditlog_queue_depth");
     assert!(depth > 50.0, "{depth}");
 }
 

@@ -296,15 +296,16 @@ async fn settle(
         let settle = match outcome {
             None => Settle::Retry("the write queue is full".into()),
             Some(WriteOutcome::Stored) => Settle::Ack("stored"),
-            Some(WriteOutcome::Duplicate { after_retry }) => {
-                match resolve_duplicate(&state, &event, after_retry).await {
-                    Ok(_) => Settle::Ack("duplicate"),
-                    Err(e @ ApiError::IdConflict { .. }) => {
-                        Settle::Dead(Reason::IdConflict, e.to_string())
-                    }
-                    Err(e) => Settle::Retry(e.to_string()),
+            Some(WriteOutcome::Duplicate {
+                after_retry,
+                stored,
+            }) => match resolve_duplicate(&state, &event, after_retry, stored).await {
+                Ok(_) => Settle::Ack("duplicate"),
+                Err(e @ ApiError::IdConflict { .. }) => {
+                    Settle::Dead(Reason::IdConflict, e.to_string())
                 }
-            }
+                Err(e) => Settle::Retry(e.to_string()),
+            },
             Some(WriteOutcome::Rejected(msg)) => Settle::Dead(
                 Reason::Rejected,
                 format!("the event store refused this event: {msg}"),

@@ -13,6 +13,20 @@ use testcontainers_tests::mongo::TestMongo;
 
 pub const KEY: &str = "test-key";
 
+/// The value of one series (name with its labels, as printed) in Prometheus text; `None` when
+/// the series is not there.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.strip_prefix(series).is_some_and(|r| r.starts_with(' ')))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// [`metric`], 0 when the series is not there (a counter no event has touched yet).
+pub fn metric_or_zero(text: &str, series: &str) -> f64 {
+    metric(text, series).unwrap_or(0.0)
+}
+
 /// Starts the service on `mongo` with extra environment variables.
 pub async fn start_service(mongo: &TestMongo, env: &[(&str, &str)]) -> RunningBinary {
     start_service_env(mongo.env(), env).await
