@@ -15,6 +15,7 @@
 #   BENCH_AMQP_URL=amqp://... service/bench/run.sh          # another RabbitMQ for queue mode
 #   BENCH_OUTAGE_SECONDS=60 (default)                       # the queue-mode store outage
 #   BENCH_ONLY=keys service/bench/run.sh                    # only the scoped-key comparison
+#   BENCH_ONLY=queue service/bench/run.sh                   # only queue mode and its outage
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
