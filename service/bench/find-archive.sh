@@ -11,8 +11,9 @@
 # writer properties, bloom filters, layout) and recorded in archive_windows of a private
 # FerretDB as purged windows — what `auditlog-archiver once` then `purge` leave — because
 # pushing 10 M events through FerretDB and the archiver takes hours on a 2-core machine. The
-# archive and FerretDB's data stay in <target>/bench-find-archive/<events>/ so a rerun with the
-# same BENCH_EVENTS skips the generation; delete the directory to start afresh.
+# archive and FerretDB's data stay in <target>/bench-find-archive/<events>-<encoding>/ so a
+# rerun with the same BENCH_EVENTS and the same encoding (a digest of archiver/src/encode.rs,
+# which holds the writer properties) skips the generation; delete the directory to start afresh.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,7 +30,8 @@ service_bin="$(cargo_bin auditlog-service release)"
 gen_bin="$(cargo_bin auditlog-bench-find-gen release)"
 python="$(bash infra/dev/python-env.sh)"
 
-work="$(cargo_target_dir)/bench-find-archive/$events"
+encoding="$(sha256sum archiver/src/encode.rs | cut -c1-12)"
+work="$(cargo_target_dir)/bench-find-archive/$events-$encoding"
 mkdir -p "$work/store"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -205,7 +205,8 @@ impl From<FindError> for ApiError {
             FindError::BadRecord { .. }
             | FindError::ArchiveFile { .. }
             | FindError::Corrupt { .. }
-            | FindError::Unordered { .. } => ApiError::Internal(e.to_string()),
+            | FindError::Unordered { .. }
+            | FindError::Internal(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

@@ -69,6 +69,9 @@ pub enum FindError {
     /// The whole find ran past `AUDIT_FIND_TIMEOUT_MS`.
     #[error("the find exceeded its time limit of {ms} ms")]
     Timeout { ms: u64 },
+    /// A task reading the archive panicked, or was cancelled by the runtime's shutdown.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl FindError {

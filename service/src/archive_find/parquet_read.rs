@@ -16,9 +16,10 @@
 //! instead of answering a wrong page.
 //!
 //! Memory: a few footers (files are opened [`OPEN_AHEAD`] ahead of the one being read, to
-//! hide the store's latency) and one row group's matching rows (descending pages reverse a row
-//! group at a time; ascending ones stream it), never the range.
+//! hide the store's latency) and the matching rows of the row groups being decoded (one per
+//! core, each at most one page's worth), never the range.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering as Atomic};
 use std::sync::Arc;
@@ -41,6 +42,7 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
 use parquet::schema::types::SchemaDescriptor;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::merge::{Page, PageEvent};
 use super::plan::{ArchivedFile, Segment};
@@ -92,7 +94,7 @@ impl ReadStats {
 }
 
 /// Bytes fetched from the store, by what they were for.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct BytesRead {
     /// Footers (and offset indexes).
     pub metadata: Arc<AtomicU64>,
@@ -126,6 +128,11 @@ impl ArchiveReader {
     }
 
     /// Adds the segment's matching events to `page`, in page order, until it is full.
+    ///
+    /// Footers are read [`OPEN_AHEAD`] files ahead and row groups decoded [`decode_ahead`] at a
+    /// time, each on its own task so that they use every core: decoding (mostly decompressing
+    /// the pages that hold matching rows) is what a long range costs. The results are taken in
+    /// page order; work still running when the page is full is aborted.
     pub async fn read_segment(
         &self,
         segment: &Segment,
@@ -135,34 +142,54 @@ impl ArchiveReader {
         bytes: &BytesRead,
     ) -> Result<(), FindError> {
         stats.files_pruned_partition += segment.pruned_by_partition as u64;
-        let wanted = Wanted::new(query, segment.span);
-        // Owned files and a cloned reader per future: the stream's futures borrow nothing
-        // but `wanted` and `bytes`, which outlive it.
-        let wanted = &wanted;
+        let wanted = Arc::new(Wanted::new(query, segment.span));
         let order = query.order;
-        let opening = futures::stream::iter(segment.files.clone())
+        // No row group can give this page more events than it still lacks.
+        let cap = page.remaining();
+        let mut opening = futures::stream::iter(segment.files.clone())
             .map(|f| {
-                let reader = self.clone();
-                async move { reader.open(&f, wanted, order, bytes).await }
+                let (reader, wanted, bytes) = (self.clone(), wanted.clone(), bytes.clone());
+                AbortOnDropHandle::new(tokio::spawn(async move {
+                    reader.open(&f, &wanted, order, &bytes).await
+                }))
             })
             .buffered(OPEN_AHEAD);
-        futures::pin_mut!(opening);
-        while let Some(opened) = opening.next().await {
-            let opened = opened?;
-            stats.add(&opened.stats);
-            if opened.row_groups.is_empty() {
-                continue;
+        let ahead = decode_ahead();
+        let mut to_decode: VecDeque<(Arc<Opened>, usize)> = VecDeque::new();
+        let mut decoding = VecDeque::with_capacity(ahead);
+        let mut files_left = true;
+        loop {
+            while decoding.len() < ahead && (files_left || !to_decode.is_empty()) {
+                if let Some((opened, rg)) = to_decode.pop_front() {
+                    stats.row_groups_read += 1;
+                    let (wanted, data) = (wanted.clone(), bytes.data.clone());
+                    decoding.push_back(AbortOnDropHandle::new(tokio::spawn(async move {
+                        decode_row_group(&opened, rg, &wanted, order, cap, &data).await
+                    })));
+                    continue;
+                }
+                match opening.next().await {
+                    Some(opened) => {
+                        let opened = Arc::new(opened.map_err(task_failed)??);
+                        stats.add(&opened.stats);
+                        if !opened.row_groups.is_empty() {
+                            stats.files_read += 1;
+                        }
+                        to_decode.extend(opened.row_groups.iter().map(|&rg| (opened.clone(), rg)));
+                    }
+                    None => files_left = false,
+                }
             }
-            stats.files_read += 1;
-            for &rg in &opened.row_groups {
-                stats.row_groups_read += 1;
-                read_row_group(&opened, rg, wanted, query.order, page, bytes).await?;
+            let Some(next) = decoding.pop_front() else {
+                return Ok(());
+            };
+            for event in next.await.map_err(task_failed)?? {
+                page.push(event)?;
                 if page.is_full() {
                     return Ok(());
                 }
             }
         }
-        Ok(())
     }
 
     /// Reads a file's footer and decides which of its row groups to read.
@@ -315,6 +342,19 @@ impl Columns {
     }
 }
 
+/// Whether a row group's statistics show every row's `created_at` present and inside `span`.
+fn within_span(meta: &ParquetMetaData, rg: usize, cols: &Columns, span: Span) -> bool {
+    let Some(Statistics::Int64(s)) = meta.row_group(rg).column(cols.created_at).statistics() else {
+        return false;
+    };
+    let (Some(&min), Some(&max)) = (s.min_opt(), s.max_opt()) else {
+        return false;
+    };
+    s.null_count_opt() == Some(0)
+        && span.lo.is_none_or(|lo| lo <= min)
+        && span.hi.is_none_or(|hi| max < hi)
+}
+
 /// Whether a row group's statistics allow a matching row. Missing statistics allow anything.
 fn stats_allow(meta: &ParquetMetaData, rg: usize, cols: &Columns, wanted: &Wanted) -> bool {
     let rg = meta.row_group(rg);
@@ -343,19 +383,20 @@ fn stats_allow(meta: &ParquetMetaData, rg: usize, cols: &Columns, wanted: &Wante
     true
 }
 
-/// Decodes one row group's matching rows into the page.
-async fn read_row_group(
+/// One row group's matching rows, in page order, at most `cap` of them (the first `cap` in
+/// page order).
+async fn decode_row_group(
     opened: &Opened,
     rg: usize,
     wanted: &Wanted,
     order: Order,
-    page: &mut Page<'_>,
-    bytes: &BytesRead,
-) -> Result<(), FindError> {
+    cap: usize,
+    data: &Arc<AtomicU64>,
+) -> Result<Vec<PageEvent>, FindError> {
     let schema = opened.meta.parquet_schema();
     let c = opened.cols;
     let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(
-        opened.file.counting(&bytes.data),
+        opened.file.counting(data),
         opened.meta.clone(),
     )
     .with_row_groups(vec![rg])
@@ -363,46 +404,51 @@ async fn read_row_group(
         schema,
         [c.id, c.kind, c.consumer, c.created_at, c.payload],
     ))
-    .with_row_filter(row_filter(schema, &c, wanted))
+    .with_row_filter(row_filter(
+        schema,
+        &c,
+        wanted,
+        within_span(opened.meta.metadata(), rg, &c, wanted.span),
+    ))
     .with_batch_size(BATCH_ROWS)
     .with_max_predicate_cache_size(PREDICATE_CACHE_BYTES);
     if order == Order::Asc {
-        builder = builder.with_limit(page.remaining());
+        builder = builder.with_limit(cap);
     }
     let name = &opened.name;
-    let mut stream = builder.build().map_err(|e| file_error(name, e))?;
-    match order {
-        Order::Asc => {
-            while let Some(batch) = stream.try_next().await.map_err(|e| file_error(name, e))? {
-                for event in events(&batch, name)? {
-                    page.push(event)?;
-                    if page.is_full() {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        Order::Desc => {
-            // The row group's matching rows, reversed: the memory bound is one row group.
-            let batches: Vec<RecordBatch> = stream
-                .try_collect()
-                .await
-                .map_err(|e| file_error(name, e))?;
-            for batch in batches.iter().rev() {
-                for event in events(batch, name)?.into_iter().rev() {
-                    page.push(event)?;
-                    if page.is_full() {
-                        return Ok(());
-                    }
-                }
-            }
-        }
+    let stream = builder.build().map_err(|e| file_error(name, e))?;
+    // The row group's matching rows: the memory bound is one row group (descending pages need
+    // its last rows first).
+    let batches: Vec<RecordBatch> = stream
+        .try_collect()
+        .await
+        .map_err(|e| file_error(name, e))?;
+    let mut rows = Vec::new();
+    for batch in &batches {
+        rows.extend(events(batch, name)?);
     }
-    Ok(())
+    if order == Order::Desc {
+        rows.reverse();
+        rows.truncate(cap);
+    }
+    Ok(rows)
+}
+
+/// Row groups decoded at once: one per core, up to four.
+fn decode_ahead() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
+}
+
+/// A reading task that panicked (or was cancelled at shutdown).
+fn task_failed(e: tokio::task::JoinError) -> FindError {
+    FindError::Internal(format!("an archive reading task failed: {e}"))
 }
 
 /// The predicates, most selective first: each later one decodes only rows the earlier passed.
-fn row_filter(schema: &SchemaDescriptor, c: &Columns, wanted: &Wanted) -> RowFilter {
+///
+/// `in_span`: the row group's statistics show every row inside the wanted span (the usual
+/// case for a long range), so `created_at` is not decoded just to keep them all.
+fn row_filter(schema: &SchemaDescriptor, c: &Columns, wanted: &Wanted, in_span: bool) -> RowFilter {
     let mut predicates: Vec<Box<dyn ArrowPredicate>> = vec![];
     for (value, column) in [(&wanted.consumer, c.consumer), (&wanted.kind, c.kind)] {
         if let Some(value) = value.clone() {
@@ -419,15 +465,17 @@ fn row_filter(schema: &SchemaDescriptor, c: &Columns, wanted: &Wanted) -> RowFil
         )));
     }
     let span = wanted.span;
-    predicates.push(Box::new(ArrowPredicateFn::new(
-        ProjectionMask::leaves(schema, [c.created_at]),
-        move |batch: RecordBatch| {
-            let t = batch.column(0).as_primitive::<TimestampMillisecondType>();
-            Ok(t.iter()
-                .map(|v| Some(v.is_some_and(|v| span.overlaps(v, v.saturating_add(1)))))
-                .collect())
-        },
-    )));
+    if !in_span {
+        predicates.push(Box::new(ArrowPredicateFn::new(
+            ProjectionMask::leaves(schema, [c.created_at]),
+            move |batch: RecordBatch| {
+                let t = batch.column(0).as_primitive::<TimestampMillisecondType>();
+                Ok(t.iter()
+                    .map(|v| Some(v.is_some_and(|v| span.overlaps(v, v.saturating_add(1)))))
+                    .collect())
+            },
+        )));
+    }
     if let Some((at, id)) = wanted.after.clone() {
         let order = wanted.order;
         predicates.push(Box::new(ArrowPredicateFn::new(

@@ -145,6 +145,9 @@ impl Segment {
     }
 }
 
+/// Files after which a run of adjacent archived windows is cut into another segment.
+pub const SEGMENT_FILES: usize = 32;
+
 /// Cuts a find's range into segments as the archive windows arrive in reading order (sorted by
 /// start, ascending or descending); each call returns the segments completed so far, so the
 /// reader can start on them before every record is read.
@@ -228,6 +231,16 @@ impl SegmentPlanner {
             });
         }
         self.reached = far;
+        // A long run of adjacent windows is handed over in parts, so that the reader starts on
+        // the first files while later records are still unread — and a page that fills early
+        // never reads the rest of the range's records.
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.files.len() >= SEGMENT_FILES)
+        {
+            done.extend(self.pending.take());
+        }
         done
     }
 
@@ -352,6 +365,44 @@ mod tests {
         assert_eq!(rule.horizon_ms, None);
         assert!(!rule.reads_archive(&starting(DAY0, false)));
         assert!(rule.reads_archive(&starting(DAY0, true)));
+    }
+
+    #[test]
+    fn a_long_run_of_adjacent_windows_is_cut_every_segment_files_files() {
+        let ws: Vec<ArchivedWindow> = (0..70).map(|h| window(h, 1, true)).collect();
+        let n = SEGMENT_FILES as i64;
+        let asc = plan(Span::new(at(0), at(70)), Order::Asc, &ws);
+        assert_eq!(
+            shape(&asc),
+            vec![
+                (Tier::Archive, Span::new(at(0), at(n)), SEGMENT_FILES),
+                (Tier::Archive, Span::new(at(n), at(2 * n)), SEGMENT_FILES),
+                (
+                    Tier::Archive,
+                    Span::new(at(2 * n), at(70)),
+                    70 - 2 * SEGMENT_FILES
+                ),
+            ],
+            "contiguous parts, no MongoDB gap between them"
+        );
+        let rev: Vec<ArchivedWindow> = ws.into_iter().rev().collect();
+        let desc = plan(Span::new(at(0), at(70)), Order::Desc, &rev);
+        assert_eq!(
+            shape(&desc),
+            vec![
+                (Tier::Archive, Span::new(at(70 - n), at(70)), SEGMENT_FILES),
+                (
+                    Tier::Archive,
+                    Span::new(at(70 - 2 * n), at(70 - n)),
+                    SEGMENT_FILES
+                ),
+                (
+                    Tier::Archive,
+                    Span::new(at(0), at(70 - 2 * n)),
+                    70 - 2 * SEGMENT_FILES
+                ),
+            ]
+        );
     }
 
     #[test]
