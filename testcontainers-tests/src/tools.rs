@@ -86,3 +86,27 @@ pub fn s3_endpoint() -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// Starts (or finds running) Hadoop's MiniDFSCluster (`infra/dev/hdfs.sh`) and returns its
+/// `hdfs://` URL. It needs Java 17+, and Maven for the first build of the tools (`make tools`);
+/// without them the test fails, saying so.
+pub fn hdfs_url() -> String {
+    let script = dev_script("hdfs.sh");
+    require_tool(
+        "java",
+        "-version",
+        "Java 17+ (for Hadoop's MiniDFSCluster, infra/dev/hdfs.sh)",
+    );
+    let out = Command::new("bash")
+        .arg(script)
+        .arg("start")
+        .output()
+        .expect("run infra/dev/hdfs.sh start");
+    assert!(
+        out.status.success(),
+        "infra/dev/hdfs.sh start failed; it needs Java 17+ and the HDFS tools that `make tools` \
+         builds with Maven:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

@@ -6,34 +6,9 @@
 #[path = "support/archiver.rs"]
 mod support;
 
-use std::process::Command;
-
 use support::*;
 use testcontainers_tests::mongo::test_mongo;
-use testcontainers_tests::tools::{dev_script, require_tool};
-
-/// Starts (or finds running) the MiniDFSCluster and returns its URL. It needs Java 17+, and
-/// Maven for the first build of the tools (`make tools`); without them the test fails.
-fn hdfs_url() -> String {
-    let script = dev_script("hdfs.sh");
-    require_tool(
-        "java",
-        "-version",
-        "Java 17+ (for Hadoop's MiniDFSCluster, infra/dev/hdfs.sh)",
-    );
-    let out = Command::new("bash")
-        .arg(script)
-        .arg("start")
-        .output()
-        .expect("run infra/dev/hdfs.sh start");
-    assert!(
-        out.status.success(),
-        "infra/dev/hdfs.sh start failed; it needs Java 17+ and the HDFS tools that `make tools` \
-         builds with Maven:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use testcontainers_tests::tools::hdfs_url;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archiver_round_trip_hdfs_read_back_by_parquet_hadoop() {

@@ -19,7 +19,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use mongodb::bson::{doc, Document};
 use serde_json::Value;
 use testcontainers_tests::mongo::test_mongo;
-use testcontainers_tests::tools::{python, s3_endpoint};
+use testcontainers_tests::tools::{hdfs_url, python, s3_endpoint};
 
 use archiver::{count_in_mongo, event, hour_days_ago, insert, window_records, Archiver};
 use auditlog_service::keys::ring::digest;
@@ -548,6 +548,44 @@ fn s3_env(endpoint: &str) -> Vec<(&'static str, String)> {
         ("AUDIT_S3_SECRET_ACCESS_KEY", "test".into()),
         ("AUDIT_S3_REGION", "us-east-1".into()),
     ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hdfs_archive_answers_across_the_seam() {
+    let url = hdfs_url();
+    let mongo = test_mongo().await;
+    let old = hour_days_ago(4);
+    let mut docs = spread(old, 25, 100_000, "old");
+    docs.extend(spread(
+        Utc::now() - Duration::minutes(30),
+        5,
+        1_000,
+        "recent",
+    ));
+    insert(&mongo, &docs).await;
+    let archive = format!("{url}/find-{}", mongo.db_name);
+    let archiver = Archiver::new(&mongo, &archive).env("AUDIT_ARCHIVE_AFTER", "1h");
+    archiver.run(&["once"]).expect_code(0);
+    archiver
+        .clone_env()
+        .env("AUDIT_RETENTION_DAYS", "2")
+        .run(&["purge"])
+        .expect_code(0);
+    assert_eq!(
+        count_in_mongo(&mongo, old, old + Duration::hours(2)).await,
+        0,
+        "the old events are only in HDFS now"
+    );
+
+    let service = start_service(&mongo, &[("AUDIT_ARCHIVE_URL", &archive)]).await;
+    let api = Api::new(&service);
+    let (asc, tiers) = pages(&api, &[("limit", "4")]).await;
+    assert_eq!(asc.len(), 30);
+    assert_once_in_order(&asc, false);
+    assert!(tiers.iter().flatten().any(|t| t == "archive"), "{tiers:?}");
+    let (desc, _) = pages(&api, &[("limit", "6"), ("order", "desc")]).await;
+    assert_eq!(desc.len(), 30);
+    assert_once_in_order(&desc, true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
