@@ -226,8 +226,9 @@ pub struct Config {
     #[arg(long, env = "AUDIT_ARCHIVE_FIND_MARGIN_SECS", default_value_t = 3600)]
     pub archive_find_margin_secs: u64,
 
-    /// After SIGTERM/SIGINT, how long open connections may take to finish, in seconds. Queued
-    /// events are written regardless.
+    /// After SIGTERM/SIGINT, how long open connections may take to finish, in seconds, and
+    /// then how long queue mode's drain may take to finish the messages it is writing (past
+    /// that RabbitMQ delivers them again). Queued events are written regardless.
     #[arg(long, env = "AUDIT_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 }

@@ -284,7 +284,7 @@ pub async fn run(
         server.stop().await;
     }
     if let Some((drain, link)) = queue {
-        drain.shutdown().await;
+        drain.shutdown(grace).await;
         link.shutdown().await;
     }
     writer_task.shutdown().await;

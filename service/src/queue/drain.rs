@@ -69,11 +69,22 @@ pub struct DrainTask {
 
 impl DrainTask {
     /// Cancels the consumer, finishes (writes and acknowledges) the messages being written,
-    /// and returns; the writer must still be running.
-    pub async fn shutdown(self) {
+    /// and returns; the writer must still be running. Past `within` (the store still away, or
+    /// slow to answer) the drain is abandoned: its unacknowledged messages go back to RabbitMQ
+    /// when the link closes, and another replica, or this one restarted, writes them.
+    pub async fn shutdown(mut self, within: Duration) {
         let _ = self.stop.send(true);
-        if let Err(e) = self.join.await {
-            tracing::error!(error = %e, "the drain task failed");
+        match tokio::time::timeout(within, &mut self.join).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the drain task failed"),
+            Err(_) => {
+                self.join.abort();
+                tracing::warn!(
+                    within_secs = within.as_secs(),
+                    "the drain did not finish its writes in time; RabbitMQ delivers its \
+                     unacknowledged messages again"
+                );
+            }
         }
     }
 }
