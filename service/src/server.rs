@@ -7,7 +7,9 @@
 //! the drain — and, when `AUDIT_METRICS_LISTEN_ADDR` is set, serve `/metrics` there. Shutdown:
 //! stop accepting, let open requests finish (they wait for their writes or confirms), stop the
 //! drain (it finishes and acknowledges what it is writing), close the RabbitMQ link, then write
-//! whatever is still queued.
+//! whatever is still queued. In queue mode the drain and those last writes each get at most
+//! `AUDIT_SHUTDOWN_GRACE_SECS`: what they hold are unacknowledged messages, which RabbitMQ
+//! delivers again.
 //!
 //! Every request passes [`Front`] first: its request id, the API key it presents (looked up
 //! once), the lean `POST /v1/event` path or the route tree, then its metrics and log line —
@@ -283,11 +285,25 @@ pub async fn run(
     if let Some(server) = metrics_server {
         server.stop().await;
     }
-    if let Some((drain, link)) = queue {
-        drain.shutdown(grace).await;
-        link.shutdown().await;
+    match queue {
+        Some((drain, link)) => {
+            drain.shutdown(grace).await;
+            link.shutdown().await;
+            // Everything the writer still holds is an unacknowledged message, which RabbitMQ
+            // delivers again: with the store away, waiting out the write deadline gains
+            // nothing.
+            if tokio::time::timeout(grace, writer_task.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    within_secs = grace.as_secs(),
+                    "writes still pending at exit; RabbitMQ delivers their messages again"
+                );
+            }
+        }
+        None => writer_task.shutdown().await,
     }
-    writer_task.shutdown().await;
     drop(state);
     tracing::info!("stopped");
     Ok(served?)

@@ -411,6 +411,61 @@ async fn a_service_sigkilled_while_draining_stores_every_confirmed_event_once() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_with_mongodb_away_exits_within_the_grace_and_loses_nothing() {
+    let (rabbit, mut ferret) = tokio::join!(RabbitMq::start(), RestartableFerret::start());
+    let base = ferret.env("sigterm");
+    // A write deadline far beyond the grace: waiting for it is what the service must not do.
+    let env = queue_env(
+        &rabbit,
+        &[
+            ("AUDIT_WRITE_DEADLINE_SECS", "300"),
+            ("AUDIT_SHUTDOWN_GRACE_SECS", "2"),
+        ],
+    );
+    let mut service = start_queue_service(base.clone(), &env).await;
+    let api = Api::new(&service);
+    ferret.pause();
+    let load = load::start(&api, Load::new(8, 202).kind("queued"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tally = load.stop().await;
+    assert!(
+        tally.errors.is_empty(),
+        "{:?}",
+        &tally.errors[..tally.errors.len().min(5)]
+    );
+    assert!(
+        tally.acked.len() > 500,
+        "too little backlog: {}",
+        tally.acked.len()
+    );
+
+    // The drain holds a prefetch window of messages whose writes wait for MongoDB.
+    let stopping = Instant::now();
+    service.signal(libc::SIGTERM);
+    let status = service
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("the service did not exit within 30 s of SIGTERM with MongoDB away");
+    let took = stopping.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "exit took {took:?}: the grace is 2 s per step, the write deadline 300 s"
+    );
+    drop(service);
+
+    ferret.resume().await;
+    let collection = events_in(&ferret, "sigterm").await;
+    let _service = start_queue_service(base, &env).await;
+    let docs = wait_stored(&collection, tally.acked.len(), Duration::from_secs(120)).await;
+    assert_exactly_once(&docs, &tally.acked, &tally.sent);
+    println!(
+        "exited {took:?} after SIGTERM; {} confirmed events stored once after the restart",
+        tally.acked.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rabbitmq_stopped_answers_503_with_retry_after_and_loses_nothing_confirmed() {
     let (mut rabbit, mongo) = tokio::join!(RabbitMq::start(), test_mongo());
     let service = start_queue_service(mongo.env(), &queue_env(&rabbit, &[])).await;
