@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use mongodb::bson::{doc, Document};
 use serde_json::Value;
-use testcontainers_tests::mongo::test_mongo;
+use testcontainers_tests::mongo::{test_mongo, TestMongo};
 use testcontainers_tests::tools::{hdfs_url, python, s3_endpoint};
 
 use archiver::{count_in_mongo, event, hour_days_ago, insert, window_records, Archiver};
@@ -550,10 +550,9 @@ fn s3_env(endpoint: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_hdfs_archive_answers_across_the_seam() {
-    let url = hdfs_url();
-    let mongo = test_mongo().await;
+/// 25 events four days old and 5 recent ones; the old ones archived to `url` (with the
+/// archiver's extra `env`) and purged from MongoDB.
+async fn archived_and_purged(mongo: &TestMongo, url: &str, env: &[(&str, String)]) {
     let old = hour_days_ago(4);
     let mut docs = spread(old, 25, 100_000, "old");
     docs.extend(spread(
@@ -562,50 +561,10 @@ async fn an_hdfs_archive_answers_across_the_seam() {
         1_000,
         "recent",
     ));
-    insert(&mongo, &docs).await;
-    let archive = format!("{url}/find-{}", mongo.db_name);
-    let archiver = Archiver::new(&mongo, &archive).env("AUDIT_ARCHIVE_AFTER", "1h");
-    archiver.run(&["once"]).expect_code(0);
-    archiver
-        .clone_env()
-        .env("AUDIT_RETENTION_DAYS", "2")
-        .run(&["purge"])
-        .expect_code(0);
-    assert_eq!(
-        count_in_mongo(&mongo, old, old + Duration::hours(2)).await,
-        0,
-        "the old events are only in HDFS now"
-    );
-
-    let service = start_service(&mongo, &[("AUDIT_ARCHIVE_URL", &archive)]).await;
-    let api = Api::new(&service);
-    let (asc, tiers) = pages(&api, &[("limit", "4")]).await;
-    assert_eq!(asc.len(), 30);
-    assert_once_in_order(&asc, false);
-    assert!(tiers.iter().flatten().any(|t| t == "archive"), "{tiers:?}");
-    let (desc, _) = pages(&api, &[("limit", "6"), ("order", "desc")]).await;
-    assert_eq!(desc.len(), 30);
-    assert_once_in_order(&desc, true);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_s3_archive_answers_across_the_seam_and_an_unreachable_one_answers_503() {
-    let mongo = test_mongo().await;
-    let bucket = format!("find-{}", mongo.db_name.replace('_', "-").to_lowercase());
-    let endpoint = s3_bucket(&bucket);
-    let old = hour_days_ago(4);
-    let mut docs = spread(old, 25, 100_000, "old");
-    docs.extend(spread(
-        Utc::now() - Duration::minutes(30),
-        5,
-        1_000,
-        "recent",
-    ));
-    insert(&mongo, &docs).await;
-    let url = format!("s3://{bucket}/audit");
-    let mut archiver = Archiver::new(&mongo, &url).env("AUDIT_ARCHIVE_AFTER", "1h");
-    for (k, v) in s3_env(&endpoint) {
-        archiver = archiver.env(k, &v);
+    insert(mongo, &docs).await;
+    let mut archiver = Archiver::new(mongo, url).env("AUDIT_ARCHIVE_AFTER", "1h");
+    for (k, v) in env {
+        archiver = archiver.env(k, v);
     }
     archiver.run(&["once"]).expect_code(0);
     archiver
@@ -614,22 +573,47 @@ async fn an_s3_archive_answers_across_the_seam_and_an_unreachable_one_answers_50
         .run(&["purge"])
         .expect_code(0);
     assert_eq!(
-        count_in_mongo(&mongo, old, old + Duration::hours(2)).await,
-        0
+        count_in_mongo(mongo, old, old + Duration::hours(2)).await,
+        0,
+        "the old events are only in the archive now"
     );
+}
 
-    let env = s3_env(&endpoint);
-    let mut with: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    with.push(("AUDIT_ARCHIVE_URL", &url));
-    let service = start_service(&mongo, &with).await;
-    let api = Api::new(&service);
-    let (asc, tiers) = pages(&api, &[("limit", "4")]).await;
+/// The 30 events of [`archived_and_purged`], paged in both orders: each once, in order, the
+/// old ones from the archive.
+async fn assert_pages_across_the_seam(api: &Api) {
+    let (asc, tiers) = pages(api, &[("limit", "4")]).await;
     assert_eq!(asc.len(), 30);
     assert_once_in_order(&asc, false);
     assert!(tiers.iter().flatten().any(|t| t == "archive"), "{tiers:?}");
-    let (desc, _) = pages(&api, &[("limit", "6"), ("order", "desc")]).await;
+    let (desc, _) = pages(api, &[("limit", "6"), ("order", "desc")]).await;
     assert_eq!(desc.len(), 30);
     assert_once_in_order(&desc, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hdfs_archive_answers_across_the_seam() {
+    let url = hdfs_url();
+    let mongo = test_mongo().await;
+    let archive = format!("{url}/find-{}", mongo.db_name);
+    archived_and_purged(&mongo, &archive, &[]).await;
+    let service = start_service(&mongo, &[("AUDIT_ARCHIVE_URL", &archive)]).await;
+    assert_pages_across_the_seam(&Api::new(&service)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_archive_answers_across_the_seam_and_an_unreachable_one_answers_503() {
+    let mongo = test_mongo().await;
+    let bucket = format!("find-{}", mongo.db_name.replace('_', "-").to_lowercase());
+    let endpoint = s3_bucket(&bucket);
+    let url = format!("s3://{bucket}/audit");
+    let env = s3_env(&endpoint);
+    archived_and_purged(&mongo, &url, &env).await;
+
+    let mut with: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    with.push(("AUDIT_ARCHIVE_URL", &url));
+    let service = start_service(&mongo, &with).await;
+    assert_pages_across_the_seam(&Api::new(&service)).await;
 
     // The same state, but the archive's S3 endpoint does not answer.
     let closed = format!("http://127.0.0.1:{}", testcontainers_tests::free_port());

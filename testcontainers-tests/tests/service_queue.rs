@@ -349,17 +349,18 @@ async fn mongodb_stopped_for_60_s_under_32_producers_costs_them_nothing() {
     assert_exactly_once(&docs, &tally.acked, &tally.sent);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_service_sigkilled_while_draining_stores_every_confirmed_event_once() {
-    let (rabbit, mut ferret) = tokio::join!(RabbitMq::start(), RestartableFerret::start());
-    let base = ferret.env("sigkill");
-    let env = queue_env(&rabbit, &[]);
-    let mut service = start_queue_service(base.clone(), &env).await;
-    let api = Api::new(&service);
-    // A backlog: MongoDB away while producers send.
+/// A backlog: MongoDB paused (and left paused) while `producers` send for `during`; every one
+/// of at least `at_least` events confirmed.
+async fn backlog(
+    ferret: &mut RestartableFerret,
+    api: &Api,
+    producers: usize,
+    during: Duration,
+    at_least: usize,
+) -> load::Tally {
     ferret.pause();
-    let load = load::start(&api, Load::new(16, 202).kind("queued"));
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let load = load::start(api, Load::new(producers, 202).kind("queued"));
+    tokio::time::sleep(during).await;
     let tally = load.stop().await;
     assert!(
         tally.errors.is_empty(),
@@ -367,10 +368,21 @@ async fn a_service_sigkilled_while_draining_stores_every_confirmed_event_once() 
         &tally.errors[..tally.errors.len().min(5)]
     );
     assert!(
-        tally.acked.len() > 3000,
+        tally.acked.len() > at_least,
         "too little backlog: {}",
         tally.acked.len()
     );
+    tally
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_sigkilled_while_draining_stores_every_confirmed_event_once() {
+    let (rabbit, mut ferret) = tokio::join!(RabbitMq::start(), RestartableFerret::start());
+    let base = ferret.env("sigkill");
+    let env = queue_env(&rabbit, &[]);
+    let mut service = start_queue_service(base.clone(), &env).await;
+    let api = Api::new(&service);
+    let tally = backlog(&mut ferret, &api, 16, Duration::from_secs(5), 3000).await;
 
     ferret.resume().await;
     let collection = events_in(&ferret, "sigkill").await;
@@ -424,20 +436,7 @@ async fn sigterm_with_mongodb_away_exits_within_the_grace_and_loses_nothing() {
     );
     let mut service = start_queue_service(base.clone(), &env).await;
     let api = Api::new(&service);
-    ferret.pause();
-    let load = load::start(&api, Load::new(8, 202).kind("queued"));
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let tally = load.stop().await;
-    assert!(
-        tally.errors.is_empty(),
-        "{:?}",
-        &tally.errors[..tally.errors.len().min(5)]
-    );
-    assert!(
-        tally.acked.len() > 500,
-        "too little backlog: {}",
-        tally.acked.len()
-    );
+    let tally = backlog(&mut ferret, &api, 8, Duration::from_secs(3), 500).await;
 
     // The drain holds a prefetch window of messages whose writes wait for MongoDB.
     let stopping = Instant::now();
