@@ -74,17 +74,10 @@ pub fn s3_endpoint() -> String {
     let script = dev_script("s3.sh");
     // The venv first, so a missing venv is reported as such.
     python();
-    let out = Command::new("bash")
-        .arg(script)
-        .arg("start")
-        .output()
-        .expect("run infra/dev/s3.sh start");
-    assert!(
-        out.status.success(),
-        "infra/dev/s3.sh start failed; it needs moto_server from the tools venv (`make tools`):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    start_dev_server(
+        script,
+        "it needs moto_server from the tools venv (`make tools`)",
+    )
 }
 
 /// Starts (or finds running) Hadoop's MiniDFSCluster (`infra/dev/hdfs.sh`) and returns its
@@ -97,15 +90,25 @@ pub fn hdfs_url() -> String {
         "-version",
         "Java 17+ (for Hadoop's MiniDFSCluster, infra/dev/hdfs.sh)",
     );
+    start_dev_server(
+        script,
+        "it needs Java 17+ and the HDFS tools that `make tools` builds with Maven",
+    )
+}
+
+/// Runs `<script> start` (an `infra/dev/` server script: starts the server or finds it
+/// running) and returns what it prints, the server's address; fails the test with `needs` and
+/// the script's errors when it cannot.
+fn start_dev_server(script: PathBuf, needs: &str) -> String {
     let out = Command::new("bash")
-        .arg(script)
+        .arg(&script)
         .arg("start")
         .output()
-        .expect("run infra/dev/hdfs.sh start");
+        .unwrap_or_else(|e| panic!("run {} start: {e}", script.display()));
     assert!(
         out.status.success(),
-        "infra/dev/hdfs.sh start failed; it needs Java 17+ and the HDFS tools that `make tools` \
-         builds with Maven:\n{}",
+        "{} start failed; {needs}:\n{}",
+        script.display(),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
