@@ -434,9 +434,13 @@ async fn decode_row_group(
     Ok(rows)
 }
 
-/// Row groups decoded at once: one per core, up to four.
+/// Row groups decoded at once: one per core, up to four. Asked once: on Linux the answer
+/// reads the cgroup's CPU quota from files.
 fn decode_ahead() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
+    static AHEAD: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+        std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
+    });
+    *AHEAD
 }
 
 /// A reading task that panicked (or was cancelled at shutdown).
