@@ -189,6 +189,11 @@ pub struct QueueMetrics {
     /// `auditlog_queue_drained_total{outcome}` — messages the drain settled: `stored`,
     /// `duplicate` (already in MongoDB: a redelivery or a producer's retry), `dead_lettered`.
     pub drained: IntCounterVec,
+    /// `auditlog_queue_visibility_seconds` — from an event's `created_at` (set just before its
+    /// publish) to its insert acknowledged by MongoDB, for the events this replica's drain
+    /// stored: how far `find` lags behind producers. It compares two clocks when another
+    /// replica published the event, so it is as exact as the replicas' clocks agree.
+    pub visibility: Histogram,
     /// `auditlog_queue_redeliveries_total` — messages RabbitMQ delivered again.
     pub redeliveries: IntCounter,
     /// `auditlog_queue_dead_letters_total{reason}` — messages moved to `<queue>.dead`.
@@ -234,6 +239,16 @@ impl QueueMetrics {
                 ),
                 &["outcome"],
             )?,
+            visibility: Histogram::with_opts(
+                HistogramOpts::new(
+                    "auditlog_queue_visibility_seconds",
+                    "Queue mode: time from an event's created_at to its insert acknowledged by MongoDB (events this replica's drain stored)",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0, 60.0, 120.0, 300.0, 600.0,
+                ]),
+            )?,
             redeliveries: IntCounter::new(
                 "auditlog_queue_redeliveries_total",
                 "Queue mode: messages RabbitMQ delivered again (after a consumer or connection was lost)",
@@ -253,6 +268,7 @@ impl QueueMetrics {
         registry.register(Box::new(m.published.clone()))?;
         registry.register(Box::new(m.confirm_latency.clone()))?;
         registry.register(Box::new(m.drained.clone()))?;
+        registry.register(Box::new(m.visibility.clone()))?;
         registry.register(Box::new(m.redeliveries.clone()))?;
         registry.register(Box::new(m.dead_letters.clone()))?;
         Ok(m)

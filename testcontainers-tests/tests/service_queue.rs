@@ -189,6 +189,11 @@ async fn events_published_in_queue_mode_reach_mongodb_exactly_once() {
         "the retries resolved as duplicates: {metrics}"
     );
     assert!(metrics.contains("auditlog_queue_publish_confirm_seconds_count"));
+    assert_eq!(
+        metric_or_zero(&metrics, "auditlog_queue_visibility_seconds_count"),
+        stored,
+        "every stored event's time to visibility observed: {metrics}"
+    );
     assert_eq!(metric_or_zero(&metrics, "auditlog_queue_connected"), 1.0);
     println!(
         "{} events through RabbitMQ, p99 {:?}; {} stored",
@@ -268,6 +273,7 @@ async fn get_event_reports_queued_then_stored() {
         .post_event(&json!({"type": "t", "consumer": "c", "payload": {"k": 2}}))
         .await;
     assert_eq!(status, 202, "{ack}");
+    let acked = Instant::now();
     let id = ack["id"].as_str().unwrap().to_owned();
     let (status, body) = api.lookup_as(KEY, &id).await;
     assert_eq!((status, body), (202, json!({"id": id, "status": "queued"})));
@@ -276,6 +282,8 @@ async fn get_event_reports_queued_then_stored() {
         status, 503,
         "MongoDB is down and the id was not published here: {body}"
     );
+    // Nothing is stored while MongoDB is stopped: the event waited at least this long.
+    let queued_at_least = acked.elapsed();
     ferret.resume().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let body = loop {
@@ -295,6 +303,18 @@ async fn get_event_reports_queued_then_stored() {
     assert_eq!(
         (status, body),
         (404, json!({"id": unknown, "status": "unknown"}))
+    );
+    // The visibility histogram saw that one event, and how long the outage held it back.
+    let metrics = api.metrics_text().await;
+    assert_eq!(
+        metric_or_zero(&metrics, "auditlog_queue_visibility_seconds_count"),
+        1.0,
+        "{metrics}"
+    );
+    let lag = metric_or_zero(&metrics, "auditlog_queue_visibility_seconds_sum");
+    assert!(
+        lag >= queued_at_least.as_secs_f64() - 0.002,
+        "visibility {lag} s, but the event was queued at least {queued_at_least:?}"
     );
 }
 

@@ -33,7 +33,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
-use mongodb::bson::RawDocumentBuf;
+use mongodb::bson::{DateTime, RawDocumentBuf};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -326,6 +326,14 @@ async fn settle(
         match settle {
             Settle::Ack(outcome) => {
                 metrics.queue.drained.with_label_values(&[outcome]).inc();
+                if outcome == "stored" {
+                    let lag_ms =
+                        DateTime::now().timestamp_millis() - event.created_at.timestamp_millis();
+                    metrics
+                        .queue
+                        .visibility
+                        .observe(lag_ms.max(0) as f64 / 1000.0);
+                }
                 return (tag, Settled::Stored);
             }
             Settle::Dead(reason, why) => {
