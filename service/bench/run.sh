@@ -77,6 +77,9 @@ if [ -z "${BENCH_AMQP_URL:-}" ]; then
     sleep 0.2
   done
   export BENCH_AMQP_URL="amqp://guest:guest@127.0.0.1:$rport/%2f"
+  # Its Erlang VM, whose command line names the data directory: for its CPU time.
+  BENCH_BROKER_PID="$(pgrep -f -- "beam.smp.*-auditlog_data_dir $rdata" | head -n 1 || true)"
+  export BENCH_BROKER_PID
   echo "RabbitMQ $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null) on 127.0.0.1:$rport (data in $rdata)"
 fi
 

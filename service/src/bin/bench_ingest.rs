@@ -14,8 +14,10 @@
 //!
 //! Queue mode (when `BENCH_AMQP_URL` names a RabbitMQ): the same single-event closed loop at
 //! 16, 64 and 256 producers against a service with `AUDIT_INGEST_MODE=queue`, with the
-//! publish-to-visibility time (from a 202 to `GET /v1/event/{id}` answering `stored`, probed
-//! during the load), next to direct mode; then 64 producers through a store outage (the
+//! publish-to-visibility time (from each event's `created_at` to its insert acknowledged, read
+//! from the service's `auditlog_queue_visibility_seconds` histogram: polling
+//! `GET /v1/event/{id}` instead would load the store with `_id` lookups, which FerretDB's SQLite
+//! backend answers by scanning, and bias the very figures it sits next to), next to direct mode; then 64 producers through a store outage (the
 //! store's process stopped with SIGSTOP for `BENCH_OUTAGE_SECONDS`, when `BENCH_STORE_PID`
 //! is known), counting producer errors and the drain's catch-up time. The outage's load is an
 //! open loop at `BENCH_OUTAGE_RATE` (default: the rate 64 producers reached in queue mode just
@@ -23,11 +25,16 @@
 //! takes, and measure only how soon the queue's depth limit (`AUDIT_AMQP_MAX_DEPTH`) answers
 //! 429 — which is that limit doing its job, not an outage cost.
 //!
+//! RabbitMQ's CPU per 1000 events is printed too when `BENCH_BROKER_PID` names its Erlang VM
+//! (`run.sh` sets it for its own RabbitMQ), with the confirm latency from the service's
+//! histogram: in queue mode the broker is a fourth process on the same cores.
+//!
 //! Scoped API keys: the 64-producer closed loop against a service with one key
 //! (`AUDIT_API_KEY`) and against one that also loads a key file of 1,000 entries, sending with
 //! a scoped key (`ingest` over `producer-*`), alternated twice; the target is under 5 %
 //! difference. `--only keys` runs just this comparison; `--only queue` runs queue mode alone
-//! (the closed loops at `BENCH_QUEUE_PRODUCERS`, then the outage).
+//! next to direct mode (direct mode's closed loops at `BENCH_QUEUE_PRODUCERS`, queue mode's,
+//! then the outage).
 //!
 //! Run through `service/bench/run.sh`, which builds in release mode and starts a private
 //! FerretDB and a private RabbitMQ.
@@ -71,6 +78,9 @@ struct Args {
     /// The store's process id, to report its CPU time (omitted when not given).
     #[arg(long, env = "BENCH_STORE_PID")]
     store_pid: Option<u32>,
+    /// RabbitMQ's process id (its Erlang VM), to report its CPU time in queue mode.
+    #[arg(long, env = "BENCH_BROKER_PID")]
+    broker_pid: Option<u32>,
     /// The service binary (default: `auditlog-service` next to this binary).
     #[arg(long, env = "BENCH_SERVICE_BIN")]
     service_bin: Option<PathBuf>,
@@ -105,6 +115,7 @@ struct Args {
 enum Only {
     Keys,
     Queue,
+    Open,
 }
 
 /// The key the scoped-keys figure sends with, and how many entries its key file has.
@@ -429,6 +440,47 @@ async fn open_loop(base: &str, rate: f64, seconds: u64) -> Figures {
     figures
 }
 
+/// `--only open`: the 64-producer closed loop for the peak, then the open loop at half of it,
+/// with the quarter-seconds whose latencies were worst (where the p99 comes from).
+async fn open_loop_alone(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
+    let service = start_service(args, bin, "bench_open", true, &[]).await?;
+    let mut peak = measure(
+        args,
+        &service,
+        closed_loop(&service.base, 64, args.seconds, None),
+    )
+    .await;
+    peak.print("single POST, group commit", "64");
+    let half = peak.figures.rate() / 2.0;
+    let mut m = measure(args, &service, open_loop(&service.base, half, args.seconds)).await;
+    let by_start = m.figures.latencies_us.clone();
+    m.print(&format!("open loop at {half:.0}/s"), "-");
+    let per_slot = (half / 4.0).max(1.0) as usize;
+    let mut slots: Vec<(usize, u64, u64)> = by_start
+        .chunks(per_slot)
+        .enumerate()
+        .map(|(i, c)| {
+            let over = c.iter().filter(|&&l| l > 20_000).count() as u64;
+            (i, c.iter().copied().max().unwrap_or(0), over)
+        })
+        .collect();
+    slots.sort_by_key(|s| std::cmp::Reverse(s.1));
+    for (i, max, over) in slots.iter().take(8) {
+        println!(
+            "  {:>5.2} s: worst {:>7.1} ms, {over} requests over 20 ms",
+            *i as f64 / 4.0,
+            *max as f64 / 1000.0
+        );
+    }
+    drop(service);
+    mongodb::Client::with_uri_str(&args.mongodb_uri)
+        .await?
+        .database("bench_open")
+        .drop()
+        .await?;
+    Ok(())
+}
+
 /// The store's own rate: `insert_many` of `size` documents, `tasks` at a time, and the CPU
 /// time it cost.
 /// `indexed`: into a collection with the service's indexes (as `auditlog-service` creates
@@ -639,6 +691,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         scoped_keys(&args, &bin).await?;
         return Ok(());
     }
+    if args.only == Some(Only::Open) {
+        println!(
+            "{:<30} {:>9} {:>10} {:>8} {:>8} {:>6}   cpu s/1000 events",
+            "scenario", "producers", "events/s", "p50 ms", "p99 ms", "errors"
+        );
+        return open_loop_alone(&args, &bin).await;
+    }
     if args.only == Some(Only::Queue) {
         let url = args
             .amqp_url
@@ -648,7 +707,36 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             "{:<30} {:>9} {:>10} {:>8} {:>8} {:>6}   cpu s/1000 events",
             "scenario", "producers", "events/s", "p50 ms", "p99 ms", "errors"
         );
-        queue_mode(&args, &bin, &url).await?;
+        // Direct mode at the same producer counts first: the goals compare the two in one run.
+        let service = start_service(&args, &bin, "bench_gc_on", true, &[]).await?;
+        let mut direct_64 = None;
+        for &p in &args.queue_producers {
+            let mut m = measure(
+                &args,
+                &service,
+                closed_loop(&service.base, p, args.seconds, None),
+            )
+            .await;
+            m.print("single POST, group commit", &p.to_string());
+            if p == 64 {
+                direct_64 = Some(m.figures.percentile_ms(0.99));
+            }
+        }
+        drop(service);
+        mongodb::Client::with_uri_str(&args.mongodb_uri)
+            .await?
+            .database("bench_gc_on")
+            .drop()
+            .await?;
+        let queue = queue_mode(&args, &bin, &url).await?;
+        if let (Some(direct), Some(mut queued)) = (direct_64, queue.at_64) {
+            let queued = queued.figures.percentile_ms(0.99);
+            println!();
+            println!(
+                "queue mode: p99 at 64 producers no worse than direct: {queued:.1} ms vs {direct:.1} ms: {}",
+                if queued <= direct { "met" } else { "NOT met" }
+            );
+        }
         return Ok(());
     }
     println!(
@@ -938,6 +1026,10 @@ async fn scoped_keys(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The service's histograms of queue mode that the benchmark reads.
+const VISIBILITY: &str = "auditlog_queue_visibility_seconds";
+const CONFIRM: &str = "auditlog_queue_publish_confirm_seconds";
+
 /// Queue mode's figures that the targets compare.
 struct QueueFigures {
     at_64: Option<Measured>,
@@ -962,36 +1054,60 @@ async fn queue_mode(args: &Args, bin: &PathBuf, url: &str) -> anyhow::Result<Que
     };
     let label = "single POST, queue mode";
     for &p in &args.queue_producers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let probe = tokio::spawn(visibility_probe(service.base.clone(), stop.clone()));
+        let before = histogram_buckets(&service, VISIBILITY).await;
+        let confirms_before = histogram_buckets(&service, CONFIRM).await;
+        let broker_before = args.broker_pid.and_then(|p| cpu_seconds(Some(p)));
         let mut m = measure(
             args,
             &service,
             closed_loop(&service.base, p, args.seconds, None),
         )
         .await;
-        stop.store(true, Ordering::Relaxed);
-        let mut visible = probe.await.unwrap_or(Figures {
-            events: 0,
-            errors: 0,
-            elapsed: Duration::ZERO,
-            latencies_us: vec![],
-        });
         m.print(label, &p.to_string());
+        let broker = args.broker_pid.and_then(|p| cpu_seconds(Some(p)));
+        if let (Some(b0), Some(b1)) = (broker_before, broker) {
+            // The drain's share is in it too: it drains while producers publish.
+            println!(
+                "{:<30} {:>9} {:>10} {:>8} {:>8} {:>6}   RabbitMQ: {:.3}",
+                "  RabbitMQ's CPU",
+                p,
+                "",
+                "",
+                "",
+                "",
+                (b1 - b0) * 1000.0 / m.figures.events.max(1) as f64
+            );
+        }
+        let confirms = buckets_since(
+            &histogram_buckets(&service, CONFIRM).await,
+            &confirms_before,
+        );
         println!(
-            "{:<30} {:>9} {:>10} {:>8.2} {:>8.2} {:>6}   ({} probes)",
+            "{:<30} {:>9} {:>10} {:>8.2} {:>8.2} {:>6}   (RabbitMQ's publish confirm, from the histogram's buckets)",
+            "  publish to confirm",
+            p,
+            "",
+            bucket_quantile(&confirms, 0.5) * 1000.0,
+            bucket_quantile(&confirms, 0.99) * 1000.0,
+            "",
+        );
+        // What this load published is stored once the queue is drained.
+        wait_drained(&service, Duration::from_secs(300)).await;
+        let after = histogram_buckets(&service, VISIBILITY).await;
+        let delta = buckets_since(&after, &before);
+        let count = delta.last().map_or(0.0, |b| b.1);
+        println!(
+            "{:<30} {:>9} {:>10} {:>8.2} {:>8.2} {:>6}   ({count:.0} events, from the histogram's buckets)",
             "  publish to visibility",
             p,
             "",
-            visible.percentile_ms(0.5),
-            visible.percentile_ms(0.99),
-            visible.errors,
-            visible.events
+            bucket_quantile(&delta, 0.5) * 1000.0,
+            bucket_quantile(&delta, 0.99) * 1000.0,
+            "",
         );
         if p == 64 {
             figures.at_64 = Some(m);
         }
-        wait_drained(&service, Duration::from_secs(300)).await;
     }
     if let Some(pid) = args.store_pid {
         let outage = Duration::from_secs(args.outage_seconds);
@@ -1051,61 +1167,65 @@ fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every 100 ms while the load runs: one event, then `GET /v1/event/{id}` every 2 ms until it
-/// is `stored`; the figures are those times (from the 202).
-async fn visibility_probe(base: String, stop: Arc<AtomicBool>) -> Figures {
-    let client = reqwest::Client::new();
-    let mut figures = Figures {
-        events: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latencies_us: vec![],
+/// One of the service's histograms (`name` without `_bucket`): (upper bound, cumulative
+/// count) per bucket, `+Inf` last.
+async fn histogram_buckets(service: &Service, name: &str) -> Vec<(f64, f64)> {
+    let Ok(r) = reqwest::get(format!("{}/metrics", service.base)).await else {
+        return vec![];
     };
-    let started = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let posted = client
-            .post(format!("{base}/v1/event"))
-            .header("X-Api-Key", "bench")
-            .json(&event(9999, figures.events))
-            .send()
-            .await;
-        let id = match posted {
-            Ok(r) if r.status().as_u16() == 202 => r
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-                .and_then(|v| v["id"].as_str().map(str::to_owned)),
-            _ => None,
-        };
-        let Some(id) = id else {
-            figures.errors += 1;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let acked = Instant::now();
-        loop {
-            let r = client
-                .get(format!("{base}/v1/event/{id}"))
-                .header("X-Api-Key", "bench")
-                .send()
-                .await;
-            if r.is_ok_and(|r| r.status().as_u16() == 200) {
-                figures
-                    .latencies_us
-                    .push(acked.elapsed().as_micros() as u64);
-                figures.events += 1;
-                break;
-            }
-            if acked.elapsed() > Duration::from_secs(60) {
-                figures.errors += 1;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let Ok(text) = r.text().await else {
+        return vec![];
+    };
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix("_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, rest) = l.split_once("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, rest.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// `after` minus `before`, bucket by bucket.
+fn buckets_since(after: &[(f64, f64)], before: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    after
+        .iter()
+        .map(|&(le, n)| {
+            let n0 = before.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1);
+            (le, n - n0)
+        })
+        .collect()
+}
+
+/// The `q` quantile of cumulative buckets, interpolated linearly inside its bucket (as
+/// Prometheus' `histogram_quantile` does); NaN when empty.
+fn bucket_quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total <= 0.0 {
+        return f64::NAN;
     }
-    figures.elapsed = started.elapsed();
-    figures
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for &(le, n) in buckets {
+        if n >= rank {
+            if le.is_infinite() {
+                return lower;
+            }
+            let inside = n - below;
+            let frac = if inside > 0.0 {
+                (rank - below) / inside
+            } else {
+                1.0
+            };
+            return lower + (le - lower) * frac;
+        }
+        (lower, below) = (le, n);
+    }
+    lower
 }
 
 /// Waits until the service's queue holds no ready message and its drain is idle.
