@@ -519,6 +519,19 @@ def test_monitoring_objects_only_when_enabled_with_the_four_alerts():
     assert "> 0.8" in alerts["AuditlogWriteQueueNearlyFull"]["expr"]
     assert 'namespace="audit"' in near
 
+    # Queue mode adds the queue's alerts, on the metrics it exports.
+    docs = render("default", ("monitoring.prometheusRule.enabled=true", "queue.enabled=true",
+                              "externalAmqp.url=amqp://u:p@rabbitmq:5672/%2f",
+                              "monitoring.prometheusRule.queueVisibilitySeconds=120"))
+    (rule,) = of_kind(docs, "PrometheusRule")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {"AuditlogQueueVisibilityLagging", "AuditlogQueueDeadLetters"} <= set(alerts)
+    lag = alerts["AuditlogQueueVisibilityLagging"]["expr"]
+    assert "auditlog_queue_visibility_seconds_bucket" in lag and "> 120" in lag
+    assert "auditlog_queue_drained_total" in lag and "auditlog_queue_depth" in lag
+    assert "auditlog_queue_dead_letters_total" in alerts["AuditlogQueueDeadLetters"]["expr"]
+    assert "auditlog.events.dead" in alerts["AuditlogQueueDeadLetters"]["annotations"]["summary"]
+
 
 # -------------------------------------------------------------------- the service
 
