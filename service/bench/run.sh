@@ -16,6 +16,7 @@
 #   BENCH_OUTAGE_SECONDS=60 (default)                       # the queue-mode store outage
 #   BENCH_ONLY=keys service/bench/run.sh                    # only the scoped-key comparison
 #   BENCH_ONLY=queue service/bench/run.sh                   # only queue mode and its outage
+#   BENCH_ONLY=open service/bench/run.sh                    # only the open loop at half of peak
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
