@@ -487,11 +487,7 @@ async fn open_loop_alone(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
     m.print(&format!("open loop at {half:.0}/s"), "-");
     print_worst_quarters(&by_start, half, 20.0);
     drop(service);
-    mongodb::Client::with_uri_str(&args.mongodb_uri)
-        .await?
-        .database("bench_open")
-        .drop()
-        .await?;
+    drop_database(args, "bench_open").await?;
     Ok(())
 }
 
@@ -657,11 +653,7 @@ async fn profile(args: &Args, bin: &PathBuf, out: &PathBuf) -> anyhow::Result<()
     }
     m.print("single POST, group commit", "64");
     drop(service);
-    mongodb::Client::with_uri_str(&args.mongodb_uri)
-        .await?
-        .database("bench_profile")
-        .drop()
-        .await?;
+    drop_database(args, "bench_profile").await?;
     Ok(())
 }
 
@@ -737,11 +729,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             }
         }
         drop(service);
-        mongodb::Client::with_uri_str(&args.mongodb_uri)
-            .await?
-            .database("bench_gc_on")
-            .drop()
-            .await?;
+        drop_database(&args, "bench_gc_on").await?;
         let queue = queue_mode(&args, &bin, &url).await?;
         if let (Some(direct), Some(mut queued)) = (direct_64, queue.at_64) {
             let queued = queued.figures.percentile_ms(0.99);
@@ -831,8 +819,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             open = Some(m);
         }
         drop(service);
-        let client = mongodb::Client::with_uri_str(&args.mongodb_uri).await?;
-        client.database(db).drop().await?;
+        drop_database(&args, db).await?;
     }
     scoped_keys(&args, &bin).await?;
     let queue = match &args.amqp_url {
@@ -1096,28 +1083,22 @@ async fn queue_mode(args: &Args, bin: &PathBuf, url: &str) -> anyhow::Result<Que
             &histogram_buckets(&service, CONFIRM).await,
             &confirms_before,
         );
-        println!(
-            "{:<30} {:>9} {:>10} {:>8.2} {:>8.2} {:>6}   (RabbitMQ's publish confirm, from the histogram's buckets)",
+        print_quantiles(
             "  publish to confirm",
-            p,
-            "",
-            bucket_quantile(&confirms, 0.5) * 1000.0,
-            bucket_quantile(&confirms, 0.99) * 1000.0,
-            "",
+            &p.to_string(),
+            &confirms,
+            "RabbitMQ's publish confirm",
         );
         // What this load published is stored once the queue is drained.
         wait_drained(&service, Duration::from_secs(300)).await;
         let after = histogram_buckets(&service, VISIBILITY).await;
         let delta = buckets_since(&after, &before);
         let count = delta.last().map_or(0.0, |b| b.1);
-        println!(
-            "{:<30} {:>9} {:>10} {:>8.2} {:>8.2} {:>6}   ({count:.0} events, from the histogram's buckets)",
+        print_quantiles(
             "  publish to visibility",
-            p,
-            "",
-            bucket_quantile(&delta, 0.5) * 1000.0,
-            bucket_quantile(&delta, 0.99) * 1000.0,
-            "",
+            &p.to_string(),
+            &delta,
+            &format!("{count:.0} events"),
         );
         if p == 64 {
             figures.at_64 = Some(m);
@@ -1158,14 +1139,11 @@ async fn queue_mode(args: &Args, bin: &PathBuf, url: &str) -> anyhow::Result<Que
             &format!("queue, {} s outage, {rate:.0}/s", args.outage_seconds),
             "-",
         );
-        println!(
-            "{:<30} {:>9} {:>10} {:>8.2} {:>8.2} {:>6}   (RabbitMQ's publish confirm, from the histogram's buckets)",
+        print_quantiles(
             "  publish to confirm",
             "-",
-            "",
-            bucket_quantile(&confirms, 0.5) * 1000.0,
-            bucket_quantile(&confirms, 0.99) * 1000.0,
-            "",
+            &confirms,
+            "RabbitMQ's publish confirm",
         );
         print_worst_quarters(&by_start, rate, 50.0);
         wait_drained(&service, Duration::from_secs(600)).await;
@@ -1178,11 +1156,7 @@ async fn queue_mode(args: &Args, bin: &PathBuf, url: &str) -> anyhow::Result<Que
         println!("(queue-mode outage skipped: BENCH_STORE_PID is not set)");
     }
     drop(service);
-    mongodb::Client::with_uri_str(&args.mongodb_uri)
-        .await?
-        .database(db)
-        .drop()
-        .await?;
+    drop_database(args, db).await?;
     Ok(figures)
 }
 
@@ -1218,6 +1192,24 @@ async fn histogram_buckets(service: &Service, name: &str) -> Vec<(f64, f64)> {
             Some((le, rest.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// Drops a scratch database of the benchmark on the store.
+async fn drop_database(args: &Args, name: &str) -> anyhow::Result<()> {
+    let client = mongodb::Client::with_uri_str(&args.mongodb_uri).await?;
+    client.database(name).drop().await?;
+    Ok(())
+}
+
+/// One row of p50 and p99 (ms) from a histogram's buckets, in the table's columns.
+fn print_quantiles(label: &str, producers: &str, buckets: &[(f64, f64)], what: &str) {
+    println!(
+        "{label:<30} {producers:>9} {:>10} {:>8.2} {:>8.2} {:>6}   ({what}, from the histogram's buckets)",
+        "",
+        bucket_quantile(buckets, 0.5) * 1000.0,
+        bucket_quantile(buckets, 0.99) * 1000.0,
+        "",
+    );
 }
 
 /// `after` minus `before`, bucket by bucket.
