@@ -17,9 +17,9 @@
 //! publish-to-visibility time (from each event's `created_at` to its insert acknowledged, read
 //! from the service's `auditlog_queue_visibility_seconds` histogram: polling
 //! `GET /v1/event/{id}` instead would load the store with `_id` lookups, which FerretDB's SQLite
-//! backend answers by scanning, and bias the very figures it sits next to), next to direct mode; then 64 producers through a store outage (the
-//! store's process stopped with SIGSTOP for `BENCH_OUTAGE_SECONDS`, when `BENCH_STORE_PID`
-//! is known), counting producer errors and the drain's catch-up time. The outage's load is an
+//! backend answers by scanning, and bias the very figures it sits next to), next to direct
+//! mode; then 64 producers through a store outage (the store's process stopped with SIGSTOP
+//! for `BENCH_OUTAGE_SECONDS`, when `BENCH_STORE_PID` is known), counting producer errors and the drain's catch-up time. The outage's load is an
 //! open loop at `BENCH_OUTAGE_RATE` (default: the rate 64 producers reached in queue mode just
 //! before): a closed loop would publish as fast as RabbitMQ confirms, far above what the store
 //! takes, and measure only how soon the queue's depth limit (`AUDIT_AMQP_MAX_DEPTH`) answers
@@ -205,25 +205,22 @@ impl Service {
         Some(self.child.id())
     }
 
-    /// `(sum, count)` of the service's `insert_many` batch sizes so far.
-    async fn mean_batch_counts(&self) -> Option<(f64, f64)> {
-        let text = reqwest::get(format!("{}/metrics", self.base))
+    /// The service's `/metrics` text (`None` when it does not answer).
+    async fn metrics(&self) -> Option<String> {
+        reqwest::get(format!("{}/metrics", self.base))
             .await
             .ok()?
             .text()
             .await
-            .ok()?;
-        let value = |name: &str| -> Option<f64> {
-            text.lines()
-                .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        };
+            .ok()
+    }
+
+    /// `(sum, count)` of the service's `insert_many` batch sizes so far.
+    async fn mean_batch_counts(&self) -> Option<(f64, f64)> {
+        let text = self.metrics().await?;
         Some((
-            value("auditlog_write_batch_size_sum")?,
-            value("auditlog_write_batch_size_count")?,
+            metric(&text, "auditlog_write_batch_size_sum")?,
+            metric(&text, "auditlog_write_batch_size_count")?,
         ))
     }
 
@@ -240,6 +237,19 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of the unlabelled metric `name` in a `/metrics` text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' '))
+        })?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -690,18 +700,12 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         return profile(&args, &bin, out).await;
     }
     if args.only == Some(Only::Keys) {
-        println!(
-            "{:<30} {:>9} {:>10} {:>8} {:>8} {:>6}   cpu s/1000 events",
-            "scenario", "producers", "events/s", "p50 ms", "p99 ms", "errors"
-        );
+        print_header();
         scoped_keys(&args, &bin).await?;
         return Ok(());
     }
     if args.only == Some(Only::Open) {
-        println!(
-            "{:<30} {:>9} {:>10} {:>8} {:>8} {:>6}   cpu s/1000 events",
-            "scenario", "producers", "events/s", "p50 ms", "p99 ms", "errors"
-        );
+        print_header();
         return open_loop_alone(&args, &bin).await;
     }
     if args.only == Some(Only::Queue) {
@@ -709,10 +713,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             .amqp_url
             .clone()
             .context("--only queue needs BENCH_AMQP_URL")?;
-        println!(
-            "{:<30} {:>9} {:>10} {:>8} {:>8} {:>6}   cpu s/1000 events",
-            "scenario", "producers", "events/s", "p50 ms", "p99 ms", "errors"
-        );
+        print_header();
         // Direct mode at the same producer counts first: the goals compare the two in one run.
         let service = start_service(&args, &bin, "bench_gc_on", true, &[]).await?;
         let mut direct_64 = None;
@@ -747,10 +748,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     );
     println!("cpu: CPU seconds per 1000 events of the store / the service / the load generator");
     println!();
-    println!(
-        "{:<30} {:>9} {:>10} {:>8} {:>8} {:>6}   cpu s/1000 events",
-        "scenario", "producers", "events/s", "p50 ms", "p99 ms", "errors"
-    );
+    print_header();
     let mut peak_on = 0.0f64;
     let mut at_64: [Option<Measured>; 2] = [None, None];
     let mut mean_batch_64 = None;
@@ -1174,10 +1172,7 @@ fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
 /// One of the service's histograms (`name` without `_bucket`): (upper bound, cumulative
 /// count) per bucket, `+Inf` last.
 async fn histogram_buckets(service: &Service, name: &str) -> Vec<(f64, f64)> {
-    let Ok(r) = reqwest::get(format!("{}/metrics", service.base)).await else {
-        return vec![];
-    };
-    let Ok(text) = r.text().await else {
+    let Some(text) = service.metrics().await else {
         return vec![];
     };
     text.lines()
@@ -1192,6 +1187,14 @@ async fn histogram_buckets(service: &Service, name: &str) -> Vec<(f64, f64)> {
             Some((le, rest.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// The header of the figures' table.
+fn print_header() {
+    println!(
+        "{:<30} {:>9} {:>10} {:>8} {:>8} {:>6}   cpu s/1000 events",
+        "scenario", "producers", "events/s", "p50 ms", "p99 ms", "errors"
+    );
 }
 
 /// Drops a scratch database of the benchmark on the store.
@@ -1253,22 +1256,13 @@ fn bucket_quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
 /// Waits until the service's queue holds no ready message and its drain is idle.
 async fn wait_drained(service: &Service, within: Duration) {
     let deadline = Instant::now() + within;
-    let value = |text: &str, name: &str| -> Option<f64> {
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
     let mut last_drained = -1.0;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let Ok(r) = reqwest::get(format!("{}/metrics", service.base)).await else {
+        let Some(text) = service.metrics().await else {
             continue;
         };
-        let Ok(text) = r.text().await else { continue };
-        let depth = value(&text, "auditlog_queue_depth").unwrap_or(1.0);
+        let depth = metric(&text, "auditlog_queue_depth").unwrap_or(1.0);
         let drained: f64 = text
             .lines()
             .filter(|l| l.starts_with("auditlog_queue_drained_total{"))

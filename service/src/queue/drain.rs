@@ -306,7 +306,16 @@ async fn settle(
         };
         let settle = match outcome {
             None => Settle::Retry("the write queue is full".into()),
-            Some(WriteOutcome::Stored) => Settle::Ack("stored"),
+            Some(WriteOutcome::Stored) => {
+                // Acknowledged by MongoDB: visible to find from now on.
+                let lag_ms =
+                    DateTime::now().timestamp_millis() - event.created_at.timestamp_millis();
+                metrics
+                    .queue
+                    .visibility
+                    .observe(lag_ms.max(0) as f64 / 1000.0);
+                Settle::Ack("stored")
+            }
             Some(WriteOutcome::Duplicate {
                 after_retry,
                 stored,
@@ -326,14 +335,6 @@ async fn settle(
         match settle {
             Settle::Ack(outcome) => {
                 metrics.queue.drained.with_label_values(&[outcome]).inc();
-                if outcome == "stored" {
-                    let lag_ms =
-                        DateTime::now().timestamp_millis() - event.created_at.timestamp_millis();
-                    metrics
-                        .queue
-                        .visibility
-                        .observe(lag_ms.max(0) as f64 / 1000.0);
-                }
                 return (tag, Settled::Stored);
             }
             Settle::Dead(reason, why) => {
