@@ -126,7 +126,7 @@ impl ApiError {
             }
             ApiError::IdConflict { .. } => StatusCode::CONFLICT,
             ApiError::Busy
-            | ApiError::Queue(QueueError::Full { .. })
+            | ApiError::Queue(QueueError::Full { .. } | QueueError::Congested { .. })
             | ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable(_)
@@ -154,7 +154,8 @@ impl ApiError {
             ApiError::ConsumerNotAllowed { .. } => "consumer_not_allowed",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::IdConflict { .. } => "id_conflict",
-            ApiError::Busy | ApiError::Queue(QueueError::Full { .. }) => "busy",
+            ApiError::Busy
+            | ApiError::Queue(QueueError::Full { .. } | QueueError::Congested { .. }) => "busy",
             ApiError::Queue(_) => "queue_unavailable",
             ApiError::Unavailable(_) => "store_unavailable",
             ApiError::Overloaded => "overloaded",
@@ -171,7 +172,9 @@ impl ApiError {
             ApiError::RateLimited {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
-            ApiError::Busy | ApiError::Overloaded | ApiError::Queue(QueueError::Full { .. }) => {
+            ApiError::Busy
+            | ApiError::Overloaded
+            | ApiError::Queue(QueueError::Full { .. } | QueueError::Congested { .. }) => {
                 Some(RETRY_AFTER_BUSY_SECS)
             }
             ApiError::Unavailable(_)

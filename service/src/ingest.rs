@@ -125,7 +125,8 @@ async fn ingest_value(state: &AppState, key: &Key, value: Value) -> Result<Accep
     let result = store(state, event).await;
     if let Err(e) = &result {
         let reason = match e {
-            ApiError::Busy | ApiError::Queue(QueueError::Full { .. }) => "busy",
+            ApiError::Busy
+            | ApiError::Queue(QueueError::Full { .. } | QueueError::Congested { .. }) => "busy",
             ApiError::Unavailable(_) | ApiError::Queue(_) => "unavailable",
             ApiError::IdConflict { .. } => "conflict",
             _ => "rejected",

@@ -184,10 +184,14 @@ pub struct QueueMetrics {
     pub blocked: IntGauge,
     /// `auditlog_queue_published_total` — events RabbitMQ confirmed.
     pub published: IntCounter,
+    /// `auditlog_queue_published_messages_total` — messages RabbitMQ confirmed; each holds one
+    /// event or a group of them, so `published_total` over this is the mean group.
+    pub published_messages: IntCounter,
     /// `auditlog_queue_publish_confirm_seconds` — from publish to RabbitMQ's confirm.
     pub confirm_latency: Histogram,
-    /// `auditlog_queue_drained_total{outcome}` — messages the drain settled: `stored`,
-    /// `duplicate` (already in MongoDB: a redelivery or a producer's retry), `dead_lettered`.
+    /// `auditlog_queue_drained_total{outcome}` — events the drain settled: `stored`,
+    /// `duplicate` (already in MongoDB: a redelivery or a producer's retry), `dead_lettered`
+    /// (a message that is no event, or no group of events, counts once).
     pub drained: IntCounterVec,
     /// `auditlog_queue_visibility_seconds` — from an event's `created_at` (set just before its
     /// publish) to its insert acknowledged by MongoDB, for the events this replica's drain
@@ -196,7 +200,8 @@ pub struct QueueMetrics {
     pub visibility: Histogram,
     /// `auditlog_queue_redeliveries_total` — messages RabbitMQ delivered again.
     pub redeliveries: IntCounter,
-    /// `auditlog_queue_dead_letters_total{reason}` — messages moved to `<queue>.dead`.
+    /// `auditlog_queue_dead_letters_total{reason}` — events moved to `<queue>.dead` (a message
+    /// that is no event, or no group of events, counts once).
     pub dead_letters: IntCounterVec,
 }
 
@@ -223,6 +228,10 @@ impl QueueMetrics {
                 "auditlog_queue_published_total",
                 "Queue mode: events RabbitMQ confirmed",
             )?,
+            published_messages: IntCounter::new(
+                "auditlog_queue_published_messages_total",
+                "Queue mode: messages RabbitMQ confirmed (each one event or a group of them)",
+            )?,
             confirm_latency: Histogram::with_opts(
                 HistogramOpts::new(
                     "auditlog_queue_publish_confirm_seconds",
@@ -235,7 +244,7 @@ impl QueueMetrics {
             drained: IntCounterVec::new(
                 Opts::new(
                     "auditlog_queue_drained_total",
-                    "Queue mode: messages the drain settled, by outcome (stored, duplicate, dead_lettered)",
+                    "Queue mode: events the drain settled, by outcome (stored, duplicate, dead_lettered)",
                 ),
                 &["outcome"],
             )?,
@@ -256,7 +265,7 @@ impl QueueMetrics {
             dead_letters: IntCounterVec::new(
                 Opts::new(
                     "auditlog_queue_dead_letters_total",
-                    "Queue mode: messages moved to the dead-letter queue, by reason (malformed, rejected, id_conflict)",
+                    "Queue mode: events moved to the dead-letter queue, by reason (malformed, rejected, id_conflict)",
                 ),
                 &["reason"],
             )?,
@@ -266,6 +275,7 @@ impl QueueMetrics {
         registry.register(Box::new(m.connected.clone()))?;
         registry.register(Box::new(m.blocked.clone()))?;
         registry.register(Box::new(m.published.clone()))?;
+        registry.register(Box::new(m.published_messages.clone()))?;
         registry.register(Box::new(m.confirm_latency.clone()))?;
         registry.register(Box::new(m.drained.clone()))?;
         registry.register(Box::new(m.visibility.clone()))?;

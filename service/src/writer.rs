@@ -161,6 +161,11 @@ impl Writer {
         }
     }
 
+    /// Events the write queue holds at most (`queue_capacity`).
+    pub fn capacity(&self) -> usize {
+        self.tx.max_capacity()
+    }
+
     /// Events waiting for a write (queued, or gathered for the next batch).
     pub fn queue_depth(&self) -> usize {
         self.tx.max_capacity() - self.waiting.available_permits().min(self.tx.max_capacity())

@@ -1,7 +1,8 @@
 //! Queue mode (`AUDIT_INGEST_MODE=queue`) over real HTTP against the real binary, with a real
 //! RabbitMQ (a private `rabbitmq-server` process per test) and FerretDB: every event RabbitMQ
 //! confirmed (202) reaches MongoDB exactly once — through MongoDB outages, a SIGKILLed
-//! service and a stopped RabbitMQ — poison messages are dead-lettered with their reason, and
+//! service and a stopped RabbitMQ — events published together share messages, poison messages
+//! (and poison events of a group, alone) are dead-lettered with their reason, and
 //! producers meet backpressure (429/503 with Retry-After), never unbounded waits.
 
 #[path = "support/load.rs"]
@@ -115,6 +116,30 @@ fn assert_exactly_once(docs: &[Document], acked: &[String], sent: &[String]) {
     );
 }
 
+/// Messages in the events' queue once a stopped service's unacknowledged ones are back.
+async fn left_in_queue(channel: &lapin::Channel) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let queue = channel
+            .queue_declare(
+                QUEUE.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("the events' queue");
+        // The consumer's unacknowledged messages return when RabbitMQ notices the dead
+        // connection; give it a moment to show them.
+        if queue.message_count() > 0 || Instant::now() > deadline {
+            return queue.message_count();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_published_in_queue_mode_reach_mongodb_exactly_once() {
     let (rabbit, mongo) = tokio::join!(RabbitMq::start(), test_mongo());
@@ -135,7 +160,8 @@ async fn events_published_in_queue_mode_reach_mongodb_exactly_once() {
         tally.acked.len()
     );
 
-    // A batch: one publish per event, each answered 202.
+    // A batch: its events are published concurrently, so they share messages; each is
+    // answered 202.
     let batch: Vec<Value> = (0..50)
         .map(|i| json!({"type": "batch", "consumer": "batcher", "payload": {"i": i}}))
         .collect();
@@ -188,6 +214,12 @@ async fn events_published_in_queue_mode_reach_mongodb_exactly_once() {
         duplicate, 2.0,
         "the retries resolved as duplicates: {metrics}"
     );
+    // Events published at the same moment travel in groups: fewer messages than events.
+    let messages = metric_or_zero(&metrics, "auditlog_queue_published_messages_total");
+    assert!(
+        messages >= 1.0 && messages < published,
+        "{messages} messages for {published} events: {metrics}"
+    );
     assert!(metrics.contains("auditlog_queue_publish_confirm_seconds_count"));
     assert_eq!(
         metric_or_zero(&metrics, "auditlog_queue_visibility_seconds_count"),
@@ -209,26 +241,7 @@ async fn events_published_in_queue_mode_reach_mongodb_exactly_once() {
         .await
         .expect("connect to RabbitMQ");
     let channel = conn.create_channel().await.expect("channel");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let left = loop {
-        let queue = channel
-            .queue_declare(
-                QUEUE.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("the events' queue");
-        // The consumer's unacknowledged messages return when RabbitMQ notices the dead
-        // connection; give it a moment to show them.
-        if queue.message_count() > 0 || Instant::now() > deadline {
-            break queue.message_count();
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let left = left_in_queue(&channel).await;
     assert_eq!(left, 0, "messages left unacknowledged by the drain");
 }
 
@@ -598,6 +611,27 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
         .unwrap()
         .await
         .unwrap();
+    // A group of events, as the service publishes them: one the store takes, one it refuses.
+    // The refused one is dead-lettered alone; the other is stored and the group acknowledged.
+    let (kept, refused_in_group) = (ObjectId::new(), ObjectId::new());
+    let now = mongodb::bson::DateTime::now();
+    let group = doc! { "events": [
+        { "_id": kept, "type": "t", "consumer": "grouped", "created_at": now },
+        { "_id": refused_in_group, "type": "t", "consumer": "refused", "created_at": now },
+    ] };
+    channel
+        .basic_publish(
+            "".into(),
+            QUEUE.into(),
+            BasicPublishOptions::default(),
+            &mongodb::bson::to_vec(&group).unwrap(),
+            BasicProperties::default()
+                .with_content_type("application/vnd.auditlog.events+bson".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     // The same producer id with other content: the second cannot be stored.
     let id = ObjectId::new().to_hex();
     let (status, body) = api
@@ -619,7 +653,7 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
     loop {
         let metrics = api.metrics_text().await;
         let dead = metric_or_zero(&metrics, "auditlog_queue_dead_letter_depth");
-        if dead >= 3.0 {
+        if dead >= 4.0 {
             assert_eq!(
                 metric_or_zero(
                     &metrics,
@@ -641,10 +675,10 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
                     &metrics,
                     "auditlog_queue_dead_letters_total{reason=\"rejected\"}"
                 ),
-                1.0,
+                2.0,
                 "{metrics}"
             );
-            assert_eq!(dead, 3.0, "{metrics}");
+            assert_eq!(dead, 4.0, "{metrics}");
             break;
         }
         assert!(
@@ -655,11 +689,11 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
     }
     assert_eq!(
         proxy.documents_failed(),
-        1,
-        "the refused event was sent once"
+        2,
+        "each refused event was sent once"
     );
     let mut reasons = vec![];
-    for _ in 0..3 {
+    for _ in 0..4 {
         let message = channel
             .basic_get(
                 format!("{QUEUE}.dead").into(),
@@ -678,26 +712,44 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
             Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
             other => panic!("header {key}: {other:?}"),
         };
-        reasons.push((text("x-auditlog-reason-code"), text("x-auditlog-reason")));
+        // A refused event of the group is dead-lettered as a message of its own: its document.
+        let body = mongodb::bson::from_slice::<Document>(&message.delivery.data).ok();
+        let alone = body.as_ref().and_then(|b| b.get_object_id("_id").ok());
+        reasons.push((
+            text("x-auditlog-reason-code"),
+            text("x-auditlog-reason"),
+            alone == Some(refused_in_group),
+        ));
     }
     reasons.sort();
     assert_eq!(reasons[0].0, "id_conflict", "{reasons:?}");
     assert!(reasons[0].1.contains(&id), "{reasons:?}");
     assert_eq!(reasons[1].0, "malformed", "{reasons:?}");
     assert!(reasons[1].1.contains("BSON"), "{reasons:?}");
-    assert_eq!(reasons[2].0, "rejected", "{reasons:?}");
-    assert!(reasons[2].1.contains("code 121"), "{reasons:?}");
-
-    // The first event is stored, once, with its own content.
-    let docs = all_docs(&events_of(&mongo).await).await;
-    assert_eq!(docs.len(), 1, "{docs:?}");
+    for rejected in &reasons[2..] {
+        assert_eq!(rejected.0, "rejected", "{reasons:?}");
+        assert!(rejected.1.contains("code 121"), "{reasons:?}");
+    }
     assert_eq!(
-        docs[0]
-            .get_document("payload")
-            .unwrap()
-            .get_str("v")
-            .unwrap(),
+        reasons.iter().filter(|r| r.2).count(),
+        1,
+        "the group's refused event alone: {reasons:?}"
+    );
+
+    // The first event is stored, once, with its own content; so is the group's other event.
+    let docs = all_docs(&events_of(&mongo).await).await;
+    assert_eq!(docs.len(), 2, "{docs:?}");
+    let first = docs
+        .iter()
+        .find(|d| d.get_str("consumer") == Ok("c"))
+        .expect("the first event");
+    assert_eq!(
+        first.get_document("payload").unwrap().get_str("v").unwrap(),
         "first"
+    );
+    assert!(
+        docs.iter().any(|d| d.get_object_id("_id") == Ok(kept)),
+        "{docs:?}"
     );
     let (status, body) = api.lookup_as(KEY, &id).await;
     assert_eq!(status, 200, "{body}");
@@ -707,6 +759,15 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
     assert_eq!(
         (status, body),
         (404, json!({"id": refused_id, "status": "unknown"}))
+    );
+
+    // Every message was settled, the group's too: killed now, the service leaves nothing that
+    // RabbitMQ would deliver again.
+    drop(service);
+    assert_eq!(
+        left_in_queue(&channel).await,
+        0,
+        "a message left unacknowledged"
     );
 }
 

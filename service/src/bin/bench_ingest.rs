@@ -215,6 +215,15 @@ impl Service {
             .ok()
     }
 
+    /// Queue mode: `(events, messages)` RabbitMQ confirmed so far.
+    async fn published_groups(&self) -> Option<(f64, f64)> {
+        let text = self.metrics().await?;
+        Some((
+            metric(&text, "auditlog_queue_published_total")?,
+            metric(&text, "auditlog_queue_published_messages_total")?,
+        ))
+    }
+
     /// `(sum, count)` of the service's `insert_many` batch sizes so far.
     async fn mean_batch_counts(&self) -> Option<(f64, f64)> {
         let text = self.metrics().await?;
@@ -1056,6 +1065,7 @@ async fn queue_mode(args: &Args, bin: &PathBuf, url: &str) -> anyhow::Result<Que
         let before = histogram_buckets(&service, VISIBILITY).await;
         let confirms_before = histogram_buckets(&service, CONFIRM).await;
         let broker_before = args.broker_pid.and_then(|p| cpu_seconds(Some(p)));
+        let groups_before = service.published_groups().await;
         let mut m = measure(
             args,
             &service,
@@ -1063,6 +1073,20 @@ async fn queue_mode(args: &Args, bin: &PathBuf, url: &str) -> anyhow::Result<Que
         )
         .await;
         m.print(label, &p.to_string());
+        if let (Some((e0, m0)), Some((e1, m1))) = (groups_before, service.published_groups().await)
+        {
+            println!(
+                "{:<30} {:>9} {:>10} {:>8} {:>8} {:>6}   {:.1} (RabbitMQ messages: {:.0})",
+                "  events per message",
+                p,
+                "",
+                "",
+                "",
+                "",
+                (e1 - e0) / (m1 - m0).max(1.0),
+                m1 - m0
+            );
+        }
         let broker = args.broker_pid.and_then(|p| cpu_seconds(Some(p)));
         if let (Some(b0), Some(b1)) = (broker_before, broker) {
             // The drain's share is in it too: it drains while producers publish.

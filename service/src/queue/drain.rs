@@ -2,15 +2,18 @@
 //! group-commit [`crate::writer::Writer`], acknowledging each message only once its insert is
 //! acknowledged.
 //!
-//! Up to `AUDIT_AMQP_PREFETCH` messages are unacknowledged at once; each is submitted to the
-//! writer as it arrives, so the writer's batches are made of whatever the prefetch window holds.
-//! Per message, by the writer's outcome:
+//! Up to `AUDIT_AMQP_PREFETCH` messages are unacknowledged at once; each message's events — one,
+//! or a group ([`super::group`]) — are submitted to the writer as the message arrives, so the
+//! writer's batches are made of whatever the prefetch window holds (at most half the writer's
+//! queue: a group waits for room). A message is acknowledged once every event in it is
+//! settled. Per event, by the writer's outcome:
 //! - stored → ack;
 //! - duplicate `_id` → read the stored copy: same content (a redelivery of a message whose
 //!   insert landed, or a producer's retry) → ack, nothing stored twice; other content or another
 //!   consumer's event → dead letter (`id_conflict`);
-//! - refused for good by the store, or a body that is not an event → dead letter
-//!   ([`super::dead_letter`]);
+//! - refused for good by the store → dead letter, alone when it came in a group
+//!   ([`super::dead_letter`]); a body that is not an event, or not a group of events → the
+//!   whole message is dead-lettered;
 //! - store unavailable past the writer's deadline → the drain keeps the message and submits it
 //!   again after a backoff, for as long as MongoDB is away: the message stays unacknowledged,
 //!   the rest waits in RabbitMQ, and producers never notice.
@@ -34,11 +37,12 @@ use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, B
 use lapin::types::FieldTable;
 use lapin::Channel;
 use mongodb::bson::{DateTime, RawDocumentBuf};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::acks::Acks;
-use super::dead_letter::{dead_letter, Reason};
+use super::dead_letter::{dead_letter, dead_letter_event, reject, Reason};
+use super::group::{self, GROUP_CONTENT_TYPE, GROUP_MAX_EVENTS};
 use super::link::Link;
 use super::publish::{Queue, CONTENT_TYPE};
 use crate::error::ApiError;
@@ -52,6 +56,9 @@ const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Wait before consuming again after the consumer failed on a link that is still current.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+/// Most events of one message that wait for room in the writer together (a group is at most
+/// [`GROUP_MAX_EVENTS`]; a bigger one, published by someone else, takes all the room).
+const ROOM_MAX: u32 = 1 << 16;
 /// The top-level fields of an event document as the service publishes it.
 const DOC_FIELDS: [&str; 5] = [
     fields::ID,
@@ -94,6 +101,12 @@ pub fn start(state: Arc<AppState>, queue: Arc<Queue>) -> DrainTask {
     let (stop, stop_rx) = watch::channel(false);
     let join = tokio::spawn(run(state, queue, stop_rx));
     DrainTask { stop, join }
+}
+
+/// Events the drain has in the writer at most: half its queue, so producers in direct-mode
+/// fashion (batch endpoint) or a second drain never find it full; at least one group.
+fn room_for(state: &AppState) -> usize {
+    (state.writer.capacity() / 2).clamp(GROUP_MAX_EVENTS, ROOM_MAX as usize)
 }
 
 enum Ended {
@@ -159,6 +172,7 @@ async fn consume(
     tracing::info!(queue = %settings.queue, prefetch = settings.prefetch, "draining the queue into MongoDB");
     let mut settling = JoinSet::new();
     let mut acks = Acks::default();
+    let room = Arc::new(Semaphore::new(room_for(state)));
     let stopping = stop.clone();
     let ended = loop {
         let mut settled = false;
@@ -173,6 +187,7 @@ async fn consume(
                         channel.clone(),
                         delivery,
                         stopping.clone(),
+                        room.clone(),
                     ));
                 }
                 Some(Err(e)) => break Ended::Lost(e.to_string()),
@@ -257,14 +272,22 @@ async fn acknowledge(channel: &Channel, acks: &mut Acks) {
     }
 }
 
-/// What to do with a message after its write.
+/// What to do with an event after its write.
 enum Settle {
     Ack(&'static str),
     Dead(Reason, String),
     Retry(String),
 }
 
-/// Writes one message's event and settles the message (see the module documentation).
+/// How [`write_event`] left an event.
+enum End {
+    Stored,
+    Dead(Reason, String),
+    /// Not written, and left to RabbitMQ (shutdown, lost channel).
+    Left,
+}
+
+/// Writes one message's events and settles the message (see the module documentation).
 async fn settle(
     state: Arc<AppState>,
     queue: Arc<Queue>,
@@ -272,14 +295,15 @@ async fn settle(
     channel: Channel,
     delivery: Delivery,
     stop: watch::Receiver<bool>,
+    room: Arc<Semaphore>,
 ) -> (u64, Settled) {
     let tag = delivery.delivery_tag;
     let metrics = &state.metrics;
     if delivery.redelivered {
         metrics.queue.redeliveries.inc();
     }
-    let event = match decode(&delivery) {
-        Ok(event) => event,
+    let (events, grouped) = match decode(&delivery) {
+        Ok(decoded) => decoded,
         Err(why) => {
             dead_letter(
                 &link,
@@ -293,16 +317,73 @@ async fn settle(
             return (tag, Settled::Elsewhere);
         }
     };
+    // A group waits for room in the writer rather than fill its queue (and fail its writes
+    // as full); the permits go when its events are settled.
+    let wanted = u32::try_from(events.len())
+        .unwrap_or(u32::MAX)
+        .min(ROOM_MAX);
+    let Ok(_room) = room.acquire_many(wanted).await else {
+        return (tag, Settled::Left);
+    };
+    let ends = futures::future::join_all(
+        events
+            .iter()
+            .map(|event| write_event(&state, &channel, &stop, event)),
+    )
+    .await;
+    if ends.iter().any(|end| matches!(end, End::Left)) {
+        // Redelivered whole; its stored events then resolve as duplicates.
+        return (tag, Settled::Left);
+    }
+    let dead: Vec<(&NewEvent, Reason, String)> = events
+        .iter()
+        .zip(ends)
+        .filter_map(|(event, end)| match end {
+            End::Dead(reason, why) => Some((event, reason, why)),
+            _ => None,
+        })
+        .collect();
+    for (event, _, _) in &dead {
+        queue.forget(&event.id);
+    }
+    match dead.as_slice() {
+        [] => (tag, Settled::Stored),
+        [(_, reason, why)] if !grouped => {
+            dead_letter(&link, queue.settings(), metrics, &delivery, *reason, why).await;
+            (tag, Settled::Elsewhere)
+        }
+        _ => {
+            for (event, reason, why) in &dead {
+                let copied =
+                    dead_letter_event(&link, queue.settings(), metrics, event, *reason, why).await;
+                if copied.is_err() {
+                    reject(&delivery).await;
+                    return (tag, Settled::Elsewhere);
+                }
+            }
+            (tag, Settled::Stored)
+        }
+    }
+}
+
+/// Writes one event, trying again while the store is away (see the module documentation).
+async fn write_event(
+    state: &AppState,
+    channel: &Channel,
+    stop: &watch::Receiver<bool>,
+    event: &NewEvent,
+) -> End {
+    let metrics = &state.metrics;
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     loop {
         let outcome = match state.writer.submit(event.doc.clone()) {
             Ok(rx) => match rx.await {
                 Ok(outcome) => Some(outcome),
                 // The writer stopped: leave the message to RabbitMQ.
-                Err(_) => return (tag, Settled::Left),
+                Err(_) => return End::Left,
             },
             Err(SubmitError::Full) => None,
-            Err(SubmitError::Closed) => return (tag, Settled::Left),
+            Err(SubmitError::Closed) => return End::Left,
         };
         let settle = match outcome {
             None => Settle::Retry("the write queue is full".into()),
@@ -319,7 +400,7 @@ async fn settle(
             Some(WriteOutcome::Duplicate {
                 after_retry,
                 stored,
-            }) => match resolve_duplicate(&state, &event, after_retry, stored).await {
+            }) => match resolve_duplicate(state, event, after_retry, stored).await {
                 Ok(_) => Settle::Ack("duplicate"),
                 Err(e @ ApiError::IdConflict { .. }) => {
                     Settle::Dead(Reason::IdConflict, e.to_string())
@@ -335,18 +416,14 @@ async fn settle(
         match settle {
             Settle::Ack(outcome) => {
                 metrics.queue.drained.with_label_values(&[outcome]).inc();
-                return (tag, Settled::Stored);
+                return End::Stored;
             }
-            Settle::Dead(reason, why) => {
-                queue.forget(&event.id);
-                dead_letter(&link, queue.settings(), metrics, &delivery, reason, &why).await;
-                return (tag, Settled::Elsewhere);
-            }
+            Settle::Dead(reason, why) => return End::Dead(reason, why),
             Settle::Retry(why) => {
                 // Leaving the message unacknowledged hands it back to RabbitMQ: on shutdown, or
                 // when its channel is gone (it is being delivered again already).
                 if *stop.borrow() || !channel.status().connected() {
-                    return (tag, Settled::Left);
+                    return End::Left;
                 }
                 let wait = backoff.next_wait().unwrap_or(RETRY_MAX);
                 // The writer logs each failed attempt; one line per message would flood.
@@ -363,18 +440,35 @@ fn field_error<E: std::fmt::Display>(field: &'static str) -> impl Fn(E) -> Strin
     move |e| format!("field `{field}`: {e}")
 }
 
-/// The event a message carries, checked to be a document as [`Queue::publish`] makes them.
-fn decode(delivery: &Delivery) -> Result<NewEvent, String> {
-    if let Some(ct) = delivery.properties.content_type() {
-        if ct.as_str() != CONTENT_TYPE {
-            return Err(format!(
-                "content type {:?}, expected {CONTENT_TYPE}",
-                ct.as_str()
-            ));
+/// The events a message carries — one, or a group ([`super::group`]) — each checked to be a
+/// document as [`Queue::publish`] makes them; and whether it was a group.
+fn decode(delivery: &Delivery) -> Result<(Vec<NewEvent>, bool), String> {
+    let content_type = delivery
+        .properties
+        .content_type()
+        .as_ref()
+        .map(|c| c.as_str());
+    match content_type {
+        Some(GROUP_CONTENT_TYPE) => {
+            let events = group::unpack(delivery.data.clone())?
+                .into_iter()
+                .map(event_of)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((events, true))
         }
+        None | Some(CONTENT_TYPE) => {
+            let doc = RawDocumentBuf::from_bytes(delivery.data.clone())
+                .map_err(|e| format!("the body is not a BSON document: {e}"))?;
+            Ok((vec![event_of(doc)?], false))
+        }
+        Some(other) => Err(format!(
+            "content type {other:?}, expected {CONTENT_TYPE} or {GROUP_CONTENT_TYPE}"
+        )),
     }
-    let doc = RawDocumentBuf::from_bytes(delivery.data.clone())
-        .map_err(|e| format!("the body is not a BSON document: {e}"))?;
+}
+
+/// The event `doc` is, checked to be a document as [`Queue::publish`] makes them.
+fn event_of(doc: RawDocumentBuf) -> Result<NewEvent, String> {
     for field in doc.iter() {
         let (key, _) = field.map_err(|e| format!("the body is not a valid BSON document: {e}"))?;
         if !DOC_FIELDS.contains(&key) {

@@ -26,6 +26,7 @@
 mod acks;
 pub mod dead_letter;
 pub mod drain;
+pub mod group;
 pub mod link;
 pub mod publish;
 pub mod recent;
@@ -47,6 +48,10 @@ pub enum QueueError {
     /// The queue holds more ready messages than `AUDIT_AMQP_MAX_DEPTH` (429).
     #[error("the event queue holds {depth} events waiting, over AUDIT_AMQP_MAX_DEPTH ({max}); retry later")]
     Full { depth: u64, max: u64 },
+    /// More events wait for a publish than this replica holds (RabbitMQ confirms slower than
+    /// producers send) (429).
+    #[error("{waiting} events are waiting to be published to the event queue; retry later")]
+    Congested { waiting: usize },
     /// No connection to RabbitMQ right now (it is down, unreachable, or we are reconnecting).
     #[error("the event queue (RabbitMQ) is not reachable: {0}")]
     Disconnected(String),

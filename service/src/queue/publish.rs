@@ -1,22 +1,21 @@
 //! The producer's side of queue mode: publishing one validated event and waiting for
 //! RabbitMQ's confirm.
 //!
-//! The message is the event's final BSON document — `_id` and `created_at` already fixed — so
-//! the drain writes exactly what the producer was acknowledged for, and a redelivery carries
-//! the same `_id` (which is what makes it harmless). Persistent, `mandatory` (a queue deleted
-//! behind our back returns the message instead of dropping it), confirmed within
-//! [`CONFIRM_TIMEOUT`]. Before publishing, two checks answer at once rather than let producers
+//! The message carries the event's final BSON document — `_id` and `created_at` already fixed
+//! — so the drain writes exactly what the producer was acknowledged for, and a redelivery
+//! carries the same `_id` (which is what makes it harmless); events published at the same
+//! moment share a message ([`super::group`]). Persistent, `mandatory` (a queue deleted behind
+//! our back returns the message instead of dropping it), confirmed within [`CONFIRM_TIMEOUT`]. Before publishing, two checks answer at once rather than let producers
 //! wait: the queue past `AUDIT_AMQP_MAX_DEPTH` (429) and RabbitMQ blocking publishers (503).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::BasicPublishOptions;
-use lapin::{BasicProperties, Confirmation};
 use mongodb::bson::oid::ObjectId;
 use tokio::time::Instant;
 
-use super::link::{Link, Links};
+use super::group::Grouper;
+use super::link::Links;
 use super::recent::Recent;
 use super::{QueueError, QueueSettings};
 use crate::event::NewEvent;
@@ -35,15 +34,18 @@ pub const CONTENT_TYPE: &str = "application/bson";
 pub struct Queue {
     settings: QueueSettings,
     links: Links,
+    grouper: Grouper,
     metrics: Arc<Metrics>,
     recent: Recent,
 }
 
 impl Queue {
     pub(super) fn new(settings: QueueSettings, links: Links, metrics: Arc<Metrics>) -> Queue {
+        let grouper = Grouper::start(links.clone(), settings.queue.clone(), metrics.clone());
         Queue {
             settings,
             links,
+            grouper,
             metrics,
             recent: Recent::default(),
         }
@@ -57,7 +59,8 @@ impl Queue {
         &self.links
     }
 
-    /// Publishes one event and returns once RabbitMQ confirmed it (durable there).
+    /// Publishes one event — with the events other producers publish at the same moment, in one
+    /// message ([`super::group`]) — and returns once RabbitMQ confirmed it (durable there).
     pub async fn publish(&self, event: &NewEvent) -> Result<(), QueueError> {
         let link = self
             .links
@@ -74,9 +77,12 @@ impl Queue {
             });
         }
         let started = Instant::now();
-        let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, self.send(&link, event)).await;
-        let result = match confirmed {
-            Ok(r) => r,
+        let reply = self.grouper.submit(event.clone())?;
+        // The wait for a publisher counts against the same limit as the confirm: a producer
+        // hears within CONFIRM_TIMEOUT either way.
+        let result = match tokio::time::timeout(CONFIRM_TIMEOUT, reply).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(QueueError::Disconnected("the publisher stopped".into())),
             Err(_) => Err(QueueError::ConfirmTimeout(CONFIRM_TIMEOUT.as_secs())),
         };
         if result.is_ok() {
@@ -88,41 +94,6 @@ impl Queue {
             self.recent.insert(event.id);
         }
         result
-    }
-
-    async fn send(&self, link: &Link, event: &NewEvent) -> Result<(), QueueError> {
-        let channel = link
-            .publish_channel()
-            .ok_or_else(|| QueueError::Disconnected("no publish channel".into()))?;
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(CONTENT_TYPE.into())
-            .with_message_id(event.id.to_hex().into())
-            .with_timestamp(u64::try_from(event.created_at.timestamp_millis() / 1000).unwrap_or(0));
-        let confirm = channel
-            .basic_publish(
-                "".into(),
-                self.settings.queue.clone(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                event.doc.as_bytes(),
-                properties,
-            )
-            .await?
-            .await?;
-        match confirm {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_)) => Err(QueueError::Unroutable(
-                self.settings.queue.as_str().to_owned(),
-            )),
-            Confirmation::Nack(_) => Err(QueueError::Nacked),
-            // Every publish channel is in confirm mode; without a confirm nothing is known.
-            Confirmation::NotRequested => Err(QueueError::Amqp(
-                "the channel is not in confirm mode".into(),
-            )),
-        }
     }
 
     /// Readiness: connected, and RabbitMQ answered a depth poll within `within`.
