@@ -56,8 +56,8 @@ const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Wait before consuming again after the consumer failed on a link that is still current.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
-/// Most events of one message that wait for room in the writer together (a group is at most
-/// [`GROUP_MAX_EVENTS`]; a bigger one, published by someone else, takes all the room).
+/// Most room the drain keeps in the writer (see [`Room`]); a group is at most
+/// [`GROUP_MAX_EVENTS`], a bigger one (published by someone else) takes all the room.
 const ROOM_MAX: u32 = 1 << 16;
 /// The top-level fields of an event document as the service publishes it.
 const DOC_FIELDS: [&str; 5] = [
@@ -103,10 +103,22 @@ pub fn start(state: Arc<AppState>, queue: Arc<Queue>) -> DrainTask {
     DrainTask { stop, join }
 }
 
-/// Events the drain has in the writer at most: half its queue, so producers in direct-mode
-/// fashion (batch endpoint) or a second drain never find it full; at least one group.
-fn room_for(state: &AppState) -> usize {
-    (state.writer.capacity() / 2).clamp(GROUP_MAX_EVENTS, ROOM_MAX as usize)
+/// Events the drain has in the writer at most: half its queue, so that a window of groups
+/// waits here instead of failing its writes as full; at least one group.
+struct Room {
+    permits: Semaphore,
+    /// The permits there are: a message with more events than that waits for all of them.
+    total: u32,
+}
+
+impl Room {
+    fn for_writer(state: &AppState) -> Room {
+        let total = (state.writer.capacity() / 2).clamp(GROUP_MAX_EVENTS, ROOM_MAX as usize);
+        Room {
+            permits: Semaphore::new(total),
+            total: u32::try_from(total).unwrap_or(ROOM_MAX),
+        }
+    }
 }
 
 enum Ended {
@@ -172,7 +184,7 @@ async fn consume(
     tracing::info!(queue = %settings.queue, prefetch = settings.prefetch, "draining the queue into MongoDB");
     let mut settling = JoinSet::new();
     let mut acks = Acks::default();
-    let room = Arc::new(Semaphore::new(room_for(state)));
+    let room = Arc::new(Room::for_writer(state));
     let stopping = stop.clone();
     let ended = loop {
         let mut settled = false;
@@ -295,7 +307,7 @@ async fn settle(
     channel: Channel,
     delivery: Delivery,
     stop: watch::Receiver<bool>,
-    room: Arc<Semaphore>,
+    room: Arc<Room>,
 ) -> (u64, Settled) {
     let tag = delivery.delivery_tag;
     let metrics = &state.metrics;
@@ -321,8 +333,8 @@ async fn settle(
     // as full); the permits go when its events are settled.
     let wanted = u32::try_from(events.len())
         .unwrap_or(u32::MAX)
-        .min(ROOM_MAX);
-    let Ok(_room) = room.acquire_many(wanted).await else {
+        .min(room.total);
+    let Ok(_room) = room.permits.acquire_many(wanted).await else {
         return (tag, Settled::Left);
     };
     let ends = futures::future::join_all(
