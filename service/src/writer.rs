@@ -110,6 +110,8 @@ pub struct Writer {
     bytes: Arc<Semaphore>,
     /// One permit per event waiting for a write (`queue_capacity`).
     waiting: Arc<Semaphore>,
+    /// Events that fill every write in flight and the next batch.
+    full_load: usize,
 }
 
 impl Writer {
@@ -126,8 +128,19 @@ impl Writer {
         let waiting = Arc::new(Semaphore::new(
             options.queue_capacity.clamp(1, Semaphore::MAX_PERMITS),
         ));
+        let full_load = options
+            .batch_max_events
+            .saturating_mul(options.concurrency.saturating_add(1));
         let join = tokio::spawn(dispatch(rx, stop_rx, collection, options, metrics));
-        (Writer { tx, bytes, waiting }, WriterTask { stop, join })
+        (
+            Writer {
+                tx,
+                bytes,
+                waiting,
+                full_load,
+            },
+            WriterTask { stop, join },
+        )
     }
 
     /// Queues a document; the receiver yields its outcome.
@@ -164,6 +177,13 @@ impl Writer {
     /// Events the write queue holds at most (`queue_capacity`).
     pub fn capacity(&self) -> usize {
         self.tx.max_capacity()
+    }
+
+    /// Events that keep the writer as busy as it gets: every write in flight a full batch, and
+    /// the next batch waiting. A caller that may hand in more at once (queue mode's drain)
+    /// gains nothing past it but a longer queue.
+    pub fn full_load(&self) -> usize {
+        self.full_load
     }
 
     /// Events waiting for a write (queued, or gathered for the next batch).

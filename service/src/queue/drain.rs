@@ -4,8 +4,8 @@
 //!
 //! Up to `AUDIT_AMQP_PREFETCH` messages are unacknowledged at once; each message's events — one,
 //! or a group ([`super::group`]) — are submitted to the writer as the message arrives, so the
-//! writer's batches are made of whatever the prefetch window holds (at most half the writer's
-//! queue: a group waits for room). A message is acknowledged once every event in it is
+//! writer's batches are made of whatever the prefetch window holds (at most what keeps every
+//! write full, [`Room`]: a group waits for room). A message is acknowledged once every event in it is
 //! settled. Per event, by the writer's outcome:
 //! - stored → ack;
 //! - duplicate `_id` → read the stored copy: same content (a redelivery of a message whose
@@ -103,8 +103,11 @@ pub fn start(state: Arc<AppState>, queue: Arc<Queue>) -> DrainTask {
     DrainTask { stop, join }
 }
 
-/// Events the drain has in the writer at most: half its queue, so that a window of groups
-/// waits here instead of failing its writes as full; at least one group.
+/// Events the drain has in the writer at most: what keeps every write full
+/// ([`crate::writer::Writer::full_load`]), within half the writer's queue (so that a window of
+/// groups waits here instead of failing its writes as full), and at least one group. More
+/// would not drain faster: after an outage it would only pile the whole window onto the
+/// returning store at once, and starve the producers' publishes of CPU where they share it.
 struct Room {
     permits: Semaphore,
     /// The permits there are: a message with more events than that waits for all of them.
@@ -113,7 +116,9 @@ struct Room {
 
 impl Room {
     fn for_writer(state: &AppState) -> Room {
-        let total = (state.writer.capacity() / 2).clamp(GROUP_MAX_EVENTS, ROOM_MAX as usize);
+        let total = (state.writer.capacity() / 2)
+            .min(state.writer.full_load())
+            .clamp(GROUP_MAX_EVENTS, ROOM_MAX as usize);
         Room {
             permits: Semaphore::new(total),
             total: u32::try_from(total).unwrap_or(ROOM_MAX),
