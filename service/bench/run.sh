@@ -17,6 +17,8 @@
 #   BENCH_ONLY=keys service/bench/run.sh                    # only the scoped-key comparison
 #   BENCH_ONLY=queue service/bench/run.sh                   # only queue mode and its outage
 #   BENCH_ONLY=open service/bench/run.sh                    # only the open loop at half of peak
+#   BENCH_ONLY=pairs BENCH_PAIRS=6 service/bench/run.sh     # direct and queue mode at 64
+#                                                           # producers, pair after pair
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -34,7 +34,12 @@
 //! a scoped key (`ingest` over `producer-*`), alternated twice; the target is under 5 %
 //! difference. `--only keys` runs just this comparison; `--only queue` runs queue mode alone
 //! next to direct mode (direct mode's closed loops at `BENCH_QUEUE_PRODUCERS`, queue mode's,
-//! then the outage).
+//! then the outage); `--only pairs` measures direct and queue mode at 64 producers pair after
+//! pair (`BENCH_PAIRS`), each on a fresh service, and prints each pair's p99 ratio, how many
+//! met the goal and the median: on a noisy machine one pair is one sample.
+//!
+//! In queue mode it also prints the events per RabbitMQ message (the service publishes the
+//! events that arrive together as one message).
 //!
 //! Run through `service/bench/run.sh`, which builds in release mode and starts a private
 //! FerretDB and a private RabbitMQ.
@@ -106,9 +111,14 @@ struct Args {
     #[arg(long, env = "AUDIT_WRITE_CONCERN", default_value = "majority")]
     write_concern: String,
     /// Run only this part (`keys`: one key against a scoped key of a 1,000-entry key file;
-    /// `queue`: queue mode and its store outage).
+    /// `queue`: queue mode and its store outage; `open`: the open loop at half of peak;
+    /// `pairs`: `BENCH_PAIRS` pairs of direct and queue mode at 64 producers, each on a fresh
+    /// service and database, with the p99 ratio of each pair).
     #[arg(long, env = "BENCH_ONLY", value_enum)]
     only: Option<Only>,
+    /// Pairs that `--only pairs` measures.
+    #[arg(long, env = "BENCH_PAIRS", default_value_t = 6)]
+    pairs: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -116,6 +126,7 @@ enum Only {
     Keys,
     Queue,
     Open,
+    Pairs,
 }
 
 /// The key the scoped-keys figure sends with, and how many entries its key file has.
@@ -717,6 +728,14 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         print_header();
         return open_loop_alone(&args, &bin).await;
     }
+    if args.only == Some(Only::Pairs) {
+        let url = args
+            .amqp_url
+            .clone()
+            .context("--only pairs needs BENCH_AMQP_URL")?;
+        print_header();
+        return queue_pairs(&args, &bin, &url).await;
+    }
     if args.only == Some(Only::Queue) {
         let url = args
             .amqp_url
@@ -1043,6 +1062,66 @@ struct QueueFigures {
     at_64: Option<Measured>,
     /// Producer errors, and the outage's length in seconds.
     outage_errors: Option<(u64, u64)>,
+}
+
+/// `--only pairs`: direct then queue mode at 64 producers, `BENCH_PAIRS` times, each on a
+/// fresh service and database; the p99 ratio of each pair, then how many pairs met the goal
+/// and the median ratio. One pair is one sample of a noisy machine; the series shows where
+/// the ratio sits.
+async fn queue_pairs(args: &Args, bin: &PathBuf, url: &str) -> anyhow::Result<()> {
+    let queue_name = format!("bench.pairs.{}", std::process::id());
+    let env = [
+        ("AUDIT_INGEST_MODE", "queue"),
+        ("AUDIT_AMQP_URL", url),
+        ("AUDIT_AMQP_QUEUE", queue_name.as_str()),
+    ];
+    let mut ratios = vec![];
+    for _ in 0..args.pairs {
+        let mut p99 = [0.0; 2];
+        for (i, (db, label, extra)) in [
+            ("bench_pair_direct", "single POST, group commit", &[][..]),
+            ("bench_pair_queue", "single POST, queue mode", &env[..]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let service = start_service(args, bin, db, true, extra).await?;
+            let mut m = measure(
+                args,
+                &service,
+                closed_loop(&service.base, 64, args.seconds, None),
+            )
+            .await;
+            m.print(label, "64");
+            p99[i] = m.figures.percentile_ms(0.99);
+            if i == 1 {
+                wait_drained(&service, Duration::from_secs(300)).await;
+            }
+            drop(service);
+            drop_database(args, db).await?;
+        }
+        let ratio = p99[1] / p99[0];
+        println!("  queue p99 / direct p99: {ratio:.2}");
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let met = ratios.iter().filter(|r| **r <= 1.0).count();
+    let median = match ratios.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => ratios[n / 2],
+        n => (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0,
+    };
+    println!();
+    println!(
+        "queue mode p99 no worse than direct at 64 producers: {met} of {} pairs; median ratio {median:.2}; all: {}",
+        ratios.len(),
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
 }
 
 /// Queue mode: closed loops at `BENCH_QUEUE_PRODUCERS` with the publish-to-visibility time,
