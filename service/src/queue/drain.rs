@@ -2,11 +2,11 @@
 //! group-commit [`crate::writer::Writer`], acknowledging each message only once its insert is
 //! acknowledged.
 //!
-//! Up to `AUDIT_AMQP_PREFETCH` messages are unacknowledged at once; each message's events — one,
-//! or a group ([`super::group`]) — are submitted to the writer as the message arrives, so the
-//! writer's batches are made of whatever the prefetch window holds (at most what keeps every
-//! write full, [`Room`]: a group waits for room). A message is acknowledged once every event in it is
-//! settled. Per event, by the writer's outcome:
+//! Up to `AUDIT_AMQP_PREFETCH` messages are unacknowledged at once; each message's events —
+//! one, or a group ([`super::group`]) — are submitted to the writer as the message arrives, so
+//! the writer's batches are made of whatever the prefetch window holds (at most what keeps
+//! every write full, [`Room`]: a group waits for room). A message is acknowledged once every
+//! event in it is settled. Per event, by the writer's outcome:
 //! - stored → ack;
 //! - duplicate `_id` → read the stored copy: same content (a redelivery of a message whose
 //!   insert landed, or a producer's retry) → ack, nothing stored twice; other content or another

@@ -302,6 +302,22 @@ mod tests {
         assert!(unpack(b"nope".to_vec()).is_err());
     }
 
+    #[test]
+    fn past_the_waiting_bound_producers_are_told_to_come_back() {
+        // No publisher takes anything: the bound is all that stands.
+        let (tx, _rx) = mpsc::channel(2);
+        let grouper = Grouper { tx };
+        let mut waiting = vec![];
+        for n in 0..2 {
+            waiting.push(grouper.submit(pending(n).0.event).unwrap());
+        }
+        let refused = grouper.submit(pending(2).0.event).unwrap_err();
+        assert!(matches!(refused, QueueError::Congested { .. }), "{refused}");
+        let api = crate::error::ApiError::Queue(refused);
+        assert_eq!(api.status(), poem::http::StatusCode::TOO_MANY_REQUESTS);
+        assert!(api.retry_after_secs().is_some());
+    }
+
     #[tokio::test]
     async fn what_waits_goes_in_one_group_within_the_limits() {
         let (tx, rx) = mpsc::channel(WAITING_MAX);
