@@ -422,8 +422,8 @@ const OPEN_LOOP_IN_FLIGHT: usize = 1024;
 /// first [`OPEN_LOOP_WARM_UP`] of requests are sent but not counted.
 async fn open_loop(base: &str, rate: f64, seconds: u64) -> Figures {
     // As many idle connections kept as requests may be in flight: with fewer, a burst past
-    // the idle limit opens connections that are closed again right after, and that churn (both
-    // ends on the same 2 cores) stalled whole seconds of the loop.
+    // the idle limit opens connections that are closed again right after (hundreds within a
+    // second were seen), load that the service under test pays for too.
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(OPEN_LOOP_IN_FLIGHT)
         .build()
