@@ -138,8 +138,10 @@ async fn ingest_value(state: &AppState, key: &Key, value: Value) -> Result<Accep
 
 async fn store(state: &AppState, event: NewEvent) -> Result<Accepted, ApiError> {
     if let Some(queue) = &state.queue {
-        queue.publish(&event).await?;
-        return Ok(Accepted::Queued(ack(&event)));
+        // The event goes to the publisher whole; the answer needs only its id and time.
+        let queued = ack(&event);
+        queue.publish(event).await?;
+        return Ok(Accepted::Queued(queued));
     }
     let outcome = state
         .writer

@@ -735,18 +735,12 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         return open_loop_alone(&args, &bin).await;
     }
     if args.only == Some(Only::Pairs) {
-        let url = args
-            .amqp_url
-            .clone()
-            .context("--only pairs needs BENCH_AMQP_URL")?;
+        let url = amqp_url(&args, "pairs")?;
         print_header();
         return queue_pairs(&args, &bin, &url).await;
     }
     if args.only == Some(Only::Queue) {
-        let url = args
-            .amqp_url
-            .clone()
-            .context("--only queue needs BENCH_AMQP_URL")?;
+        let url = amqp_url(&args, "queue")?;
         print_header();
         // Direct mode at the same producer counts first: the goals compare the two in one run.
         let service = start_service(&args, &bin, "bench_gc_on", true, &[]).await?;
@@ -1068,6 +1062,13 @@ struct QueueFigures {
     at_64: Option<Measured>,
     /// Producer errors, and the outage's length in seconds.
     outage_errors: Option<(u64, u64)>,
+}
+
+/// The RabbitMQ that `--only <only>` needs.
+fn amqp_url(args: &Args, only: &str) -> anyhow::Result<String> {
+    args.amqp_url
+        .clone()
+        .with_context(|| format!("--only {only} needs BENCH_AMQP_URL"))
 }
 
 /// `--only pairs`: direct then queue mode at 64 producers, `BENCH_PAIRS` times, each on a

@@ -61,7 +61,7 @@ impl Queue {
 
     /// Publishes one event — with the events other producers publish at the same moment, in one
     /// message ([`super::group`]) — and returns once RabbitMQ confirmed it (durable there).
-    pub async fn publish(&self, event: &NewEvent) -> Result<(), QueueError> {
+    pub async fn publish(&self, event: NewEvent) -> Result<(), QueueError> {
         let link = self
             .links
             .current()
@@ -77,7 +77,8 @@ impl Queue {
             });
         }
         let started = Instant::now();
-        let reply = self.grouper.submit(event.clone())?;
+        let id = event.id;
+        let reply = self.grouper.submit(event)?;
         // The wait for a publisher counts against the same limit as the confirm: a producer
         // hears within CONFIRM_TIMEOUT either way.
         let result = match tokio::time::timeout(CONFIRM_TIMEOUT, reply).await {
@@ -91,7 +92,7 @@ impl Queue {
                 .confirm_latency
                 .observe(started.elapsed().as_secs_f64());
             self.metrics.queue.published.inc();
-            self.recent.insert(event.id);
+            self.recent.insert(id);
         }
         result
     }
