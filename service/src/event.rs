@@ -114,7 +114,7 @@ pub fn parse_event(
     };
     let payload = match obj.remove("payload") {
         None | Some(Value::Null) => None,
-        Some(Value::Object(map)) => Some(object_to_raw(map, "payload", 1, limits)?),
+        Some(Value::Object(map)) => Some(object_to_raw(map, &At::Payload, 1, limits)?),
         Some(other) => {
             return Err(invalid(format!(
                 "`payload` must be a JSON object, got {}",
@@ -180,27 +180,45 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
+/// Where a value sits in the payload, for error messages only: rendered (`payload.a[2].b`)
+/// when a message names it, so a valid event allocates no path string per key.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Payload,
+    Key(&'a At<'a>, &'a str),
+    Index(&'a At<'a>, usize),
+}
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::Payload => f.write_str("payload"),
+            At::Key(parent, key) => write!(f, "{parent}.{key}"),
+            At::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
+}
+
 fn object_to_raw(
     map: Map<String, Value>,
-    path: &str,
+    at: &At<'_>,
     depth: usize,
     limits: EventLimits,
 ) -> Result<RawDocumentBuf, ApiError> {
-    check_depth(path, depth, limits)?;
+    check_depth(at, depth, limits)?;
     let mut doc = RawDocumentBuf::new();
     for (key, value) in map {
-        let child = format!("{path}.{key}");
-        check_key(&key, path)?;
-        let raw = value_to_raw(value, &child, depth, limits, false)?;
+        check_key(&key, at)?;
+        let raw = value_to_raw(value, &At::Key(at, &key), depth, limits, false)?;
         doc.append(key, raw);
     }
     Ok(doc)
 }
 
-fn check_depth(path: &str, depth: usize, limits: EventLimits) -> Result<(), ApiError> {
+fn check_depth(at: &At<'_>, depth: usize, limits: EventLimits) -> Result<(), ApiError> {
     if depth > limits.max_payload_depth {
         return Err(invalid(format!(
-            "payload nests deeper than {} levels at {path} (AUDIT_MAX_PAYLOAD_DEPTH)",
+            "payload nests deeper than {} levels at {at} (AUDIT_MAX_PAYLOAD_DEPTH)",
             limits.max_payload_depth
         )));
     }
@@ -208,7 +226,7 @@ fn check_depth(path: &str, depth: usize, limits: EventLimits) -> Result<(), ApiE
 }
 
 /// Keys MongoDB or FerretDB would refuse or change: refused here, naming the key path.
-fn check_key(key: &str, parent: &str) -> Result<(), ApiError> {
+fn check_key(key: &str, parent: &At<'_>) -> Result<(), ApiError> {
     let problem = if key.is_empty() {
         "an empty key"
     } else if key.starts_with('$') {
@@ -227,7 +245,7 @@ fn check_key(key: &str, parent: &str) -> Result<(), ApiError> {
 
 fn value_to_raw(
     value: Value,
-    path: &str,
+    at: &At<'_>,
     depth: usize,
     limits: EventLimits,
     in_array: bool,
@@ -235,22 +253,22 @@ fn value_to_raw(
     Ok(match value {
         Value::Null => RawBson::Null,
         Value::Bool(b) => RawBson::Boolean(b),
-        Value::Number(n) => number_to_raw(&n, path)?,
+        Value::Number(n) => number_to_raw(&n, at)?,
         Value::String(s) => RawBson::String(s),
-        Value::Object(map) => RawBson::Document(object_to_raw(map, path, depth + 1, limits)?),
+        Value::Object(map) => RawBson::Document(object_to_raw(map, at, depth + 1, limits)?),
         Value::Array(items) => {
             if in_array {
                 return Err(invalid(format!(
-                    "payload has an array directly inside an array at {path}, which the event \
+                    "payload has an array directly inside an array at {at}, which the event \
                      store cannot keep; wrap the inner array in an object"
                 )));
             }
-            check_depth(path, depth + 1, limits)?;
+            check_depth(at, depth + 1, limits)?;
             let mut arr = RawArrayBuf::new();
             for (i, item) in items.into_iter().enumerate() {
                 arr.push(value_to_raw(
                     item,
-                    &format!("{path}[{i}]"),
+                    &At::Index(at, i),
                     depth + 1,
                     limits,
                     true,
@@ -261,7 +279,7 @@ fn value_to_raw(
     })
 }
 
-fn number_to_raw(n: &Number, path: &str) -> Result<RawBson, ApiError> {
+fn number_to_raw(n: &Number, at: &At<'_>) -> Result<RawBson, ApiError> {
     if let Some(i) = n.as_i64() {
         return Ok(match i32::try_from(i) {
             Ok(small) => RawBson::Int32(small),
@@ -270,14 +288,12 @@ fn number_to_raw(n: &Number, path: &str) -> Result<RawBson, ApiError> {
     }
     if n.is_u64() {
         return Err(invalid(format!(
-            "number {n} at {path} is out of range: integers must fit in a signed 64-bit integer"
+            "number {n} at {at} is out of range: integers must fit in a signed 64-bit integer"
         )));
     }
     match n.as_f64() {
         Some(f) => Ok(RawBson::Double(f)),
-        None => Err(invalid(format!(
-            "number {n} at {path} cannot be represented"
-        ))),
+        None => Err(invalid(format!("number {n} at {at} cannot be represented"))),
     }
 }
 

@@ -18,29 +18,37 @@ use poem::web::Json;
 use poem::{IntoResponse, Request, RequestBody, Response};
 
 use crate::body::{is_json, media_type, read_body, wrong_type};
-use crate::error::{ApiError, ErrorResponse};
+use crate::error::ApiError;
 use crate::ingest::{self, Accepted};
 use crate::keys::Key;
 use crate::state::AppState;
 
+/// The path this module answers.
+pub const PATH: &str = "/v1/event";
+
 /// Whether this path answers the request: `POST /v1/event` with an uncompressed body.
 pub fn takes(req: &Request) -> bool {
     req.method() == Method::POST
-        && req.uri().path() == "/v1/event"
+        && req.uri().path() == PATH
         && req
             .headers()
             .get(header::CONTENT_ENCODING)
             .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"))
 }
 
-/// Answers a request [`takes`] took; `key` is the key it presented, if one in force.
-pub async fn serve(state: &AppState, key: Option<&Arc<Key>>, req: &mut Request) -> Response {
-    match post_event(state, key, req).await {
-        Ok(Accepted::Created(ack)) => Json(ack).with_status(StatusCode::CREATED).into_response(),
-        Ok(Accepted::AlreadyStored(ack)) => Json(ack).into_response(),
-        Ok(Accepted::Queued(ack)) => Json(ack).with_status(StatusCode::ACCEPTED).into_response(),
-        Err(e) => ErrorResponse::from(e).into_response(),
-    }
+/// Answers a request [`takes`] took; `key` is the key it presented, if one in force. An error
+/// is returned, not answered, so that the caller turns it into its response (and its log
+/// line) inside the request's span, which it creates only then.
+pub async fn serve(
+    state: &AppState,
+    key: Option<&Arc<Key>>,
+    req: &mut Request,
+) -> Result<Response, ApiError> {
+    Ok(match post_event(state, key, req).await? {
+        Accepted::Created(ack) => Json(ack).with_status(StatusCode::CREATED).into_response(),
+        Accepted::AlreadyStored(ack) => Json(ack).into_response(),
+        Accepted::Queued(ack) => Json(ack).with_status(StatusCode::ACCEPTED).into_response(),
+    })
 }
 
 async fn post_event(

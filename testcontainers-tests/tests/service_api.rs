@@ -602,3 +602,90 @@ async fn operations_endpoints_answer_and_storage_is_prepared() {
         .unwrap();
     assert_eq!(answered.headers()["x-request-id"], "trace-me-42");
 }
+
+/// The log line of a request carries its request id, path and key name — on the lean
+/// `POST /v1/event` path too, which creates the request's span only when it logs. Refusals
+/// are logged at `info`, successes only at `debug`.
+#[tokio::test]
+async fn request_log_lines_carry_the_request_id_and_the_key() {
+    let mongo = test_mongo().await;
+    let service = start_service(&mongo, &[("RUST_LOG", "info,auditlog_service=debug")]).await;
+    let api = Api::new(&service);
+    let post = |id: &str, body: &Value| {
+        api.http
+            .post(api.url("/v1/event"))
+            .header("X-Api-Key", KEY)
+            .header("X-Request-Id", id)
+            .json(body)
+    };
+    let (status, _) = api
+        .send(post(
+            "served-on-the-lean-path",
+            &json!({"type": "t", "consumer": "c"}),
+        ))
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = api
+        .send(post("refused-on-the-lean-path", &json!({"type": "t"})))
+        .await;
+    assert_eq!(status, 422);
+    let (status, _) = api
+        .send(
+            api.http
+                .get(api.url("/v1/find?created_from=yesterday"))
+                .header("X-Api-Key", KEY)
+                .header("X-Request-Id", "refused-by-the-route-tree"),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    // The harness logs as text, coloured: compare without the colour codes.
+    let log = strip_ansi(&service.output());
+    for (request_id, path, line_says) in [
+        (
+            "served-on-the-lean-path",
+            "/v1/event",
+            "request served status=201",
+        ),
+        (
+            "refused-on-the-lean-path",
+            "/v1/event",
+            "request refused status=422",
+        ),
+        (
+            "refused-by-the-route-tree",
+            "/v1/find",
+            "request refused status=400",
+        ),
+    ] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("request_id={request_id} ")))
+            .unwrap_or_else(|| panic!("no log line names {request_id}:\n{log}"));
+        for part in [
+            &format!("path={path} ") as &str,
+            "key=\"AUDIT_API_KEY[1]\"",
+            line_says,
+        ] {
+            assert!(line.contains(part), "{part:?} is not in: {line}");
+        }
+    }
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, ending with a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
