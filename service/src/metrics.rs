@@ -22,6 +22,9 @@ pub struct Metrics {
     pub events_rejected: IntCounterVec,
     /// `auditlog_write_batch_size` — events per `insert_many`.
     pub batch_size: Histogram,
+    /// `auditlog_write_duration_seconds` — how long MongoDB took to answer each `insert_many`
+    /// attempt: the store's share of a producer's latency, apart from the waits in the service.
+    pub write_duration: Histogram,
     /// `auditlog_write_queue_depth` — events waiting for a batch (set at scrape time).
     pub queue_depth: IntGauge,
     /// `auditlog_store_errors_total{operation}`
@@ -324,6 +327,16 @@ impl Metrics {
                 ],
             ),
         )?;
+        let write_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "auditlog_write_duration_seconds",
+                "Time MongoDB took to answer each insert_many attempt",
+            )
+            .buckets(vec![
+                0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 10.0,
+            ]),
+        )?;
         let queue_depth = IntGauge::new(
             "auditlog_write_queue_depth",
             "Events waiting in the write queue",
@@ -340,6 +353,7 @@ impl Metrics {
         registry.register(Box::new(events_stored.clone()))?;
         registry.register(Box::new(events_rejected.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
+        registry.register(Box::new(write_duration.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
         let queue_capacity = IntGauge::new(
@@ -377,6 +391,7 @@ impl Metrics {
             events_stored,
             events_rejected,
             batch_size,
+            write_duration,
             queue_depth,
             store_errors,
             queue_capacity,

@@ -356,11 +356,15 @@ async fn write_batch(
     // part of every earlier attempt.
     let mut todo: Vec<usize> = (0..batch.len()).collect();
     loop {
+        let started = Instant::now();
         let result = collection
             .insert_many(todo.iter().map(|&i| &batch[i].doc))
             .ordered(false)
             .write_concern(options.write_concern.clone())
             .await;
+        metrics
+            .write_duration
+            .observe(started.elapsed().as_secs_f64());
         let err = match result {
             Ok(_) => {
                 for &i in &todo {

@@ -543,6 +543,7 @@ async fn operations_endpoints_answer_and_storage_is_prepared() {
         "auditlog_http_request_duration_seconds_bucket",
         "auditlog_events_stored_total 1",
         "auditlog_write_batch_size_count",
+        "auditlog_write_duration_seconds_count 1",
         "auditlog_write_queue_depth 0",
     ] {
         assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");

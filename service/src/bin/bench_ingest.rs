@@ -518,9 +518,11 @@ async fn open_loop_alone(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
     .await;
     peak.print("single POST, group commit", "64");
     let half = peak.figures.rate() / 2.0;
+    let writes = histogram_buckets(&service, WRITE_DURATION).await;
     let mut m = measure(args, &service, open_loop(&service.base, half, args.seconds)).await;
     let by_start = m.figures.latencies_us.clone();
     m.print(&format!("open loop at {half:.0}/s"), "-");
+    print_store_writes(&service, &writes).await;
     print_worst_quarters(&by_start, half, 20.0);
     drop(service);
     drop_database(args, "bench_open").await?;
@@ -835,6 +837,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             m.print(&format!("batch POST x{}", args.batch_events), "2");
             batch_post = Some(m);
             let half = peak_on / 2.0;
+            let writes = histogram_buckets(&service, WRITE_DURATION).await;
             let mut m = measure(
                 &args,
                 &service,
@@ -842,6 +845,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             )
             .await;
             m.print(&format!("open loop at {half:.0}/s"), "-");
+            print_store_writes(&service, &writes).await;
             open = Some(m);
         }
         drop(service);
@@ -1300,6 +1304,29 @@ async fn histogram_buckets(service: &Service, name: &str) -> Vec<(f64, f64)> {
             Some((le, rest.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// The service's histogram of each `insert_many`'s time in the store.
+const WRITE_DURATION: &str = "auditlog_write_duration_seconds";
+
+/// What the store's writes took since `before` (buckets of [`WRITE_DURATION`]): p50/p99 and
+/// the slowest bucket, to tell the store's share of a tail from the service's.
+async fn print_store_writes(service: &Service, before: &[(f64, f64)]) {
+    let after = histogram_buckets(service, WRITE_DURATION).await;
+    let delta = buckets_since(&after, before);
+    let writes = delta.last().map_or(0.0, |b| b.1);
+    // The bound of the first bucket that holds every write: the slowest took at most that.
+    let slowest = delta
+        .iter()
+        .find(|b| b.1 >= writes)
+        .map_or(f64::NAN, |b| b.0 * 1000.0);
+    let over_20ms = writes - delta.iter().find(|b| b.0 >= 0.02).map_or(writes, |b| b.1);
+    print_quantiles(
+        "  the store's insert_many",
+        "-",
+        &delta,
+        &format!("{writes:.0} writes, {over_20ms:.0} over 20 ms, the slowest <= {slowest:.0} ms"),
+    );
 }
 
 /// The header of the figures' table.
