@@ -1,7 +1,13 @@
-//! What alerting needs to know about the archive, read from MongoDB at most once a minute and
-//! exported with the service's metrics: the age of the oldest event no archived window covers,
-//! how long until the TTL index expires it (the headroom), and the archiver's last successful
-//! run with its schedule period (from the `archive_runs` document the archiver writes).
+//! What alerting needs to know about the archive, read from MongoDB at most once a minute
+//! (`AUDIT_ARCHIVE_WATCH_SECS`) and exported with the service's metrics: the age of the oldest
+//! event no archived window covers, how long until the TTL index expires it (the headroom), and
+//! the archiver's last successful run with its schedule period (from the `archive_runs`
+//! document the archiver writes).
+//!
+//! On MongoDB the oldest event is one index seek. A server without the index's sort (FerretDB)
+//! scans and sorts the whole collection for it: 16 s of its CPU at 300,000 events, on both
+//! cores, which producers felt as a stall every minute. So a read that was slow spaces out the
+//! next ones: they take at most [`SHARE`] of the time, and one line says so when that starts.
 //!
 //! The service exports these, not only the archiver, because in CronJob mode nobody scrapes the
 //! archiver; the service is always there. A read that fails leaves the previous values and
@@ -17,8 +23,9 @@ use auditlog_common::store::Store;
 use mongodb::bson::{doc, Document};
 use prometheus::{Gauge, Registry};
 
-/// How often the archive state is read.
-pub const EVERY: Duration = Duration::from_secs(60);
+/// The largest share of the time the reads may take: after a read of `d`, the next waits at
+/// least `d / SHARE`.
+pub const SHARE: f64 = 0.01;
 
 /// The gauges this module sets.
 #[derive(Clone)]
@@ -124,13 +131,18 @@ fn headroom(ttl_seconds: Option<i64>, age_seconds: Option<f64>) -> f64 {
     }
 }
 
-/// Reads the archive state every [`EVERY`] until the task is dropped.
-pub fn spawn(store: Store, gauges: ArchiveGauges, metrics: Arc<crate::metrics::Metrics>) {
+/// Reads the archive state every `every`, or less often when reads are slow ([`SHARE`]),
+/// until the task is dropped.
+pub fn spawn(
+    store: Store,
+    gauges: ArchiveGauges,
+    metrics: Arc<crate::metrics::Metrics>,
+    every: Duration,
+) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut spaced_out = false;
         loop {
-            tick.tick().await;
+            let started = tokio::time::Instant::now();
             let now_ms = mongodb::bson::DateTime::now().timestamp_millis();
             match read(&store, now_ms).await {
                 Ok(f) => {
@@ -147,13 +159,42 @@ pub fn spawn(store: Store, gauges: ArchiveGauges, metrics: Arc<crate::metrics::M
                     tracing::warn!(error = %e, "cannot read the archive state for /metrics; keeping the previous figures");
                 }
             }
+            let took = started.elapsed();
+            let wait = next_wait(every, took);
+            if wait > every && !spaced_out {
+                tracing::info!(
+                    took_ms = took.as_millis() as u64,
+                    next_in_s = wait.as_secs(),
+                    "reading the archive state for /metrics was slow (a server without the \
+                     {{created_at, _id}} index's sort scans the collection for it); it is read \
+                     less often, at most 1 % of the time"
+                );
+                spaced_out = true;
+            }
+            tokio::time::sleep_until(started + wait).await;
         }
     });
+}
+
+/// The time from the start of a read that took `took` to the start of the next.
+fn next_wait(every: Duration, took: Duration) -> Duration {
+    every.max(took.div_f64(SHARE))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slow_reads_take_at_most_one_percent_of_the_time() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(next_wait(minute, Duration::from_millis(3)), minute);
+        assert_eq!(next_wait(minute, Duration::from_millis(600)), minute);
+        assert_eq!(
+            next_wait(minute, Duration::from_secs(11)),
+            Duration::from_secs(1100)
+        );
+    }
 
     #[test]
     fn headroom_is_the_ttl_left_for_the_oldest_unarchived_event() {

@@ -95,6 +95,12 @@ pub struct Config {
     )]
     pub listen_addr: String,
 
+    /// How often, at most, the archive's state for `/metrics` (oldest unarchived event, TTL
+    /// headroom, the archiver's last run) is read from MongoDB, in seconds; 0: never. A slow
+    /// read spaces the next ones out so that they take at most 1 % of the time.
+    #[arg(long, env = "AUDIT_ARCHIVE_WATCH_SECS", default_value_t = 60)]
+    pub archive_watch_secs: u64,
+
     /// Days MongoDB keeps an event before the TTL index removes it; 0 keeps events forever.
     #[arg(
         long = "retention-days",
@@ -247,6 +253,11 @@ impl Config {
     /// How often the key file is polled; `None`: only on SIGHUP.
     pub fn api_keys_poll(&self) -> Option<Duration> {
         (self.api_keys_poll_ms > 0).then(|| Duration::from_millis(self.api_keys_poll_ms))
+    }
+
+    /// The shortest period of the archive state's reads; `None`: not read.
+    pub fn archive_watch_every(&self) -> Option<Duration> {
+        (self.archive_watch_secs > 0).then(|| Duration::from_secs(self.archive_watch_secs))
     }
 
     /// The separate metrics address, when one is set.

@@ -264,7 +264,14 @@ pub async fn run(
     metrics
         .queue_capacity
         .set(i64::try_from(config.queue_capacity).unwrap_or(i64::MAX));
-    crate::archive_watch::spawn(store.clone(), metrics.archive.clone(), metrics.clone());
+    if let Some(every) = config.archive_watch_every() {
+        crate::archive_watch::spawn(
+            store.clone(),
+            metrics.archive.clone(),
+            metrics.clone(),
+            every,
+        );
+    }
     let queue =
         QueueSettings::from_config(&config).map(|s| crate::queue::start(s, metrics.clone()));
     let (state, writer_task) = AppState::new(

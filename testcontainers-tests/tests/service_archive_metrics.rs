@@ -100,3 +100,24 @@ async fn metrics_report_the_oldest_unarchived_event_the_ttl_headroom_and_the_las
         Some(true)
     );
 }
+
+/// `AUDIT_ARCHIVE_WATCH_SECS=0` turns the reads off: the service serves, and the figures say
+/// they were never read.
+#[tokio::test]
+async fn the_archive_state_is_not_read_when_the_watch_is_off() {
+    let mongo = test_mongo().await;
+    let service = start_service(&mongo, &[("AUDIT_ARCHIVE_WATCH_SECS", "0")]).await;
+    let api = Api::new(&service);
+    let (status, _) = api
+        .post_event(&serde_json::json!({"type": "t", "consumer": "c"}))
+        .await;
+    assert_eq!(status, 201);
+    // A read starts with the service; give one the time it took in the test above.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let text = api.metrics_text().await;
+    assert_eq!(
+        value(&text, "auditlog_archive_watch_last_read_timestamp_seconds"),
+        Some(0.0),
+        "{text}"
+    );
+}
