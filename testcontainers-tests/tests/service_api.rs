@@ -8,7 +8,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{quick_visibility, start_service, start_service_env, stored, Api, KEY};
+use support::{plain, quick_visibility, start_service, start_service_env, stored, Api, KEY};
 use testcontainers_tests::mongo::test_mongo;
 
 fn is_api_timestamp(s: &str) -> bool {
@@ -641,7 +641,7 @@ async fn request_log_lines_carry_the_request_id_and_the_key() {
     assert_eq!(status, 400);
 
     // The harness logs as text, coloured: compare without the colour codes.
-    let log = strip_ansi(&service.output());
+    let log = plain(&service.output());
     for (request_id, path, line_says) in [
         (
             "served-on-the-lean-path",
@@ -671,22 +671,4 @@ async fn request_log_lines_carry_the_request_id_and_the_key() {
             assert!(line.contains(part), "{part:?} is not in: {line}");
         }
     }
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ parameters, ending with a letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use auditlog_service::keys::ring::digest;
 use serde_json::{json, Value};
-use support::{metric, start_service_env, stored, Answer, Api};
+use support::{metric, plain, start_service_env, stored, Answer, Api};
 use testcontainers_tests::binary::RunningBinary;
 use testcontainers_tests::mongo::{test_mongo, TestMongo};
 
@@ -193,25 +193,6 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The service's log without the terminal colours its text format carries.
-fn plain(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ parameters final-letter
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn event(consumer: &str) -> Value {

@@ -302,3 +302,22 @@ pub fn unique_ids(docs: &[Document]) -> std::collections::HashSet<String> {
     }
     ids
 }
+
+/// The service's log without the terminal colours its text format carries.
+pub fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-letter
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
