@@ -78,7 +78,17 @@ impl Queue {
         }
         let started = Instant::now();
         let id = event.id;
-        let reply = self.grouper.submit(event)?;
+        // Remembered before it is published, not once confirmed: the drain may take the
+        // message, and forget a dead-lettered event, before this confirm is back here; a
+        // later insert would then call that event "queued" for good.
+        self.recent.insert(id);
+        let reply = match self.grouper.submit(event) {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.recent.remove(&id);
+                return Err(e);
+            }
+        };
         // The wait for a publisher counts against the same limit as the confirm: a producer
         // hears within CONFIRM_TIMEOUT either way.
         let result = match tokio::time::timeout(CONFIRM_TIMEOUT, reply).await {
@@ -92,7 +102,8 @@ impl Queue {
                 .confirm_latency
                 .observe(started.elapsed().as_secs_f64());
             self.metrics.queue.published.inc();
-            self.recent.insert(id);
+        } else {
+            self.recent.remove(&id);
         }
         result
     }
