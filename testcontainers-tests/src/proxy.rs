@@ -2,7 +2,8 @@
 //! test's MongoDB (FerretDB here) and lets a test script what only a cluster does — a primary
 //! election (every write refused with NotWritablePrimary), a mongos reporting per-document
 //! errors for some documents of a batch, a `writeConcernError`, a write applied but never
-//! acknowledged (connection reset after forwarding), and slow replies.
+//! acknowledged (connection reset after forwarding), slow replies, and a `find` answered from
+//! two shards — where two consumers' events may share an `_id`, which one FerretDB cannot hold.
 //!
 //! Frames are forwarded byte for byte unless a [`Rule`] matches. Only `OP_MSG` (opcode 2013)
 //! requests are inspected: the command name is the first key of the body section, and an
@@ -58,6 +59,13 @@ pub enum Fault {
     /// Hold the request this long, then forward it: the write lands late, as one held up by
     /// a shard's election does, while writes on other connections land meanwhile.
     DelayBeforeForward(Duration),
+    /// For `find`: run the same command on `collection` too (same database, same filter), and
+    /// answer with the first batch of both, this collection's documents first — as mongos
+    /// merges the answers of two shards. A test stores another shard's documents there: on the
+    /// shard key `{consumer: "hashed", _id: 1}` `_id` is unique per shard only, so another
+    /// consumer's event may have an `_id` this collection holds too. Only that collection's
+    /// first batch is added (the test's finds are small).
+    FindAlsoIn { collection: String },
 }
 
 impl Fault {
@@ -480,6 +488,14 @@ async fn serve(mut client: TcpStream, mut server: TcpStream, shared: Arc<Mutex<S
                 tokio::time::sleep(d).await;
                 (request, After::Forward)
             }
+            (Some(Fault::FindAlsoIn { collection }), Some(mut msg)) => {
+                let Some(command) = msg.command().map(str::to_owned) else {
+                    return;
+                };
+                msg.body.insert(command, collection);
+                let other = msg.to_frame(next_id, 0);
+                (request, After::AlsoFrom(other))
+            }
         };
         let request_id = forward.request_id();
         if server.write_all(&forward.bytes).await.is_err() {
@@ -517,6 +533,15 @@ async fn serve(mut client: TcpStream, mut server: TcpStream, shared: Arc<Mutex<S
                 } => edit_reply(&reply, request_id, |body| {
                     merge_write_errors(body, kept, dropped, *code);
                 }),
+                After::AlsoFrom(other) => {
+                    if server.write_all(&other.bytes).await.is_err() {
+                        return;
+                    }
+                    let Some(theirs) = read_frame(&mut server).await else {
+                        return;
+                    };
+                    edit_reply(&reply, request_id, |body| append_first_batch(body, &theirs))
+                }
             };
             if client.write_all(&reply.bytes).await.is_err() {
                 return;
@@ -543,6 +568,9 @@ enum After {
         dropped: Vec<usize>,
         code: i32,
     },
+    /// Send this request (the same command on another collection) once the server answered,
+    /// and add its first batch to the answer.
+    AlsoFrom(Frame),
 }
 
 fn insert_documents(msg: &OpMsg) -> Vec<Document> {
@@ -661,6 +689,26 @@ fn merge_write_errors(body: &mut Document, kept: &[usize], dropped: &[usize], co
         "writeErrors",
         errors.into_iter().map(Bson::Document).collect::<Vec<_>>(),
     );
+}
+
+/// Adds the documents of `other`'s (a `find` reply's) first batch to `body`'s.
+fn append_first_batch(body: &mut Document, other: &Frame) {
+    let theirs = OpMsg::parse(other)
+        .and_then(|m| {
+            m.body
+                .get_document("cursor")
+                .ok()?
+                .get_array("firstBatch")
+                .ok()
+                .cloned()
+        })
+        .unwrap_or_default();
+    if let Ok(batch) = body
+        .get_document_mut("cursor")
+        .and_then(|c| c.get_array_mut("firstBatch"))
+    {
+        batch.extend(theirs);
+    }
 }
 
 fn edit_reply(reply: &Frame, response_to: i32, edit: impl FnOnce(&mut Document)) -> Frame {
