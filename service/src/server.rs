@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use auditlog_common::retry::Backoff;
 use auditlog_common::schema::{ensure_storage, Retention};
 use auditlog_common::store::Store;
-use poem::http::HeaderValue;
+use poem::http::{header, HeaderValue};
 use poem::listener::TcpAcceptor;
 use poem::middleware::Compression;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
@@ -72,9 +72,30 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint {
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .with(Compression::new())
+        .before(lowercase_content_encoding)
         .data(state.clone())
         .catch_all_error(|e| async move { from_poem_error(e) });
     Front { full, state }
+}
+
+/// `Content-Encoding` trimmed and lower-cased, for the `Compression` middleware, which knows
+/// only `gzip`, `deflate`, `br` and `zstd` spelt so: content codings are case-insensitive
+/// (RFC 9110 §8.4.1), and a `GZIP` body it passed on undecoded was answered 400.
+async fn lowercase_content_encoding(mut req: Request) -> poem::Result<Request> {
+    let Some(raw) = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(req);
+    };
+    let lowered = raw.trim().to_ascii_lowercase();
+    if lowered != raw {
+        if let Ok(v) = HeaderValue::from_str(&lowered) {
+            req.headers_mut().insert(header::CONTENT_ENCODING, v);
+        }
+    }
+    Ok(req)
 }
 
 /// In front of every request: request id, the API key presented, the lean `POST /v1/event`
