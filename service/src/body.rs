@@ -1,7 +1,10 @@
-//! Request bodies: the one extractor of the OpenAPI operations' bodies, [`JsonBody`], which
-//! checks the media type and reads the body with a size cap enforced while reading (and after
-//! gzip, deflate, br or zstd decompression, which the `Compression` middleware applies before
-//! us). Parsing is left to the handlers, so that every mistake gets the API's error shape.
+//! Request bodies: reading one under its limits ([`read_body`]), and the one extractor of the
+//! OpenAPI operations' bodies, [`JsonBody`], which checks the media type first. The size cap is
+//! enforced while reading (and after gzip, deflate, br or zstd decompression, which the
+//! `Compression` middleware applies before us); the in-flight budget
+//! (`AUDIT_MAX_INFLIGHT_BODY_BYTES`) is taken as the body's buffer grows and given back when
+//! the body is dropped — by the handlers, as soon as it is parsed. Parsing is left to the
+//! handlers, so that every mistake gets the API's error shape.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -12,7 +15,8 @@ use poem::{Request, RequestBody};
 use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::event::EventIn;
@@ -24,6 +28,14 @@ const DECODED_ENCODINGS: [&str; 5] = ["gzip", "deflate", "br", "zstd", "identity
 
 /// Subtypes of `application/` taken as NDJSON (one JSON value per line).
 const NDJSON_SUBTYPES: [&str; 4] = ["x-ndjson", "ndjson", "jsonl", "x-jsonlines"];
+
+/// The first buffer of a body whose size is unknown until it is read (compressed, or chunked):
+/// room for a typical event. Larger bodies double it, up to `AUDIT_MAX_BODY_BYTES`.
+const FIRST_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Read past a full buffer to learn whether the body goes on before growing the buffer, so
+/// that a body of exactly its declared length never takes a larger share.
+const PROBE_BYTES: usize = 64;
 
 /// What the headers say about a body, read once.
 struct BodyHeaders {
@@ -64,54 +76,124 @@ impl BodyHeaders {
     }
 }
 
+/// A body's share of the in-flight budget (`AUDIT_MAX_INFLIGHT_BODY_BYTES`, one permit per
+/// KiB): it covers the body's buffer, grows with it, and goes back to the budget when dropped.
+#[derive(Default)]
+pub(crate) struct BudgetShare(Option<OwnedSemaphorePermit>);
+
+impl BudgetShare {
+    /// Makes the share cover `bytes` in all. `false`, the share unchanged, when the budget has
+    /// not that much left.
+    fn cover(&mut self, budget: &Arc<Semaphore>, bytes: usize) -> bool {
+        let wanted = bytes.div_ceil(1024).max(1);
+        let held = self.0.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+        let Some(more) = wanted.checked_sub(held).filter(|n| *n > 0) else {
+            return true;
+        };
+        let Ok(more) = u32::try_from(more) else {
+            return false;
+        };
+        match (budget.clone().try_acquire_many_owned(more), &mut self.0) {
+            (Ok(more), Some(held)) => held.merge(more),
+            (Ok(more), None) => self.0 = Some(more),
+            (Err(_), _) => return false,
+        }
+        true
+    }
+}
+
+/// A request body read under its limits, holding its share of the in-flight budget: drop it as
+/// soon as it is parsed.
+pub struct ReadBody {
+    bytes: Vec<u8>,
+    share: BudgetShare,
+}
+
+impl AsRef<[u8]> for ReadBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// Reads a whole request body under both limits: at most `AUDIT_MAX_BODY_BYTES` (after
-/// decompression), and a share of `AUDIT_MAX_INFLIGHT_BODY_BYTES` taken before the first byte
-/// is read — the real length when known, else the largest accepted body, since a compressed
-/// body's size is unknown until read. The share is held until the returned permit (kept with
-/// the bytes and what is parsed from them) is dropped. Over budget, the body is read into
-/// nothing (memory stays flat) so the client, still sending, receives the 503 instead of a
-/// broken connection.
+/// decompression), and a share of `AUDIT_MAX_INFLIGHT_BODY_BYTES` that covers the buffer the
+/// body is read into. An uncompressed body of known length is read into a buffer of that
+/// length, its share taken before the first byte; any other body's size is learnt only by
+/// reading it, so its buffer starts small and doubles as it fills, the share growing before
+/// the buffer does. A compressed event of 100 bytes thus takes 8 KiB of the budget, not the
+/// largest body accepted. Over budget — at the start or while growing — the buffer is freed
+/// and the rest of the body read into nothing (memory stays flat), so the client, still
+/// sending, receives the 503 instead of a broken connection.
 pub(crate) async fn read_body(
     req: &Request,
     body: &mut RequestBody,
     state: &AppState,
-) -> Result<(Vec<u8>, tokio::sync::OwnedSemaphorePermit), ApiError> {
+) -> Result<ReadBody, ApiError> {
     let max_bytes = state.limits.max_body_bytes;
+    let budget = &state.body_budget;
     let headers = BodyHeaders::of(req)?;
-    if headers.real_length().is_some_and(|n| n > max_bytes) {
+    let known = headers.real_length();
+    if known.is_some_and(|n| n > max_bytes) {
         return Err(ApiError::BodyTooLarge { max_bytes });
     }
-    let reserve = headers.real_length().unwrap_or(max_bytes);
-    let kib = u32::try_from(reserve.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-    // One byte over the cap is enough to know the body is too large.
-    let limit = u64::try_from(max_bytes)
-        .unwrap_or(u64::MAX)
-        .saturating_add(1);
-    let Ok(permit) = state.body_budget.clone().try_acquire_many_owned(kib) else {
-        if let Ok(b) = body.take() {
-            let _ =
-                tokio::io::copy(&mut b.into_async_read().take(limit), &mut tokio::io::sink()).await;
-        }
-        return Err(ApiError::Overloaded);
-    };
+    let mut share = BudgetShare::default();
     let Ok(body) = body.take() else {
-        return Ok((Vec::new(), permit));
+        return Ok(ReadBody {
+            bytes: Vec::new(),
+            share,
+        });
     };
-    let mut buf = Vec::with_capacity(headers.declared.unwrap_or(0).min(max_bytes));
-    body.into_async_read()
-        .take(limit)
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| match &headers.encoding {
-            Some(enc) => {
-                ApiError::MalformedJson(format!("cannot decode the {enc} request body: {e}"))
-            }
-            None => ApiError::MalformedJson(format!("cannot read the request body: {e}")),
-        })?;
-    if buf.len() > max_bytes {
-        return Err(ApiError::BodyTooLarge { max_bytes });
+    let mut reader = body.into_async_read();
+    let read_error = |e: std::io::Error| match &headers.encoding {
+        Some(enc) => ApiError::MalformedJson(format!("cannot decode the {enc} request body: {e}")),
+        None => ApiError::MalformedJson(format!("cannot read the request body: {e}")),
+    };
+    let first = known.unwrap_or(FIRST_BUFFER_BYTES).min(max_bytes);
+    if !share.cover(budget, first) {
+        return Err(overloaded(reader, max_bytes).await);
     }
-    Ok((buf, permit))
+    let mut buf = Vec::with_capacity(first);
+    loop {
+        if buf.len() < buf.capacity() {
+            // Reads into the room left, never past it: the buffer grows only below.
+            if reader.read_buf(&mut buf).await.map_err(read_error)? == 0 {
+                break;
+            }
+            continue;
+        }
+        let mut probe = [0u8; PROBE_BYTES];
+        let n = reader.read(&mut probe).await.map_err(read_error)?;
+        if n == 0 {
+            break;
+        }
+        let len = buf.len() + n;
+        if len > max_bytes {
+            return Err(ApiError::BodyTooLarge { max_bytes });
+        }
+        let grown = buf
+            .capacity()
+            .saturating_mul(2)
+            .max(FIRST_BUFFER_BYTES)
+            .min(max_bytes)
+            .max(len);
+        if !share.cover(budget, grown) {
+            let read = buf.len();
+            drop(buf);
+            drop(share);
+            return Err(overloaded(reader, max_bytes.saturating_sub(read)).await);
+        }
+        buf.reserve_exact(grown - buf.len());
+        buf.extend_from_slice(&probe[..n]);
+    }
+    Ok(ReadBody { bytes: buf, share })
+}
+
+/// Reads at most `up_to` more bytes of a body into nothing, so that the client sending it
+/// receives the 503 instead of a broken connection; then the 503.
+async fn overloaded(reader: impl AsyncRead + Unpin, up_to: usize) -> ApiError {
+    let limit = u64::try_from(up_to).unwrap_or(u64::MAX).saturating_add(1);
+    let _ = tokio::io::copy(&mut reader.take(limit), &mut tokio::io::sink()).await;
+    ApiError::Overloaded
 }
 
 fn state(req: &Request) -> Result<&Arc<AppState>, ApiError> {
@@ -174,13 +256,19 @@ pub enum BodyFormat {
 }
 
 /// A request body declared as `T` in the OpenAPI document: the media type checked and the
-/// bytes read with the size cap, but not yet parsed.
+/// bytes read with the size cap, but not yet parsed. It holds its share of the in-flight byte
+/// budget until dropped: pass it on by value to what parses it.
 pub struct JsonBody<T> {
     pub bytes: Vec<u8>,
     pub format: BodyFormat,
-    /// This body's share of the in-flight byte budget; released when the body is dropped.
-    _budget: tokio::sync::OwnedSemaphorePermit,
+    _budget: BudgetShare,
     schema: PhantomData<fn() -> T>,
+}
+
+impl<T> AsRef<[u8]> for JsonBody<T> {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 impl<'a, T: BodySchema> ApiExtractor<'a> for JsonBody<T> {
@@ -225,11 +313,11 @@ impl<'a, T: BodySchema> ApiExtractor<'a> for JsonBody<T> {
             }
             _ => return Err(wrong_type(req, "application/json").into()),
         };
-        let (bytes, budget) = read_body(req, body, state(req)?).await?;
+        let ReadBody { bytes, share } = read_body(req, body, state(req)?).await?;
         Ok(JsonBody {
             bytes,
             format,
-            _budget: budget,
+            _budget: share,
             schema: PhantomData,
         })
     }
@@ -241,7 +329,7 @@ impl<'a, T: BodySchema> ApiExtractor<'a> for JsonBody<T> {
 pub struct OptionalFindBody {
     pub bytes: Vec<u8>,
     /// Its share of the in-flight byte budget (none for an empty body).
-    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
+    _budget: BudgetShare,
 }
 
 impl<'a> poem::FromRequest<'a> for OptionalFindBody {
@@ -255,16 +343,16 @@ impl<'a> poem::FromRequest<'a> for OptionalFindBody {
         if !has_body {
             return Ok(OptionalFindBody {
                 bytes: Vec::new(),
-                _budget: None,
+                _budget: BudgetShare::default(),
             });
         }
         if content_type(req).is_some() && !media_type(req).is_some_and(|m| is_json(&m)) {
             return Err(wrong_type(req, "application/json").into());
         }
-        let (bytes, budget) = read_body(req, body, state(req)?).await?;
+        let ReadBody { bytes, share } = read_body(req, body, state(req)?).await?;
         Ok(OptionalFindBody {
             bytes,
-            _budget: Some(budget),
+            _budget: share,
         })
     }
 }

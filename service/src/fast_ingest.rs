@@ -61,6 +61,6 @@ async fn post_event(
         return Err(wrong_type(req, "application/json"));
     }
     let mut body = RequestBody::new(req.take_body());
-    let (bytes, _budget) = read_body(req, &mut body, state).await?;
-    ingest::ingest_one(state, key, &bytes).await
+    let body = read_body(req, &mut body, state).await?;
+    ingest::ingest_one(state, key, body.as_ref()).await
 }
