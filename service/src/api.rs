@@ -97,7 +97,7 @@ impl Api {
         state: Data<&Arc<AppState>>,
         body: JsonBody<EventIn>,
     ) -> Result<PostEventResponse, ErrorResponse> {
-        match ingest::ingest_one(&state, &auth.0, &body.bytes).await? {
+        match ingest::ingest_one(&state, &auth.0, body).await? {
             Accepted::Created(ack) => Ok(PostEventResponse::Created(Json(ack))),
             Accepted::AlreadyStored(ack) => Ok(PostEventResponse::AlreadyStored(Json(ack))),
             Accepted::Queued(ack) => Ok(PostEventResponse::Queued(Json(ack))),
@@ -152,7 +152,7 @@ impl Api {
     ) -> Result<Json<BatchResponse>, ErrorResponse> {
         let ndjson = body.format == BodyFormat::Ndjson;
         Ok(Json(
-            ingest::ingest_many(&state, &auth.0, &body.bytes, ndjson).await?,
+            ingest::ingest_many(&state, &auth.0, body, ndjson).await?,
         ))
     }
 

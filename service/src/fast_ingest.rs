@@ -62,5 +62,7 @@ async fn post_event(
     }
     let mut body = RequestBody::new(req.take_body());
     let body = read_body(req, &mut body, state).await?;
-    ingest::ingest_one(state, key, body.as_ref()).await
+    // By value: the body, and its share of the in-flight budget, go once it is parsed, not
+    // when its event is written.
+    ingest::ingest_one(state, key, body).await
 }

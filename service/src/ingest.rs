@@ -73,25 +73,35 @@ pub struct BatchResponse {
 }
 
 /// `POST /v1/event`: the key's right and rate, then one event from its JSON text parsed,
-/// validated, checked against the key's consumers and stored.
-pub async fn ingest_one(state: &AppState, key: &Key, bytes: &[u8]) -> Result<Accepted, ApiError> {
+/// validated, checked against the key's consumers and stored. `body` is taken by value, to be
+/// dropped once parsed: a request body holds its share of the in-flight byte budget until
+/// then ([`crate::body`]); while the event waits for its write, the write queue's byte bound
+/// counts it.
+pub async fn ingest_one(
+    state: &AppState,
+    key: &Key,
+    body: impl AsRef<[u8]>,
+) -> Result<Accepted, ApiError> {
     key.require(Right::Ingest)?;
     key.spend(1).inspect_err(|e| rate_limited(state, e, 1))?;
-    let value: Value = serde_json::from_slice(bytes)
+    let value: Value = serde_json::from_slice(body.as_ref())
         .map_err(|e| ApiError::MalformedJson(format!("request body is not valid JSON: {e}")))?;
+    drop(body);
     ingest_value(state, key, value).await
 }
 
 /// `POST /v1/events`: the key's right, the batch split into its events, the key's rate for
-/// all of them, then each event on its own.
+/// all of them, then each event on its own. `body` is dropped once split, as in
+/// [`ingest_one`].
 pub async fn ingest_many(
     state: &AppState,
     key: &Key,
-    bytes: &[u8],
+    body: impl AsRef<[u8]>,
     ndjson: bool,
 ) -> Result<BatchResponse, ApiError> {
     key.require(Right::Ingest)?;
-    let items = split_batch(bytes, ndjson, state.limits.max_batch_events)?;
+    let items = split_batch(body.as_ref(), ndjson, state.limits.max_batch_events)?;
+    drop(body);
     key.spend(items.len())
         .inspect_err(|e| rate_limited(state, e, items.len()))?;
     Ok(ingest_batch(state, key, items).await)
