@@ -9,7 +9,8 @@
 //! queue mode the publish to RabbitMQ (202) — so the same status codes and bodies. The key
 //! comes from the server's request layer, which looked it up once for the log line and the
 //! metrics. The operation stays, for the OpenAPI document and for what this path passes on:
-//! requests with a compressed body, which the compression layer must decode.
+//! requests with a compressed body, which the compression layer must decode. The end-to-end
+//! test `service_ingest_paths` holds the two to the same answers, refusals included.
 
 use std::sync::Arc;
 
@@ -26,7 +27,8 @@ use crate::state::AppState;
 /// The path this module answers.
 pub const PATH: &str = "/v1/event";
 
-/// Whether this path answers the request: `POST /v1/event` with an uncompressed body.
+/// Whether this path answers the request: `POST /v1/event` with an uncompressed body (no
+/// `Content-Encoding`, or `identity` in any case: content codings are case-insensitive).
 pub fn takes(req: &Request) -> bool {
     req.method() == Method::POST
         && req.uri().path() == PATH
@@ -65,4 +67,46 @@ async fn post_event(
     // By value: the body, and its share of the in-flight budget, go once it is parsed, not
     // when its event is written.
     ingest::ingest_one(state, key, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use poem::http::Method;
+    use poem::Request;
+
+    use super::takes;
+
+    fn request(method: Method, uri: &str, encoding: Option<&str>) -> Request {
+        let builder = Request::builder().method(method).uri_str(uri);
+        match encoding {
+            Some(enc) => builder.header("content-encoding", enc).finish(),
+            None => builder.finish(),
+        }
+    }
+
+    #[test]
+    fn takes_uncompressed_posts_to_v1_event_only() {
+        for (method, uri, encoding, taken) in [
+            (Method::POST, "/v1/event", None, true),
+            (Method::POST, "/v1/event?source=x", None, true),
+            (Method::POST, "/v1/event", Some("identity"), true),
+            (Method::POST, "/v1/event", Some("IDENTITY"), true),
+            // Compressed: the compression layer must decode it, on the full stack.
+            (Method::POST, "/v1/event", Some("gzip"), false),
+            (Method::POST, "/v1/event", Some("GZIP"), false),
+            (Method::POST, "/v1/event", Some("br"), false),
+            (Method::POST, "/v1/event", Some("lzma"), false),
+            // Other routes and methods.
+            (Method::POST, "/v1/events", None, false),
+            (Method::POST, "/v1/event/", None, false),
+            (Method::POST, "/v1/event/65f0c0ffee00", None, false),
+            (Method::POST, "/V1/EVENT", None, false),
+            (Method::GET, "/v1/event", None, false),
+            (Method::PUT, "/v1/event", None, false),
+            (Method::POST, "/v1/find", None, false),
+        ] {
+            let req = request(method.clone(), uri, encoding);
+            assert_eq!(takes(&req), taken, "{method} {uri} {encoding:?}");
+        }
+    }
 }
