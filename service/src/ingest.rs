@@ -1,8 +1,9 @@
 //! Taking events in: one event, or a batch in which each event succeeds or fails on its own.
 //! Validation is in [`crate::event`], writing in [`crate::writer`]; this module turns a
 //! write outcome into what the producer is told, including idempotent retries: a duplicate
-//! `_id` with the same content is a success (200 with the stored `id`/`created_at`, or 201
-//! when it was this very request's earlier attempt), with other content a 409.
+//! `_id` whose copy — the stored event with that `_id` and the same consumer — has the same
+//! content is a success (200 with the stored `id`/`created_at`, or 201 when it was this very
+//! request's earlier attempt), with other content, or held by another consumer only, a 409.
 //!
 //! In queue mode the validated event is published to RabbitMQ instead ([`crate::queue`]) and
 //! the producer gets 202 once RabbitMQ confirmed it; a repeated producer id is resolved when
@@ -182,16 +183,20 @@ fn ack(event: &NewEvent) -> EventAck {
     }
 }
 
-/// Resolves a duplicate `_id` against the stored copy: the same content is the same event
-/// (`Created` when `after_retry` and it is our own earlier attempt, else `AlreadyStored`);
-/// other content, or another consumer's event, is an [`ApiError::IdConflict`]. `stored` is the
-/// copy the writer read with its batch's other duplicates; without it, the copy is read here.
+/// Resolves a duplicate `_id` against the stored copy — the one with the event's `_id` *and*
+/// consumer: the same content is the same event (`Created` when `after_retry` and it is our
+/// own earlier attempt, else `AlreadyStored`); other content, or another consumer's event, is
+/// an [`ApiError::IdConflict`]. `stored` is the copy the writer read with its batch's other
+/// duplicates; without it, the copy is read here.
 pub(crate) async fn resolve_duplicate(
     state: &AppState,
     event: &NewEvent,
     after_retry: bool,
     stored: Option<RawDocumentBuf>,
 ) -> Result<Accepted, ApiError> {
+    // On a sharded cluster another consumer's event may have this `_id` (on another shard): it
+    // is not this event's copy, and taking it for one would answer a retry with a conflict.
+    let stored = stored.filter(|raw| is_copy_of(raw, event));
     let stored = match stored {
         Some(raw) => raw
             .to_document()
@@ -220,6 +225,14 @@ pub(crate) async fn resolve_duplicate(
     }))
 }
 
+/// Whether `raw` has `event`'s `_id` and consumer.
+fn is_copy_of(raw: &RawDocumentBuf, event: &NewEvent) -> bool {
+    let consumer = event.doc.get_str(fields::CONSUMER).ok();
+    raw.get_object_id(fields::ID).ok() == Some(event.id)
+        && consumer.is_some()
+        && raw.get_str(fields::CONSUMER).ok() == consumer
+}
+
 /// The stored copy of `event`'s `_id` for the same consumer; another consumer's event with
 /// that `_id` is an [`ApiError::IdConflict`].
 async fn read_stored(state: &AppState, event: &NewEvent) -> Result<Document, ApiError> {
@@ -240,10 +253,14 @@ async fn read_stored(state: &AppState, event: &NewEvent) -> Result<Document, Api
         .map_err(read_error)?;
     let Some(stored) = found else {
         // The id is taken by another consumer's event (ids are unique per consumer), or the
-        // copy cannot be read yet.
+        // copy cannot be read yet. Asked for another consumer's only: should our own copy
+        // appear in between, it is not another's (a retry then reads it).
         let other = state
             .events
-            .find_one(mongodb::bson::doc! { fields::ID: event.id })
+            .find_one(mongodb::bson::doc! {
+                fields::ID: event.id,
+                fields::CONSUMER: { "$ne": consumer },
+            })
             .await
             .map_err(read_error)?;
         return Err(match other {

@@ -55,9 +55,10 @@ pub enum WriteOutcome {
     Stored,
     /// A document with this `_id` already exists: a producer's retry, or — only possible
     /// when `after_retry` — our own earlier attempt that succeeded although we saw an error.
-    /// `stored` is the copy with this `_id` and the same consumer, read with the rest of the
-    /// batch's duplicates ([`stored_copies`]); `None` when that read failed or found none (the
-    /// caller then looks it up on its own).
+    /// `stored` is the copy with this `_id` and the same consumer (never another consumer's
+    /// event with the same `_id`), read with the rest of the batch's duplicates
+    /// ([`stored_copies`]); `None` when that read failed or found none (the caller then looks
+    /// it up on its own).
     Duplicate {
         after_retry: bool,
         stored: Option<RawDocumentBuf>,
@@ -409,11 +410,7 @@ async fn write_batch(
             WriteOutcome::Unavailable("the writer lost track of this event".into())
         });
         if let WriteOutcome::Duplicate { stored, .. } = &mut outcome {
-            *stored = pending
-                .doc
-                .get_object_id(fields::ID)
-                .ok()
-                .and_then(|id| copies.remove(&id));
+            *stored = copy_key(&pending.doc).and_then(|key| copies.remove(&key));
         }
         if outcome == WriteOutcome::Stored {
             stored += 1;
@@ -424,28 +421,38 @@ async fn write_batch(
     metrics.events_stored.inc_by(stored);
 }
 
+/// What identifies a stored copy: `_id` *and* `consumer`. On the shard key
+/// `{consumer: "hashed", _id: 1}` an `_id` is unique only per shard, so another consumer's event
+/// may carry the same `_id` on another shard; it is not this document's copy.
+type CopyKey = (ObjectId, String);
+
+fn copy_key(doc: &RawDocumentBuf) -> Option<CopyKey> {
+    let id = doc.get_object_id(fields::ID).ok()?;
+    let consumer = doc.get_str(fields::CONSUMER).ok()?;
+    Some((id, consumer.to_owned()))
+}
+
 /// The stored copies of the batch's documents that met a duplicate `_id`, read in one query
 /// (by `_id`, and by `consumer` so that a sharded cluster asks only the shards that own those
-/// consumers). Resolving duplicates thus costs one read per batch, not one per event: after a
-/// batch was applied but not acknowledged (an outage, a failover), every event of its retry is
-/// a duplicate — and the queue-mode drain retries whole prefetch windows. A failed read only
-/// logs: each caller then reads its copy on its own.
+/// consumers) and keyed by [`CopyKey`]: the query may also return, for one document's `_id`,
+/// another consumer's event whose consumer is among the batch's. Resolving duplicates thus
+/// costs one read per batch, not one per event: after a batch was applied but not acknowledged
+/// (an outage, a failover), every event of its retry is a duplicate — and the queue-mode drain
+/// retries whole prefetch windows. A failed read only logs: each caller then reads its copy on
+/// its own.
 async fn stored_copies(
     batch: &[Pending],
     outcomes: &[Option<WriteOutcome>],
     collection: &Collection<RawDocumentBuf>,
     metrics: &Metrics,
-) -> std::collections::HashMap<ObjectId, RawDocumentBuf> {
+) -> std::collections::HashMap<CopyKey, RawDocumentBuf> {
     let mut ids = Vec::new();
     let mut consumers = std::collections::BTreeSet::new();
     for (pending, outcome) in batch.iter().zip(outcomes) {
         if !matches!(outcome, Some(WriteOutcome::Duplicate { .. })) {
             continue;
         }
-        if let (Ok(id), Ok(consumer)) = (
-            pending.doc.get_object_id(fields::ID),
-            pending.doc.get_str(fields::CONSUMER),
-        ) {
+        if let Some((id, consumer)) = copy_key(&pending.doc) {
             ids.push(id);
             consumers.insert(consumer);
         }
@@ -467,7 +474,7 @@ async fn stored_copies(
     match read.await {
         Ok(found) => found
             .into_iter()
-            .filter_map(|d| Some((d.get_object_id(fields::ID).ok()?, d)))
+            .filter_map(|d| Some((copy_key(&d)?, d)))
             .collect(),
         Err(e) => {
             metrics.store_error("find");

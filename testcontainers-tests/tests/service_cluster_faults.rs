@@ -1,7 +1,8 @@
 //! The service in front of a store that behaves like a sharded replica-set cluster, through the
 //! harness's fault-injecting wire proxy: a primary election under load, a write applied but
-//! never acknowledged, per-document errors from a shard in an election, and a write-concern
-//! error. What a producer sees must be what is stored: every 2xx event exactly once.
+//! never acknowledged, per-document errors from a shard in an election, a write-concern error,
+//! and a find answered by two shards that hold the same `_id` under two consumers. What a
+//! producer sees must be what is stored: every 2xx event exactly once.
 
 #[path = "support/service.rs"]
 mod support;
@@ -338,6 +339,95 @@ async fn a_producer_retry_after_the_first_was_stored_gets_200_with_the_first_cre
     let other = json!({"id": id, "type": "t", "consumer": "shipping", "payload": {"a": 1}});
     let (status, c) = api.post_event(&other).await;
     assert_eq!(status, 409, "{c}");
+}
+
+/// Another shard, for [`Fault::FindAlsoIn`]: a collection beside the events whose documents the
+/// proxy adds to every find's answer.
+const OTHER_SHARD: &str = "events_on_another_shard";
+
+/// `n` events of consumer "billing" and `n` of "shipping", each with an id of its producer's;
+/// and, on another shard ([`OTHER_SHARD`]), a "shipping" event with the id of each "billing"
+/// one — as a sharded cluster with the key `{consumer: "hashed", _id: 1}` can hold, `_id` being
+/// unique per shard only. Returns the events (as producers send them) and the other shard's.
+fn same_ids_under_two_consumers(n: usize) -> (Vec<Value>, Vec<Document>) {
+    let mut events = Vec::new();
+    let mut others = Vec::new();
+    let now = mongodb::bson::DateTime::now();
+    for i in 0..n {
+        let (billing, shipping) = (ObjectId::new(), ObjectId::new());
+        events.push(
+            json!({"id": billing.to_hex(), "type": "t", "consumer": "billing",
+                           "payload": {"i": i}}),
+        );
+        events.push(
+            json!({"id": shipping.to_hex(), "type": "t", "consumer": "shipping",
+                           "payload": {"i": i}}),
+        );
+        others.push(
+            mongodb::bson::doc! {"_id": billing, "type": "t", "consumer": "shipping",
+            "created_at": now, "payload": {"i": i as i32}},
+        );
+    }
+    (events, others)
+}
+
+#[tokio::test]
+async fn a_retry_is_compared_with_its_own_consumers_copy_not_another_consumers_with_the_same_id() {
+    let mongo = test_mongo().await;
+    let (proxy, _service, api) = proxied_service(&mongo, &[]).await;
+    let (events, others) = same_ids_under_two_consumers(20);
+    let body = serde_json::to_vec(&events).expect("json");
+    let (status, first) = api
+        .post_raw("/v1/events", "application/json", body.clone())
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["accepted"], 40, "{first}");
+    // The shipping events that share the billing events' ids live on another shard; every
+    // find on the events goes to both shards from now on.
+    let database = mongo.store().await.database();
+    database
+        .collection::<Document>(OTHER_SHARD)
+        .insert_many(others)
+        .await
+        .expect("store the other shard's events");
+    proxy.add(
+        Rule::new(
+            "find",
+            Fault::FindAlsoIn {
+                collection: OTHER_SHARD.into(),
+            },
+        )
+        .on("events"),
+    );
+
+    // The producers retry the whole batch: each event meets its own copy as a duplicate, and
+    // the read of the batch's copies (by `_id` and `consumer`, both consumers being in the
+    // batch) also returns the other shard's shipping events with the billing events' ids.
+    let (status, again) = api.post_raw("/v1/events", "application/json", body).await;
+    assert_eq!(status, 200, "{again}");
+    assert!(
+        proxy.applied("find") > 0,
+        "the copies were never read through both shards"
+    );
+    let (first, again) = (
+        first["results"].as_array().expect("results"),
+        again["results"].as_array().expect("results"),
+    );
+    for ((event, a), b) in events.iter().zip(first).zip(again) {
+        assert_eq!(
+            b["status"], 200,
+            "a retry of {event} with the same content is 200, whatever another consumer \
+             stored under the same id: {b}"
+        );
+        assert_eq!(b["id"], a["id"], "{b}");
+        assert_eq!(
+            b["created_at"], a["created_at"],
+            "the first copy's time: {b}"
+        );
+    }
+    let by_id = copies(&stored(&mongo).await);
+    assert_eq!(by_id.len(), 40);
+    assert!(by_id.values().all(|&n| n == 1), "an event stored twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -772,6 +772,113 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redelivered_event_is_compared_with_its_own_consumers_copy_not_another_consumers() {
+    const OTHER_SHARD: &str = "events_on_another_shard";
+    let (rabbit, mongo) = tokio::join!(RabbitMq::start(), test_mongo());
+    let (proxy, uri) = WireProxy::in_front_of(&mongo.uri).await;
+    let service = start_queue_service(
+        with_mongodb_uri(mongo.env(), &uri),
+        &queue_env(&rabbit, &[]),
+    )
+    .await;
+    let api = Api::new(&service);
+    // Events of "billing" and of "shipping"; and, on another shard of a cluster sharded on
+    // `{consumer: "hashed", _id: 1}`, a "shipping" event with each billing event's id (`_id`
+    // is unique per shard only), which the proxy adds to every find's answer.
+    let now = mongodb::bson::DateTime::now();
+    let mut events = Vec::new();
+    let mut others = Vec::new();
+    for i in 0..20 {
+        let (billing, shipping) = (ObjectId::new(), ObjectId::new());
+        events.push(json!({"id": billing.to_hex(), "type": "t", "consumer": "billing", "payload": {"i": i}}));
+        events.push(json!({"id": shipping.to_hex(), "type": "t", "consumer": "shipping", "payload": {"i": i}}));
+        others.push(
+            doc! {"_id": billing, "type": "t", "consumer": "shipping", "created_at": now,
+            "payload": {"i": i}},
+        );
+    }
+    let post_all = || async {
+        let (status, body) = api
+            .send(
+                api.http
+                    .post(api.url("/v1/events"))
+                    .header("X-Api-Key", KEY)
+                    .json(&events),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["accepted"], 40, "{body}");
+    };
+    post_all().await;
+    let collection = events_of(&mongo).await;
+    wait_stored(&collection, 40, Duration::from_secs(60)).await;
+    mongo
+        .store()
+        .await
+        .database()
+        .collection::<Document>(OTHER_SHARD)
+        .insert_many(others)
+        .await
+        .expect("store the other shard's events");
+    proxy.add(
+        Rule::new(
+            "find",
+            Fault::FindAlsoIn {
+                collection: OTHER_SHARD.into(),
+            },
+        )
+        .on("events"),
+    );
+
+    // The producers send the same events again: the drain meets each one's own copy as a
+    // duplicate; the read of a batch's copies returns the other shard's events too.
+    post_all().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let metrics = api.metrics_text().await;
+        let duplicate = metric_or_zero(
+            &metrics,
+            "auditlog_queue_drained_total{outcome=\"duplicate\"}",
+        );
+        let conflicts = metric_or_zero(
+            &metrics,
+            "auditlog_queue_dead_letters_total{reason=\"id_conflict\"}",
+        );
+        if duplicate + conflicts >= 40.0 {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second sending not drained within 60 s: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        proxy.applied("find") > 0,
+        "the copies were never read through both shards"
+    );
+    assert_eq!(
+        metric_or_zero(
+            &metrics,
+            "auditlog_queue_dead_letters_total{reason=\"id_conflict\"}"
+        ),
+        0.0,
+        "a retry with the same content was taken for a conflict with another consumer's \
+         event: {metrics}"
+    );
+    assert_eq!(
+        metric_or_zero(
+            &metrics,
+            "auditlog_queue_drained_total{outcome=\"duplicate\"}"
+        ),
+        40.0,
+        "{metrics}"
+    );
+    let docs = all_docs(&collection).await;
+    assert_eq!(unique_ids(&docs).len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_disk_alarm_answers_503_and_a_deep_queue_429_both_with_retry_after() {
     let (rabbit, mut ferret) = tokio::join!(RabbitMq::start(), RestartableFerret::start());
     let env = queue_env(

@@ -8,9 +8,11 @@
 //! every write full, [`Room`]: a group waits for room). A message is acknowledged once every
 //! event in it is settled. Per event, by the writer's outcome:
 //! - stored → ack;
-//! - duplicate `_id` → read the stored copy: same content (a redelivery of a message whose
-//!   insert landed, or a producer's retry) → ack, nothing stored twice; other content or another
-//!   consumer's event → dead letter (`id_conflict`);
+//! - duplicate `_id` → read the stored copy, the one with the event's `_id` *and* consumer
+//!   (never another consumer's event with the same `_id`, which a sharded cluster may hold):
+//!   same content (a redelivery of a message whose insert landed, or a producer's retry) → ack,
+//!   nothing stored twice; other content or another consumer's event → dead letter
+//!   (`id_conflict`);
 //! - refused for good by the store → dead letter, alone when it came in a group
 //!   ([`super::dead_letter`]); a body that is not an event, or not a group of events → the
 //!   whole message is dead-lettered;
