@@ -10,14 +10,14 @@ mod load;
 #[path = "support/service.rs"]
 mod support;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use load::Load;
-use mongodb::bson::{doc, oid::ObjectId, Document};
+use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use serde_json::{json, Value};
 use support::{
     all_docs, metric_or_zero, quick_visibility, start_service_env, unique_ids, with_mongodb_uri,
@@ -100,19 +100,108 @@ async fn events_in(ferret: &RestartableFerret, db: &str) -> mongodb::Collection<
     ferret.client().await.database(db).collection("events")
 }
 
-fn assert_exactly_once(docs: &[Document], acked: &[String], sent: &[String]) {
-    let stored = unique_ids(docs);
-    let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged events were not stored, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(3)]
+/// Every acknowledged event stored exactly once, and nothing else stored but events sent (an
+/// event refused or cut off may be stored or not — once at most). Events are told apart by
+/// their `payload.seq`, not their ids: the service assigns most ids, and an event stored twice
+/// would be stored under two ids, which a check of ids cannot see.
+fn assert_exactly_once(docs: &[Document], tally: &load::Tally) {
+    if let Some(violation) = exactly_once_violation(docs, tally) {
+        panic!("{violation}");
+    }
+}
+
+/// How `docs` break [`assert_exactly_once`], if they do.
+fn exactly_once_violation(docs: &[Document], tally: &load::Tally) -> Option<String> {
+    let mut stored: HashMap<u64, Vec<String>> = HashMap::new();
+    for d in docs {
+        let id = d.get_object_id("_id").expect("ObjectId _id").to_hex();
+        let seq = d
+            .get_document("payload")
+            .ok()
+            .and_then(|p| match p.get("seq") {
+                Some(Bson::Int32(n)) => u64::try_from(*n).ok(),
+                Some(Bson::Int64(n)) => u64::try_from(*n).ok(),
+                _ => None,
+            });
+        let Some(seq) = seq else {
+            return Some(format!(
+                "stored event {id} has no payload.seq: nobody sent it"
+            ));
+        };
+        stored.entry(seq).or_default().push(id);
+    }
+    let twice: Vec<_> = stored.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    if let Some(first) = twice.first() {
+        return Some(format!(
+            "{} events stored more than once, e.g. seq {first:?}",
+            twice.len()
+        ));
+    }
+    let missing: Vec<&(u64, String)> = tally
+        .acked_seqs
+        .iter()
+        .filter(|(seq, id)| stored.get(seq) != Some(&vec![id.clone()]))
+        .collect();
+    if !missing.is_empty() {
+        return Some(format!(
+            "{} acknowledged events were not stored (or not under the id acknowledged), e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(3)]
+        ));
+    }
+    let sent: HashSet<u64> = tally.sent_seqs.iter().copied().collect();
+    let strangers: Vec<&u64> = stored.keys().filter(|seq| !sent.contains(seq)).collect();
+    if !strangers.is_empty() {
+        return Some(format!("events nobody sent were stored: seq {strangers:?}"));
+    }
+    None
+}
+
+#[test]
+fn the_exactly_once_check_sees_an_event_stored_twice_as_well_as_one_lost() {
+    let event = |id: ObjectId, seq: i64| {
+        doc! {"_id": id, "type": "t", "consumer": "c", "created_at": mongodb::bson::DateTime::now(),
+        "payload": {"seq": seq}}
+    };
+    // Seq 0 with the producer's id, seq 1 with the service's: both acknowledged.
+    let (a, b) = (ObjectId::new(), ObjectId::new());
+    let tally = load::Tally {
+        acked: vec![a.to_hex(), b.to_hex()],
+        sent: vec![a.to_hex(), b.to_hex()],
+        acked_seqs: vec![(0, a.to_hex()), (1, b.to_hex())],
+        sent_seqs: vec![0, 1, 2],
+        ..load::Tally::default()
+    };
+    assert_eq!(
+        exactly_once_violation(&[event(a, 0), event(b, 1)], &tally),
+        None
     );
-    let sent: HashSet<&String> = sent.iter().collect();
+    // Seq 2 was refused (or cut off) yet stored: allowed, once.
+    let c = ObjectId::new();
+    assert_eq!(
+        exactly_once_violation(&[event(a, 0), event(b, 1), event(c, 2)], &tally),
+        None
+    );
+    // Seq 1 stored a second time, under another id the service assigned: every id is unique
+    // and every acknowledged id is there, yet the event is there twice.
+    let twice = exactly_once_violation(&[event(a, 0), event(b, 1), event(c, 1)], &tally);
     assert!(
-        stored.iter().all(|id| sent.contains(id)),
-        "an event nobody sent was stored"
+        twice
+            .as_deref()
+            .is_some_and(|m| m.contains("more than once")),
+        "{twice:?}"
+    );
+    let lost = exactly_once_violation(&[event(a, 0)], &tally);
+    assert!(
+        lost.as_deref().is_some_and(|m| m.contains("not stored")),
+        "{lost:?}"
+    );
+    let stranger = exactly_once_violation(&[event(a, 0), event(b, 1), event(c, 3)], &tally);
+    assert!(
+        stranger
+            .as_deref()
+            .is_some_and(|m| m.contains("nobody sent")),
+        "{stranger:?}"
     );
 }
 
@@ -146,7 +235,7 @@ async fn events_published_in_queue_mode_reach_mongodb_exactly_once() {
     let service = start_queue_service(mongo.env(), &queue_env(&rabbit, &[])).await;
     let api = Api::new(&service);
 
-    let load = load::start(&api, Load::new(16, 202).kind("queued"));
+    let load = load::start(&api, Load::new(16, 202).kind("queued").mixed_ids());
     tokio::time::sleep(Duration::from_secs(4)).await;
     let mut tally = load.stop().await;
     assert!(
@@ -162,8 +251,9 @@ async fn events_published_in_queue_mode_reach_mongodb_exactly_once() {
 
     // A batch: its events are published concurrently, so they share messages; each is
     // answered 202.
+    let first_seq = tally.next_seq();
     let batch: Vec<Value> = (0..50)
-        .map(|i| json!({"type": "batch", "consumer": "batcher", "payload": {"i": i}}))
+        .map(|i| json!({"type": "batch", "consumer": "batcher", "payload": {"i": i, "seq": first_seq + i}}))
         .collect();
     let (status, body) = api
         .send(
@@ -175,27 +265,33 @@ async fn events_published_in_queue_mode_reach_mongodb_exactly_once() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["accepted"], 50, "{body}");
-    for item in body["results"].as_array().unwrap() {
+    for (seq, item) in (first_seq..).zip(body["results"].as_array().unwrap()) {
         assert_eq!(item["status"], 202, "{item}");
         let id = item["id"].as_str().unwrap().to_owned();
         tally.acked.push(id.clone());
-        tally.sent.push(id);
+        tally.sent.push(id.clone());
+        tally.acked_seqs.push((seq, id));
+        tally.sent_seqs.push(seq);
     }
 
     // A producer's retries: the same id and content three times, stored once.
-    let id = ObjectId::new().to_hex();
+    let (id, seq) = (ObjectId::new().to_hex(), first_seq + 50);
     for _ in 0..3 {
         let (status, body) = api
-            .post_event(&json!({"type": "retry", "consumer": "retrier", "id": id}))
+            .post_event(
+                &json!({"type": "retry", "consumer": "retrier", "id": id, "payload": {"seq": seq}}),
+            )
             .await;
         assert_eq!(status, 202, "{body}");
     }
     tally.acked.push(id.clone());
-    tally.sent.push(id);
+    tally.sent.push(id.clone());
+    tally.acked_seqs.push((seq, id));
+    tally.sent_seqs.push(seq);
 
     let expected = tally.acked.iter().collect::<HashSet<_>>().len();
     let docs = wait_stored(&events_of(&mongo).await, expected, Duration::from_secs(120)).await;
-    assert_exactly_once(&docs, &tally.acked, &tally.sent);
+    assert_exactly_once(&docs, &tally);
 
     let metrics = api.metrics_text().await;
     let published = metric_or_zero(&metrics, "auditlog_queue_published_total");
@@ -342,6 +438,7 @@ async fn mongodb_stopped_for_60_s_under_32_producers_costs_them_nothing() {
         &api,
         Load::new(32, 202)
             .kind("queued")
+            .mixed_ids()
             .pace(Duration::from_millis(10)),
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -379,7 +476,7 @@ async fn mongodb_stopped_for_60_s_under_32_producers_costs_them_nothing() {
 
     let collection = events_in(&ferret, "outage").await;
     let docs = wait_stored(&collection, tally.acked.len(), Duration::from_secs(300)).await;
-    assert_exactly_once(&docs, &tally.acked, &tally.sent);
+    assert_exactly_once(&docs, &tally);
 }
 
 /// A backlog: MongoDB paused (and left paused) while `producers` send for `during`; every one
@@ -392,7 +489,7 @@ async fn backlog(
     at_least: usize,
 ) -> load::Tally {
     ferret.pause();
-    let load = load::start(api, Load::new(producers, 202).kind("queued"));
+    let load = load::start(api, Load::new(producers, 202).kind("queued").mixed_ids());
     tokio::time::sleep(during).await;
     let tally = load.stop().await;
     assert!(
@@ -442,7 +539,7 @@ async fn a_service_sigkilled_while_draining_stores_every_confirmed_event_once() 
     let service = start_queue_service(base, &env).await;
     let api = Api::new(&service);
     let docs = wait_stored(&collection, tally.acked.len(), Duration::from_secs(180)).await;
-    assert_exactly_once(&docs, &tally.acked, &tally.sent);
+    assert_exactly_once(&docs, &tally);
     let metrics = api.metrics_text().await;
     println!(
         "killed at {at_kill} of {} stored; redelivered after the restart: {}",
@@ -490,7 +587,7 @@ async fn sigterm_with_mongodb_away_exits_within_the_grace_and_loses_nothing() {
     let collection = events_in(&ferret, "sigterm").await;
     let _service = start_queue_service(base, &env).await;
     let docs = wait_stored(&collection, tally.acked.len(), Duration::from_secs(120)).await;
-    assert_exactly_once(&docs, &tally.acked, &tally.sent);
+    assert_exactly_once(&docs, &tally);
     println!(
         "exited {took:?} after SIGTERM; {} confirmed events stored once after the restart",
         tally.acked.len()
@@ -506,6 +603,7 @@ async fn rabbitmq_stopped_answers_503_with_retry_after_and_loses_nothing_confirm
         &api,
         Load::new(8, 202)
             .kind("queued")
+            .mixed_ids()
             .pace(Duration::from_millis(5)),
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -562,7 +660,7 @@ async fn rabbitmq_stopped_answers_503_with_retry_after_and_loses_nothing_confirm
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    assert_exactly_once(&docs, &tally.acked, &tally.sent);
+    assert_exactly_once(&docs, &tally);
     println!(
         "{} acknowledged, {} refused with 503 while RabbitMQ was down, {} stored",
         tally.acked.len(),

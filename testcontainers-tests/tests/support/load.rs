@@ -1,6 +1,11 @@
 //! Closed-loop producers for the service's load and outage tests: each sends one event at a
-//! time, with an id it chose (so a refused event is known too), and the tally records what
-//! every producer was told and how long it waited.
+//! time — with an id it chose (so a refused event is known too), or one the service assigns —
+//! and the tally records what every producer was told and how long it waited.
+//!
+//! Every event carries a sequence number of its own in `payload.seq`, unique over the run, so a
+//! test can tell one event from another whoever chose its id: the store's `_id` being unique,
+//! counting stored ids finds a lost event but never one stored twice under two ids; counting
+//! stored documents per `seq` finds both.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,9 +32,20 @@ pub struct Load {
     /// A producer whose connection fails stops quietly (the service was told to exit);
     /// otherwise the test fails.
     pub until_disconnected: bool,
-    /// Producers choose each event's id (`sent` then lists refused events too); otherwise the
-    /// service assigns them and only acknowledged ids are known.
-    pub producer_ids: bool,
+    /// Who chooses the events' ids.
+    pub ids: Ids,
+}
+
+/// Who chooses an event's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ids {
+    /// The producer, for every event (`sent` then lists refused events too).
+    Producer,
+    /// The service, for every event: only acknowledged ids are known.
+    Server,
+    /// The service for every other event of each producer (the first included, so at least
+    /// half), the producer for the rest.
+    Mixed,
 }
 
 impl Load {
@@ -41,7 +57,7 @@ impl Load {
             accepted,
             kind: "load",
             until_disconnected: false,
-            producer_ids: true,
+            ids: Ids::Producer,
         }
     }
 
@@ -66,8 +82,23 @@ impl Load {
     }
 
     pub fn server_ids(mut self) -> Load {
-        self.producer_ids = false;
+        self.ids = Ids::Server;
         self
+    }
+
+    /// The service assigns the id of at least half of each producer's events ([`Ids::Mixed`]).
+    pub fn mixed_ids(mut self) -> Load {
+        self.ids = Ids::Mixed;
+        self
+    }
+
+    /// Whether the producer chooses the id of its `n`th event.
+    fn producer_chooses(&self, n: usize) -> bool {
+        match self.ids {
+            Ids::Producer => true,
+            Ids::Server => false,
+            Ids::Mixed => n % 2 == 1,
+        }
     }
 }
 
@@ -78,6 +109,10 @@ pub struct Tally {
     pub acked: Vec<String>,
     /// Every id sent (with server-assigned ids: every id acknowledged).
     pub sent: Vec<String>,
+    /// The `payload.seq` of each event acknowledged, with the id it was acknowledged with.
+    pub acked_seqs: Vec<(u64, String)>,
+    /// The `payload.seq` of every event sent, whatever its answer (or none).
+    pub sent_seqs: Vec<u64>,
     /// Refusals: status, Retry-After, body.
     pub errors: Vec<(u16, Option<String>, String)>,
     /// Time from sending to the answer, per event.
@@ -93,9 +128,16 @@ impl Tally {
             .unwrap_or_default()
     }
 
+    /// A sequence number no event of this tally has: for a test's own events beside the load.
+    pub fn next_seq(&self) -> u64 {
+        self.sent_seqs.iter().max().map_or(0, |s| s + 1)
+    }
+
     fn extend(&mut self, other: Tally) {
         self.acked.extend(other.acked);
         self.sent.extend(other.sent);
+        self.acked_seqs.extend(other.acked_seqs);
+        self.sent_seqs.extend(other.sent_seqs);
         self.errors.extend(other.errors);
         self.latencies.extend(other.latencies);
     }
@@ -141,12 +183,17 @@ async fn produce(api: &Api, load: Load, stop: Arc<AtomicBool>) -> Tally {
             let mut tally = Tally::default();
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) && load.per_producer.is_none_or(|max| n < max) {
-                let mut event = json!({"type": load.kind, "consumer": format!("producer-{p}"), "payload": {"n": n}});
-                let chosen = load.producer_ids.then(|| ObjectId::new().to_hex());
+                // Unique over the run: producer p numbers its events p, p + producers, …
+                let seq = (n * load.producers + p) as u64;
+                let mut event = json!({"type": load.kind, "consumer": format!("producer-{p}"),
+                                       "payload": {"n": n, "seq": seq}});
+                let chosen = load.producer_chooses(n).then(|| ObjectId::new().to_hex());
                 if let Some(id) = &chosen {
                     event["id"] = json!(id);
                 }
                 n += 1;
+                // Sent, whatever comes back: a request cut off may still have been stored.
+                tally.sent_seqs.push(seq);
                 let sent = Instant::now();
                 let answer = api
                     .http
@@ -169,11 +216,15 @@ async fn produce(api: &Api, load: Load, stop: Arc<AtomicBool>) -> Tally {
                 let body: Value = r.json().await.unwrap_or_default();
                 tally.latencies.push(sent.elapsed());
                 if status == load.accepted {
-                    let id = body["id"].as_str().expect("an acknowledged event's id").to_owned();
+                    let id = body["id"]
+                        .as_str()
+                        .expect("an acknowledged event's id")
+                        .to_owned();
                     if let Some(chosen) = &chosen {
                         assert_eq!(&id, chosen, "{body}");
                     }
                     tally.sent.push(id.clone());
+                    tally.acked_seqs.push((seq, id.clone()));
                     tally.acked.push(id);
                 } else {
                     tally.sent.extend(chosen);
