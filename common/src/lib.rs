@@ -10,7 +10,8 @@
 //! - [`archive_store`] (feature `archive-store`): the archive's URL, its S3/HDFS settings and
 //!   opening its object store — written by the archiver, read by the service.
 //! - [`retry`]: the one backoff-and-deadline policy every retry loop uses.
-//! - [`shutdown`]: the SIGTERM/SIGINT future both long-running binaries stop on.
+//! - [`shutdown`]: the SIGTERM/SIGINT future both long-running binaries stop on, and shutting
+//!   the MongoDB client down before a binary's runtime stops.
 //! - [`telemetry`]: `tracing` set-up shared by the binaries.
 //! - [`error`]: the typed errors of the above, and every MongoDB error code we branch on.
 

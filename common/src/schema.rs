@@ -32,6 +32,11 @@ pub mod fields {
     pub const PAYLOAD: &str = "payload";
 }
 
+/// The collection beside the events where each service replica records, about once a second,
+/// the oldest event it may still store (how `complete_until` is derived). Small: one document
+/// per replica, not sharded.
+pub const REPLICAS_COLLECTION: &str = "service_replicas";
+
 /// Name MongoDB derives for the `{created_at: 1}` index; we keep the derived names so that an
 /// index created by hand with the same key is recognised, not duplicated.
 pub const TTL_INDEX_NAME: &str = "created_at_1";

@@ -305,7 +305,7 @@ async fn find(state: &AppState, key: &Key, request: FindRequest) -> Result<FindR
         None => query.consumers_within = Some(key.consumers.clone()),
     }
     // Taken before the query runs: an event that lands during it is only ever newer.
-    let complete_until = chrono::Utc::now() - state.limits.visibility_lag;
+    let complete_until = state.watermark.complete_until();
     let finder = Finder {
         store: &state.store,
         events: &state.events,

@@ -15,7 +15,7 @@
 //! each event's consumer within the key's consumers (403) once it is validated — in a batch
 //! an event outside them is refused on its own and the others are stored.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use mongodb::bson::{Document, RawDocumentBuf};
 use poem_openapi::Object;
 use serde_json::Value;
@@ -25,6 +25,7 @@ use crate::event::{format_created_at, parse_event, same_content, NewEvent};
 use crate::keys::{Key, Right};
 use crate::queue::QueueError;
 use crate::state::AppState;
+use crate::watermark::Hold;
 use crate::writer::{SubmitError, WriteOutcome};
 use auditlog_common::schema::fields;
 
@@ -125,7 +126,16 @@ fn rejected(state: &AppState, reason: &str, events: usize) {
 }
 
 async fn ingest_value(state: &AppState, key: &Key, value: Value) -> Result<Accepted, ApiError> {
-    let event = parse_event(value, state.limits.event, Utc::now())
+    state
+        .watermark
+        .accepting()
+        .map_err(ApiError::Unavailable)
+        .inspect_err(|_| rejected(state, "unavailable", 1))?;
+    // The event's `created_at`, held by this replica until its fate is known: what
+    // `complete_until` waits for.
+    let hold = state.watermark.stamp();
+    let now = DateTime::<Utc>::from_timestamp_millis(hold.at_ms()).unwrap_or_else(Utc::now);
+    let event = parse_event(value, state.limits.event, now)
         .inspect_err(|_| rejected(state, "invalid", 1))?;
     let consumer = event
         .doc
@@ -133,7 +143,7 @@ async fn ingest_value(state: &AppState, key: &Key, value: Value) -> Result<Accep
         .map_err(|e| ApiError::Internal(format!("a validated event has no consumer: {e}")))?;
     key.check_consumer(Right::Ingest, consumer)
         .inspect_err(|_| rejected(state, "forbidden", 1))?;
-    let result = store(state, event).await;
+    let result = store(state, event, hold).await;
     if let Err(e) = &result {
         let reason = match e {
             ApiError::Busy
@@ -147,16 +157,17 @@ async fn ingest_value(state: &AppState, key: &Key, value: Value) -> Result<Accep
     result
 }
 
-async fn store(state: &AppState, event: NewEvent) -> Result<Accepted, ApiError> {
+async fn store(state: &AppState, event: NewEvent, hold: Hold) -> Result<Accepted, ApiError> {
     if let Some(queue) = &state.queue {
         // The event goes to the publisher whole; the answer needs only its id and time.
         let queued = ack(&event);
-        queue.publish(event).await?;
+        queue.publish(event, hold).await?;
         return Ok(Accepted::Queued(queued));
     }
+    // The hold goes with the document: should this request go away, the writer still has it.
     let outcome = state
         .writer
-        .submit(event.doc.clone())
+        .submit_held(event.doc.clone(), Some(hold))
         .map_err(|e| match e {
             SubmitError::Full => ApiError::Busy,
             SubmitError::Closed => ApiError::Unavailable("the service is shutting down".into()),

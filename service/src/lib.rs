@@ -22,6 +22,8 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`archive_watch`]: the archive's state for alerting (oldest unarchived event, TTL headroom,
 //!   the archiver's last run), read from MongoDB once a minute.
+//! - [`watermark`]: `complete_until` — what each replica holds, its record in MongoDB, and the
+//!   rule over the records.
 //! - [`error`]: the error policy and the one mapping of errors to HTTP.
 
 pub mod api;
@@ -41,4 +43,5 @@ pub mod query;
 pub mod queue;
 pub mod server;
 pub mod state;
+pub mod watermark;
 pub mod writer;

@@ -31,6 +31,12 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     /// `auditlog_write_queue_capacity` — events the write queue holds at most (set at start).
     pub queue_capacity: IntGauge,
+    /// `auditlog_complete_until_lag_seconds` — how far behind now this replica's
+    /// `complete_until` is (set once a second by [`crate::watermark`]).
+    pub complete_until_lag: prometheus::Gauge,
+    /// `auditlog_watermark_record_age_seconds` — how old this replica's record of what it
+    /// holds is in MongoDB (set once a second; grows while MongoDB refuses its writes).
+    pub watermark_record_age: prometheus::Gauge,
     /// The archive's state for alerting, read from MongoDB by [`crate::archive_watch`].
     pub archive: ArchiveGauges,
     /// Queue mode's RabbitMQ figures (zero in direct mode).
@@ -361,6 +367,16 @@ impl Metrics {
             "Events the write queue holds at most (AUDIT_QUEUE_CAPACITY)",
         )?;
         registry.register(Box::new(queue_capacity.clone()))?;
+        let complete_until_lag = prometheus::Gauge::new(
+            "auditlog_complete_until_lag_seconds",
+            "How far behind now complete_until is: events created before it are all findable",
+        )?;
+        registry.register(Box::new(complete_until_lag.clone()))?;
+        let watermark_record_age = prometheus::Gauge::new(
+            "auditlog_watermark_record_age_seconds",
+            "Age of this replica's in-flight record in MongoDB (grows while writes fail)",
+        )?;
+        registry.register(Box::new(watermark_record_age.clone()))?;
         let archive = ArchiveGauges::register(&registry)?;
         let queue = QueueMetrics::register(&registry)?;
         let api_key_reloads = IntCounterVec::new(
@@ -395,6 +411,8 @@ impl Metrics {
             queue_depth,
             store_errors,
             queue_capacity,
+            complete_until_lag,
+            watermark_record_age,
             archive,
             queue,
             api_key_reloads,

@@ -6,10 +6,10 @@
 //! writer — and in queue mode the RabbitMQ link (which connects in the background too) and
 //! the drain — and, when `AUDIT_METRICS_LISTEN_ADDR` is set, serve `/metrics` there. Shutdown:
 //! stop accepting, let open requests finish (they wait for their writes or confirms), stop the
-//! drain (it finishes and acknowledges what it is writing), close the RabbitMQ link, then write
-//! whatever is still queued. In queue mode the drain and those last writes each get at most
-//! `AUDIT_SHUTDOWN_GRACE_SECS`: what they hold are unacknowledged messages, which RabbitMQ
-//! delivers again.
+//! drain (it finishes and acknowledges what it is writing), close the RabbitMQ link, write
+//! whatever is still queued, then shut the MongoDB client down. In queue mode the drain and
+//! those last writes each get at most `AUDIT_SHUTDOWN_GRACE_SECS`: what they hold are
+//! unacknowledged messages, which RabbitMQ delivers again.
 //!
 //! Every request passes [`Front`] first: its request id, the API key it presents (looked up
 //! once), the lean `POST /v1/event` path or the route tree, then its metrics and log line —
@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auditlog_common::retry::Backoff;
-use auditlog_common::schema::{ensure_storage, Retention};
+use auditlog_common::schema::{ensure_storage, Retention, REPLICAS_COLLECTION};
+use auditlog_common::shutdown::close_client;
 use auditlog_common::store::Store;
 use poem::http::{header, HeaderValue};
 use poem::listener::TcpAcceptor;
@@ -31,13 +32,14 @@ use tracing::Instrument;
 use crate::api::api_service;
 use crate::archive_find::ArchiveTier;
 use crate::auth::{identify, Caller};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, IngestMode};
 use crate::error::{from_poem_error, ErrorResponse};
 use crate::fast_ingest;
 use crate::keys::reload;
 use crate::metrics::{route_label, Metrics};
 use crate::queue::{drain, QueueSettings};
 use crate::state::AppState;
+use crate::watermark::{self, Watermark};
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -262,10 +264,15 @@ pub async fn run(
         .transpose()?;
     let keys = Arc::new(keys);
     let archive = ArchiveTier::from_config(&config).map_err(ConfigError::Archive)?;
+    let metrics = Arc::new(Metrics::new()?);
+    listener.set_nonblocking(true)?;
+    let acceptor = TcpAcceptor::from_std(listener)?;
     let store = Store::connect(&config.mongo, "auditlog-service").await?;
+    // From here on every way out shuts the client down (`close_client`), before the runtime
+    // stops under the driver's tasks.
+    let client = store.client.clone();
     prepare_storage(store.clone(), Retention::from_days(config.retention_days)).await;
 
-    let metrics = Arc::new(Metrics::new()?);
     reload::record_in_force(&metrics, &keys.current());
     let key_watch = reload::start(
         keys.clone(),
@@ -293,8 +300,35 @@ pub async fn run(
             every,
         );
     }
-    let queue =
-        QueueSettings::from_config(&config).map(|s| crate::queue::start(s, metrics.clone()));
+    let watermark = Watermark::new(
+        watermark::Settings {
+            mode: match config.ingest_mode {
+                IngestMode::Direct => watermark::Mode::Direct,
+                IngestMode::Queue => watermark::Mode::Queue,
+            },
+            lag: crate::state::write_lag(&config, &store),
+            skew: config.clock_skew(),
+        },
+        store.database().collection(REPLICAS_COLLECTION),
+    );
+    // Before the first event: a direct-mode replica takes none until its record is written.
+    // MongoDB away at start only delays that (the heartbeat keeps trying).
+    match tokio::time::timeout(store.server_selection_timeout, watermark.record_now()).await {
+        Ok(Ok(())) => tracing::info!(replica = watermark.id(), "recorded this replica in MongoDB"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot record this replica in MongoDB yet; retrying every second")
+        }
+        Err(_) => {
+            tracing::warn!("cannot record this replica in MongoDB yet; retrying every second")
+        }
+    }
+    let queue = QueueSettings::from_config(&config)
+        .map(|s| crate::queue::start(s, metrics.clone(), watermark.clone()));
+    let heartbeat = watermark::heartbeat::start(
+        watermark.clone(),
+        metrics.clone(),
+        queue.as_ref().map(|(q, _)| q.links().clone()),
+    );
     let (state, writer_task) = AppState::new(
         &config,
         store,
@@ -302,6 +336,7 @@ pub async fn run(
         metrics,
         queue.as_ref().map(|(q, _)| q.clone()),
         archive,
+        watermark.clone(),
     );
     tracing::info!(
         group_commit = config.group_commit,
@@ -312,12 +347,17 @@ pub async fn run(
     );
     let queue = queue.map(|(q, link)| (drain::start(state.clone(), q), link));
 
-    let metrics_server = metrics_listener
+    let metrics_server = match metrics_listener
         .map(|l| MetricsServer::start(l, state.clone()))
-        .transpose()?;
+        .transpose()
+    {
+        Ok(server) => server,
+        Err(e) => {
+            close_client(&client).await;
+            return Err(e.into());
+        }
+    };
 
-    listener.set_nonblocking(true)?;
-    let acceptor = TcpAcceptor::from_std(listener)?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let served = Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(
@@ -352,7 +392,11 @@ pub async fn run(
         }
         None => writer_task.shutdown().await,
     }
+    // Nothing is held any more (what the drain left is back in RabbitMQ: its link is closed).
+    heartbeat.shutdown().await;
+    watermark.retire().await;
     drop(state);
+    close_client(&client).await;
     tracing::info!("stopped");
     Ok(served?)
 }

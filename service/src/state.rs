@@ -16,6 +16,7 @@ use crate::event::EventLimits;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::queue::Queue;
+use crate::watermark::Watermark;
 use crate::writer::{Writer, WriterOptions, WriterTask};
 
 /// With group commit off, single inserts allowed in flight at once.
@@ -29,11 +30,11 @@ pub struct Limits {
     pub event: EventLimits,
     pub find_max_limit: u32,
     pub find_max_time: Duration,
-    /// How long after its `created_at` an event may still become visible: the write deadline
+    /// How long after its `created_at` a direct-mode write may still land: the write deadline
     /// (the last retry starts before it), the server-selection timeout (that retry may wait
-    /// that long for a server) and the clock-skew allowance between replicas. A find's
-    /// `complete_until` is now minus this.
-    pub visibility_lag: Duration,
+    /// that long for a server) and the clock-skew allowance between replicas. It bounds what
+    /// a replica may hold ([`crate::watermark`]).
+    pub write_lag: Duration,
 }
 
 pub struct AppState {
@@ -53,6 +54,8 @@ pub struct AppState {
     pub body_budget: Arc<tokio::sync::Semaphore>,
     /// The Parquet archive find also reads (`AUDIT_ARCHIVE_URL`); `None`: MongoDB only.
     pub archive: Option<ArchiveTier>,
+    /// What this replica holds, and `complete_until` over every replica's record.
+    pub watermark: Arc<Watermark>,
 }
 
 impl AppState {
@@ -65,6 +68,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         queue: Option<Arc<Queue>>,
         archive: Option<ArchiveTier>,
+        watermark: Arc<Watermark>,
     ) -> (Arc<AppState>, WriterTask) {
         let write_concern = match config.write_concern {
             WriteConcernSetting::Majority => WriteConcern::majority(),
@@ -86,11 +90,11 @@ impl AppState {
             },
             deadline: config.write_deadline(),
             write_concern,
+            lag_ms: i64::try_from(write_lag(config, &store).as_millis()).unwrap_or(i64::MAX),
         };
         let raw: Collection<RawDocumentBuf> = store.database().collection(&store.collection_name);
         let (writer, handle) = Writer::start(raw, options, metrics.clone());
-        let visibility_lag =
-            config.write_deadline() + store.server_selection_timeout + config.clock_skew();
+        let write_lag = write_lag(config, &store);
         let state = AppState {
             events: store.events(),
             store,
@@ -108,14 +112,20 @@ impl AppState {
                 },
                 find_max_limit: config.find_max_limit,
                 find_max_time: Duration::from_millis(config.find_timeout_ms),
-                visibility_lag,
+                write_lag,
             },
             body_budget: Arc::new(tokio::sync::Semaphore::new(
                 (config.max_inflight_body_bytes / 1024)
                     .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
             )),
             archive,
+            watermark,
         };
         (Arc::new(state), handle)
     }
+}
+
+/// How long after its `created_at` a direct-mode write may still land (see [`Limits`]).
+pub fn write_lag(config: &Config, store: &Store) -> Duration {
+    config.write_deadline() + store.server_selection_timeout + config.clock_skew()
 }

@@ -38,6 +38,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
+use crate::watermark::Hold;
 
 /// First wait before retrying a batch that failed as a whole.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
@@ -90,6 +91,8 @@ pub struct WriterOptions {
     pub concurrency: usize,
     pub deadline: Duration,
     pub write_concern: WriteConcern,
+    /// How long after its `created_at` an event whose write gave up may still land (ms).
+    pub lag_ms: i64,
 }
 
 struct Pending {
@@ -101,6 +104,8 @@ struct Pending {
     waiting: Option<OwnedSemaphorePermit>,
     enqueued: Instant,
     reply: oneshot::Sender<WriteOutcome>,
+    /// Direct mode: the event held for `complete_until` until its outcome is known.
+    hold: Option<Hold>,
 }
 
 /// A handle to the write queue; cheap to clone.
@@ -149,6 +154,17 @@ impl Writer {
         &self,
         doc: RawDocumentBuf,
     ) -> Result<oneshot::Receiver<WriteOutcome>, SubmitError> {
+        self.submit_held(doc, None)
+    }
+
+    /// Queues a document with its [`Hold`], which ends with the outcome: at once when it is
+    /// known, at the end of the write lag when the writer gave up not knowing whether the
+    /// document landed.
+    pub fn submit_held(
+        &self,
+        doc: RawDocumentBuf,
+        hold: Option<Hold>,
+    ) -> Result<oneshot::Receiver<WriteOutcome>, SubmitError> {
         let kib = u32::try_from(doc.as_bytes().len().div_ceil(1024)).unwrap_or(u32::MAX);
         let permit = match self.bytes.clone().try_acquire_many_owned(kib) {
             Ok(p) => p,
@@ -167,6 +183,7 @@ impl Writer {
             waiting: Some(waiting),
             enqueued: Instant::now(),
             reply,
+            hold,
         };
         match self.tx.try_send(pending) {
             Ok(()) => Ok(rx),
@@ -415,6 +432,11 @@ async fn write_batch(
         if outcome == WriteOutcome::Stored {
             stored += 1;
         }
+        if let (Some(hold), WriteOutcome::Unavailable(_)) = (pending.hold, &outcome) {
+            // The last attempt may still land, up to the write lag after the event's time.
+            let until = hold.at_ms() + options.lag_ms;
+            hold.linger(until);
+        }
         // The producer may have gone away (closed connection); the event is stored anyway.
         let _ = pending.reply.send(outcome);
     }
@@ -548,6 +570,7 @@ mod tests {
             concurrency: 1,
             deadline: Duration::from_secs(30),
             write_concern: WriteConcern::majority(),
+            lag_ms: 40_000,
         };
         let (writer, _task) = Writer::start(
             client.database("x").collection("y"),

@@ -3,7 +3,8 @@
 //! Only the bootstrap Job uses root.
 //!
 //! - `auditlogService`: insert and find on the events collection, create and list its indexes
-//!   (storage set-up at start), and read the archive state and runs (for its archive metrics). No
+//!   (storage set-up at start), read the archive state and runs (for its archive metrics), and
+//!   read-write its replicas' records (`service_replicas`, for `complete_until`). No
 //!   `collMod`: the service never changes retention; the bootstrap Job raises it.
 //! - `auditlogArchiver`: find on the events collection, list its indexes and `collMod` it (the
 //!   TTL guard raises retention), and read-write its state collections. No `remove` on events:
@@ -16,6 +17,7 @@
 
 use auditlog_common::archive_state::{LEASE_COLLECTION, RUNS_COLLECTION, WINDOWS_COLLECTION};
 use auditlog_common::error::codes;
+use auditlog_common::schema::REPLICAS_COLLECTION;
 use mongodb::bson::{doc, Bson, Document};
 
 use crate::cluster::{Cluster, Target};
@@ -60,6 +62,7 @@ impl Component {
                 ),
                 on(WINDOWS_COLLECTION, &["find"]),
                 on(RUNS_COLLECTION, &["find"]),
+                on(REPLICAS_COLLECTION, &["find", "insert", "update", "remove"]),
             ],
             Component::Archiver => {
                 let state = [

@@ -9,16 +9,20 @@
 //! ([`super::topology`]), with its `x-death` header but without our reason; the reason is then
 //! in the log.
 //!
-//! An event of a group ([`super::group`]) that can never be stored goes alone: the drain
-//! publishes its own document with the reason ([`dead_letter_event`]) and acknowledges the
-//! group once its other events are stored. Should that publish fail, the whole group is
-//! rejected as above; its stored events, replayed from there, resolve as duplicates.
+//! The events of a group ([`super::group`]) that can never be stored go without the others,
+//! all in one message ([`dead_letter_events`]): the event's own document for one, a group of
+//! just them for more, with one reason line per event; the drain acknowledges the group once
+//! its other events are stored. Should that publish fail, the whole group is rejected as
+//! above — so each dead event is in `.dead` once, alone or in its group — and its stored
+//! events, replayed from there, resolve as duplicates.
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicPublishOptions, BasicRejectOptions};
 use lapin::types::{AMQPValue, LongString};
 use lapin::{BasicProperties, Confirmation};
+use mongodb::bson::{RawArrayBuf, RawDocumentBuf};
 
+use super::group::{GROUP_CONTENT_TYPE, GROUP_FIELD};
 use super::link::Link;
 use super::publish::{CONFIRM_TIMEOUT, CONTENT_TYPE};
 use super::QueueSettings;
@@ -68,7 +72,7 @@ pub async fn dead_letter(
         settings,
         &delivery.data,
         delivery.properties.clone(),
-        reason,
+        reason.code(),
         message,
     )
     .await;
@@ -89,37 +93,69 @@ pub async fn dead_letter(
     }
 }
 
-/// Publishes one event of a group to the dead-letter queue, as a message of its own (the
-/// event's document, as a single publish makes it), and waits for the confirm; the caller
-/// settles the group's message. `Err` says why the copy is not there.
-pub async fn dead_letter_event(
+/// Publishes the dead events of a group to the dead-letter queue in one message — the event's
+/// own document for one, a group document ([`super::group`]) for more — with their reasons, and
+/// waits for the confirm; the caller settles the group's message. One publish, so that a
+/// failure leaves none of them there (the caller then rejects the group whole) rather than
+/// some of them, which the rejected group would bring there a second time. `Err` says why the
+/// copy is not there.
+pub async fn dead_letter_events(
     link: &Link,
     settings: &QueueSettings,
     metrics: &Metrics,
-    event: &NewEvent,
-    reason: Reason,
-    message: &str,
+    dead: &[(&NewEvent, Reason, String)],
 ) -> Result<(), String> {
-    count(metrics, reason);
-    let properties = BasicProperties::default()
-        .with_content_type(CONTENT_TYPE.into())
-        .with_message_id(event.id.to_hex().into())
-        .with_timestamp(u64::try_from(event.created_at.timestamp_millis() / 1000).unwrap_or(0));
-    let copied = publish_copy(
-        link,
-        settings,
-        event.doc.as_bytes(),
-        properties,
-        reason,
-        message,
-    )
-    .await;
-    match &copied {
-        Ok(()) => tracing::warn!(id = %event.id, reason = reason.code(), error = %message,
-            "event moved to the dead-letter queue"),
-        Err(why) => tracing::error!(id = %event.id, reason = reason.code(), error = %message,
-            publish_error = %why, "cannot publish an event to the dead-letter queue"),
+    let Some((first, first_reason, _)) = dead.first() else {
+        return Ok(());
+    };
+    for (_, reason, _) in dead {
+        count(metrics, *reason);
     }
+    let properties = BasicProperties::default()
+        .with_timestamp(u64::try_from(first.created_at.timestamp_millis() / 1000).unwrap_or(0));
+    let (body, properties) = if let [(event, _, _)] = dead {
+        (
+            event.doc.as_bytes().to_vec(),
+            properties
+                .with_content_type(CONTENT_TYPE.into())
+                .with_message_id(event.id.to_hex().into()),
+        )
+    } else {
+        let mut events = RawArrayBuf::new();
+        for (event, _, _) in dead {
+            events.push(event.doc.clone());
+        }
+        let mut doc = RawDocumentBuf::new();
+        doc.append(GROUP_FIELD, events);
+        (
+            doc.into_bytes(),
+            properties.with_content_type(GROUP_CONTENT_TYPE.into()),
+        )
+    };
+    // One reason per line, each naming its event; the code is the one they share, or all of
+    // theirs, comma-separated.
+    let message = if dead.len() == 1 {
+        dead[0].2.clone()
+    } else {
+        dead.iter()
+            .map(|(e, _, why)| format!("{}: {why}", e.id))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut codes: Vec<&str> = dead.iter().map(|(_, r, _)| r.code()).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    let code = codes.join(",");
+    let copied = publish_copy(link, settings, &body, properties, &code, &message).await;
+    for (event, reason, why) in dead {
+        match &copied {
+            Ok(()) => tracing::warn!(id = %event.id, reason = reason.code(), error = %why,
+                "event moved to the dead-letter queue"),
+            Err(e) => tracing::error!(id = %event.id, reason = reason.code(), error = %why,
+                publish_error = %e, "cannot publish an event to the dead-letter queue"),
+        }
+    }
+    let _ = first_reason;
     copied
 }
 
@@ -155,12 +191,12 @@ async fn publish_copy(
     settings: &QueueSettings,
     body: &[u8],
     properties: BasicProperties,
-    reason: Reason,
+    code: &str,
     message: &str,
 ) -> Result<(), String> {
     match tokio::time::timeout(
         CONFIRM_TIMEOUT,
-        try_publish_copy(link, settings, body, properties, reason, message),
+        try_publish_copy(link, settings, body, properties, code, message),
     )
     .await
     {
@@ -174,7 +210,7 @@ async fn try_publish_copy(
     settings: &QueueSettings,
     body: &[u8],
     properties: BasicProperties,
-    reason: Reason,
+    code: &str,
     message: &str,
 ) -> Result<(), String> {
     let channel = link
@@ -187,7 +223,7 @@ async fn try_publish_copy(
     );
     headers.insert(
         "x-auditlog-reason-code".into(),
-        AMQPValue::LongString(LongString::from(reason.code())),
+        AMQPValue::LongString(LongString::from(code)),
     );
     let properties = properties.with_headers(headers).with_delivery_mode(2);
     let confirm = channel

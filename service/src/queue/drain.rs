@@ -43,7 +43,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::acks::Acks;
-use super::dead_letter::{dead_letter, dead_letter_event, reject, Reason};
+use super::dead_letter::{dead_letter, dead_letter_events, reject, Reason};
 use super::group::{self, GROUP_CONTENT_TYPE, GROUP_MAX_EVENTS};
 use super::link::Link;
 use super::publish::{Queue, CONTENT_TYPE};
@@ -51,6 +51,7 @@ use crate::error::ApiError;
 use crate::event::NewEvent;
 use crate::ingest::resolve_duplicate;
 use crate::state::AppState;
+use crate::watermark::Hold;
 use crate::writer::{SubmitError, WriteOutcome};
 
 /// First and longest wait before a message whose write failed is submitted again.
@@ -199,12 +200,18 @@ async fn consume(
             delivery = consumer.next() => match delivery {
                 Some(Ok(delivery)) => {
                     acks.delivered(delivery.delivery_tag);
+                    // Held from here, before anything else: see crate::watermark::record.
+                    let decoded = decode(&delivery);
+                    let tracker = state.watermark.tracker();
+                    let holds = decoded.as_ref().map_or_else(|_| Vec::new(), |(events, _)| {
+                        events.iter().map(|e| tracker.hold_delivery(e.created_at.timestamp_millis())).collect()
+                    });
                     settling.spawn(settle(
                         state.clone(),
                         queue.clone(),
                         link.clone(),
                         channel.clone(),
-                        delivery,
+                        Delivered { delivery, decoded, holds },
                         stopping.clone(),
                         room.clone(),
                     ));
@@ -306,13 +313,45 @@ enum End {
     Left,
 }
 
+/// A message as the drain took it: its events, decoded, each held in the watermark.
+struct Delivered {
+    delivery: Delivery,
+    decoded: Result<(Vec<NewEvent>, bool), String>,
+    /// Settled with the message; dropped unsettled, they count as back in the queue.
+    holds: Vec<Hold>,
+}
+
 /// Writes one message's events and settles the message (see the module documentation).
 async fn settle(
     state: Arc<AppState>,
     queue: Arc<Queue>,
     link: Arc<Link>,
     channel: Channel,
-    delivery: Delivery,
+    delivered: Delivered,
+    stop: watch::Receiver<bool>,
+    room: Arc<Room>,
+) -> (u64, Settled) {
+    let Delivered {
+        delivery,
+        decoded,
+        holds,
+    } = delivered;
+    let (tag, settled) =
+        settle_message(state, queue, link, channel, &delivery, decoded, stop, room).await;
+    if !matches!(settled, Settled::Left) {
+        holds.into_iter().for_each(Hold::settle);
+    }
+    (tag, settled)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn settle_message(
+    state: Arc<AppState>,
+    queue: Arc<Queue>,
+    link: Arc<Link>,
+    channel: Channel,
+    delivery: &Delivery,
+    decoded: Result<(Vec<NewEvent>, bool), String>,
     stop: watch::Receiver<bool>,
     room: Arc<Room>,
 ) -> (u64, Settled) {
@@ -321,14 +360,14 @@ async fn settle(
     if delivery.redelivered {
         metrics.queue.redeliveries.inc();
     }
-    let (events, grouped) = match decode(&delivery) {
+    let (events, grouped) = match decoded {
         Ok(decoded) => decoded,
         Err(why) => {
             dead_letter(
                 &link,
                 queue.settings(),
                 metrics,
-                &delivery,
+                delivery,
                 Reason::Malformed,
                 &why,
             )
@@ -368,17 +407,19 @@ async fn settle(
     match dead.as_slice() {
         [] => (tag, Settled::Stored),
         [(_, reason, why)] if !grouped => {
-            dead_letter(&link, queue.settings(), metrics, &delivery, *reason, why).await;
+            dead_letter(&link, queue.settings(), metrics, delivery, *reason, why).await;
             (tag, Settled::Elsewhere)
         }
         _ => {
-            for (event, reason, why) in &dead {
-                let copied =
-                    dead_letter_event(&link, queue.settings(), metrics, event, *reason, why).await;
-                if copied.is_err() {
-                    reject(&delivery).await;
-                    return (tag, Settled::Elsewhere);
-                }
+            // All of the group's dead events in one publish: either all are in `.dead` once,
+            // or none is and the group is rejected whole (to `.dead` as well) — never some of
+            // them twice.
+            if dead_letter_events(&link, queue.settings(), metrics, &dead)
+                .await
+                .is_err()
+            {
+                reject(delivery).await;
+                return (tag, Settled::Elsewhere);
             }
             (tag, Settled::Stored)
         }

@@ -17,6 +17,7 @@
 //! producer in a group hears the group's confirm (or its error).
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use lapin::options::BasicPublishOptions;
@@ -30,6 +31,7 @@ use super::publish::{CONFIRM_TIMEOUT, CONTENT_TYPE};
 use super::QueueError;
 use crate::event::NewEvent;
 use crate::metrics::Metrics;
+use crate::watermark::Hold;
 
 /// The content type of a message holding several events.
 pub const GROUP_CONTENT_TYPE: &str = "application/vnd.auditlog.events+bson";
@@ -54,6 +56,34 @@ pub type Reply = Result<(), QueueError>;
 struct Pending {
     event: NewEvent,
     reply: oneshot::Sender<Reply>,
+    /// Ends when RabbitMQ has the event (or may have it: a publish without its confirm).
+    hold: Hold,
+    claim: Claim,
+}
+
+/// Who has an event waiting for a publisher: a publisher takes it, or its producer, tired of
+/// waiting, withdraws it — whichever comes first; the other then knows.
+#[derive(Clone, Default)]
+pub struct Claim(Arc<AtomicU8>);
+
+const WAITING: u8 = 0;
+const TAKEN: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+impl Claim {
+    /// The producer gives up; `true` when no publisher took the event (it never will).
+    pub fn withdraw(&self) -> bool {
+        self.0
+            .compare_exchange(WAITING, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// A publisher takes the event; `false` when its producer withdrew it.
+    fn take(&self) -> bool {
+        self.0
+            .compare_exchange(WAITING, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
 }
 
 /// The events waiting, and one taken out that did not fit in the group being made.
@@ -85,9 +115,19 @@ impl Grouper {
     }
 
     /// Hands `event` in; the receiver yields its group's outcome.
-    pub fn submit(&self, event: NewEvent) -> Result<oneshot::Receiver<Reply>, QueueError> {
+    pub fn submit(
+        &self,
+        event: NewEvent,
+        hold: Hold,
+        claim: Claim,
+    ) -> Result<oneshot::Receiver<Reply>, QueueError> {
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Pending { event, reply }) {
+        match self.tx.try_send(Pending {
+            event,
+            reply,
+            hold,
+            claim,
+        }) {
             Ok(()) => Ok(rx),
             Err(mpsc::error::TrySendError::Full(_)) => Err(QueueError::Congested {
                 waiting: WAITING_MAX,
@@ -107,17 +147,25 @@ async fn publisher(
     metrics: Arc<Metrics>,
 ) {
     while let Some(group) = next_group(&inbox).await {
-        let reply = match tokio::time::timeout(CONFIRM_TIMEOUT, send(&links, &queue, &group)).await
-        {
-            Ok(r) => r,
-            Err(_) => Err(QueueError::ConfirmTimeout(CONFIRM_TIMEOUT.as_secs())),
+        let sent = tokio::time::timeout(CONFIRM_TIMEOUT, send(&links, &queue, &group)).await;
+        let (reply, published) = match sent {
+            Ok(Publish::Confirmed) => (Ok(()), true),
+            Ok(Publish::Failed(e)) => (Err(e), true),
+            Ok(Publish::Unsent(e)) => (Err(e), false),
+            Err(_) => (
+                Err(QueueError::ConfirmTimeout(CONFIRM_TIMEOUT.as_secs())),
+                true,
+            ),
         };
         if reply.is_ok() {
             metrics.queue.published_messages.inc();
         }
         for p in group {
-            // A producer that gave up is gone; its event was published all the same, and its
-            // retry (same id) is resolved as a duplicate.
+            if published {
+                // Confirmed, or sent without a confirm: it may be in the queue either way.
+                p.hold.hand_over();
+            }
+            // The producer waits for this answer: it could not withdraw a taken event.
             let _ = p.reply.send(reply.clone());
         }
     }
@@ -127,15 +175,24 @@ async fn publisher(
 /// the grouper is gone and nothing waits.
 async fn next_group(inbox: &Mutex<Inbox>) -> Option<Vec<Pending>> {
     let mut inbox = inbox.lock().await;
-    let first = match inbox.carry.take() {
-        Some(p) => p,
-        None => inbox.rx.recv().await?,
+    // What its producer withdrew (it got 503 already) is dropped here, never published.
+    let first = loop {
+        let p = match inbox.carry.take() {
+            Some(p) => p,
+            None => inbox.rx.recv().await?,
+        };
+        if p.claim.take() {
+            break p;
+        }
     };
     let mut bytes = first.event.doc.as_bytes().len();
     let mut group = vec![first];
     while group.len() < GROUP_MAX_EVENTS {
         let Ok(next) = inbox.rx.try_recv() else { break };
         let len = next.event.doc.as_bytes().len();
+        if bytes + len <= GROUP_MAX_BYTES && !next.claim.take() {
+            continue;
+        }
         if bytes + len > GROUP_MAX_BYTES {
             inbox.carry = Some(next);
             break;
@@ -170,13 +227,31 @@ fn message(group: &[Pending]) -> (Cow<'_, [u8]>, BasicProperties) {
     )
 }
 
-async fn send(links: &Links, queue: &ShortString, group: &[Pending]) -> Reply {
-    let link = links
-        .current()
-        .ok_or_else(|| QueueError::Disconnected("not connected; reconnecting".into()))?;
-    let channel = link
-        .publish_channel()
-        .ok_or_else(|| QueueError::Disconnected("no publish channel".into()))?;
+/// How a group's publish ended.
+enum Publish {
+    Confirmed,
+    /// Sent, and refused or not confirmed: it may be in the queue all the same.
+    Failed(QueueError),
+    /// Never sent.
+    Unsent(QueueError),
+}
+
+async fn send(links: &Links, queue: &ShortString, group: &[Pending]) -> Publish {
+    let Some(link) = links.current() else {
+        return Publish::Unsent(QueueError::Disconnected(
+            "not connected; reconnecting".into(),
+        ));
+    };
+    let Some(channel) = link.publish_channel() else {
+        return Publish::Unsent(QueueError::Disconnected("no publish channel".into()));
+    };
+    match publish_group(channel, queue, group).await {
+        Ok(()) => Publish::Confirmed,
+        Err(e) => Publish::Failed(e),
+    }
+}
+
+async fn publish_group(channel: &lapin::Channel, queue: &ShortString, group: &[Pending]) -> Reply {
     let (body, properties) = message(group);
     let confirm = channel
         .basic_publish(
@@ -251,7 +326,17 @@ mod tests {
             doc,
             producer_id: false,
         };
-        (Pending { event, reply }, rx)
+        let hold = Arc::new(crate::watermark::Tracker::default()).stamp();
+        let claim = Claim::default();
+        (
+            Pending {
+                event,
+                reply,
+                hold,
+                claim,
+            },
+            rx,
+        )
     }
 
     #[test]
@@ -309,13 +394,38 @@ mod tests {
         let grouper = Grouper { tx };
         let mut waiting = vec![];
         for n in 0..2 {
-            waiting.push(grouper.submit(pending(n).0.event).unwrap());
+            let p = pending(n).0;
+            waiting.push(grouper.submit(p.event, p.hold, p.claim).unwrap());
         }
-        let refused = grouper.submit(pending(2).0.event).unwrap_err();
+        let p = pending(2).0;
+        let refused = grouper.submit(p.event, p.hold, p.claim).unwrap_err();
         assert!(matches!(refused, QueueError::Congested { .. }), "{refused}");
         let api = crate::error::ApiError::Queue(refused);
         assert_eq!(api.status(), poem::http::StatusCode::TOO_MANY_REQUESTS);
         assert!(api.retry_after_secs().is_some());
+    }
+
+    #[tokio::test]
+    async fn an_event_its_producer_withdrew_is_never_published() {
+        let (tx, rx) = mpsc::channel(WAITING_MAX);
+        let inbox = Mutex::new(Inbox { rx, carry: None });
+        let (a, _ra) = pending(1);
+        let (b, _rb) = pending(2);
+        let (c, _rc) = pending(3);
+        let (a_claim, c_claim) = (a.claim.clone(), c.claim.clone());
+        let b_id = b.event.id;
+        for p in [a, b, c] {
+            assert!(tx.try_send(p).is_ok());
+        }
+        assert!(a_claim.withdraw(), "nothing took it yet");
+        assert!(c_claim.withdraw());
+        let group = next_group(&inbox).await.unwrap();
+        assert_eq!(group.len(), 1);
+        assert_eq!(group[0].event.id, b_id, "only the event still wanted");
+        assert!(
+            !group[0].claim.withdraw(),
+            "a taken event cannot be withdrawn"
+        );
     }
 
     #[tokio::test]

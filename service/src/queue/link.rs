@@ -11,6 +11,10 @@
 //! so publishes fail at once (503) instead of waiting, and the drain waits for the next link.
 //! A link is given up — and a new one made — when either connection reports an error or a
 //! depth poll fails or goes unanswered.
+//!
+//! For `complete_until` ([`crate::watermark`]): a poll that finds no message ready is noted,
+//! with when it was sent; the drain's connection carries this replica's exclusive liveness
+//! queue; and a new link is used only once this replica's record names that queue.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +22,8 @@ use std::time::Duration;
 
 use auditlog_common::retry::Backoff;
 use futures::{Stream, StreamExt};
-use lapin::options::ConfirmSelectOptions;
+use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, Event};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -26,6 +31,8 @@ use tokio::time::Instant;
 use super::topology::{self, Depths};
 use super::QueueSettings;
 use crate::metrics::Metrics;
+use crate::watermark::tracker::now_ms;
+use crate::watermark::Watermark;
 
 /// Channels producers' publishes take in turn (each serialises its frames).
 const PUBLISH_CHANNELS: usize = 4;
@@ -132,24 +139,55 @@ impl LinkTask {
 
 /// Starts the supervisor, which connects in the background: the service starts (and answers
 /// 503 in queue mode) while RabbitMQ is unreachable.
-pub fn start(settings: QueueSettings, metrics: Arc<Metrics>) -> (Links, LinkTask) {
+pub fn start(
+    settings: QueueSettings,
+    metrics: Arc<Metrics>,
+    watermark: Arc<Watermark>,
+) -> (Links, LinkTask) {
     let (tx, rx) = watch::channel(None);
     let (stop, stop_rx) = watch::channel(false);
-    let join = tokio::spawn(supervise(settings, metrics, tx, stop_rx));
+    let join = tokio::spawn(supervise(settings, metrics, watermark, tx, stop_rx));
     (Links { rx }, LinkTask { stop, join })
 }
 
 async fn supervise(
     settings: QueueSettings,
     metrics: Arc<Metrics>,
+    watermark: Arc<Watermark>,
     tx: watch::Sender<Option<Arc<Link>>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
+    let liveness = watermark.liveness_queue(settings.queue.as_str());
     loop {
         let attempt = tokio::select! {
-            r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&settings)) => r,
+            r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&settings, &watermark, &liveness)) => r,
             _ = stop.wait_for(|s| *s) => break,
+        };
+        // Nothing is published or consumed on a new connection before this replica's record
+        // names its liveness queue: until then another replica may find it dead and stop
+        // waiting for what it holds (see crate::watermark::heartbeat).
+        let attempt = match attempt {
+            Ok(Ok((link, control))) => {
+                // Decided in the select, awaited after it: the stop watch's guard is not Send.
+                let recorded = tokio::select! {
+                    r = watermark.link_up(liveness.clone(), CONNECT_TIMEOUT) => Some(r),
+                    _ = stop.wait_for(|s| *s) => None,
+                };
+                let Some(recorded) = recorded else {
+                    close(&link).await;
+                    break;
+                };
+                match recorded {
+                    Ok(()) => Ok(Ok((link, control))),
+                    Err(why) => {
+                        close(&link).await;
+                        Ok(Err(why))
+                    }
+                }
+            }
+            Ok(Err(e)) => Ok(Err(e.to_string())),
+            Err(elapsed) => Err(elapsed),
         };
         match attempt {
             Ok(Ok((link, control))) => {
@@ -162,8 +200,10 @@ async fn supervise(
                 tx.send_replace(Some(link.clone()));
                 metrics.queue.connected.set(1);
                 tracing::info!(queue = %settings.queue, "connected to RabbitMQ; queues declared");
-                let lost =
-                    watch_link(&link, &control, events, &settings, &metrics, &mut stop).await;
+                let lost = watch_link(
+                    &link, &control, events, &settings, &metrics, &watermark, &mut stop,
+                )
+                .await;
                 tx.send_replace(None);
                 metrics.queue.connected.set(0);
                 metrics.queue.blocked.set(0);
@@ -196,7 +236,11 @@ async fn supervise(
 
 /// Both connections, the publish channels in confirm mode, and the topology declared; the
 /// control channel (for depth polls) is returned beside the link.
-async fn connect(settings: &QueueSettings) -> Result<(Link, Channel), lapin::Error> {
+async fn connect(
+    settings: &QueueSettings,
+    watermark: &Watermark,
+    liveness: &str,
+) -> Result<(Link, Channel), lapin::Error> {
     let props = |role: &str| {
         ConnectionProperties::default()
             .with_connection_name(format!("auditlog-service {role}").into())
@@ -211,7 +255,23 @@ async fn connect(settings: &QueueSettings) -> Result<(Link, Channel), lapin::Err
     };
     let setup = async {
         let control = consumer.create_channel().await?;
+        let sent = now_ms();
         let depths = topology::declare(&control, settings).await?;
+        if depths.ready == 0 {
+            watermark.tracker().empty(sent);
+        }
+        // Lives as long as the drain's connection: other replicas find this one dead by it.
+        control
+            .queue_declare(
+                liveness.into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
         let mut publish = Vec::with_capacity(PUBLISH_CHANNELS);
         for _ in 0..PUBLISH_CHANNELS {
             let channel = publisher.create_channel().await?;
@@ -249,6 +309,7 @@ async fn watch_link(
     events: impl Stream<Item = Event> + Unpin,
     settings: &QueueSettings,
     metrics: &Metrics,
+    watermark: &Watermark,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<String> {
     let mut events = events;
@@ -282,8 +343,14 @@ async fn watch_link(
         if !link.publisher.status().connected() || !link.consumer.status().connected() {
             return Some("a connection to RabbitMQ closed".into());
         }
+        let sent = now_ms();
         match tokio::time::timeout(POLL_TIMEOUT, topology::depths(control, settings)).await {
-            Ok(Ok(depths)) => link.record(depths, metrics),
+            Ok(Ok(depths)) => {
+                if depths.ready == 0 {
+                    watermark.tracker().empty(sent);
+                }
+                link.record(depths, metrics)
+            }
             Ok(Err(e)) => return Some(format!("reading the queue's depth failed: {e}")),
             Err(_) => {
                 return Some(format!(

@@ -38,6 +38,7 @@ use lapin::types::ShortString;
 
 use crate::config::{Config, IngestMode};
 use crate::metrics::Metrics;
+use crate::watermark::Watermark;
 
 pub use link::LinkTask;
 pub use publish::Queue;
@@ -64,9 +65,13 @@ pub enum QueueError {
     /// The queue does not exist (deleted since we declared it): the message was returned.
     #[error("the event queue {0} does not exist in RabbitMQ; it is declared again on reconnect")]
     Unroutable(String),
-    /// No confirm within the time limit.
-    #[error("the event queue (RabbitMQ) did not confirm the event within {0} s")]
+    /// No confirm within the time limit: the event was sent, and may be stored all the same
+    /// (retry with the same id).
+    #[error("the event queue (RabbitMQ) did not confirm the event within {0} s; it may be stored all the same: retry with the same id")]
     ConfirmTimeout(u64),
+    /// No publisher was free within the time limit: the event was not sent, and never will be.
+    #[error("the event was not published: no publisher was free within {0} s (RabbitMQ is slow to confirm); it is not stored")]
+    NotPublished(u64),
     /// The AMQP operation failed (connection or channel closed, protocol error).
     #[error("the event queue (RabbitMQ) failed: {0}")]
     Amqp(String),
@@ -110,7 +115,11 @@ impl QueueSettings {
 
 /// Starts queue mode's connection (and its depth polling) and returns the publishing handle
 /// for the handlers; start the drain ([`drain::start`]) once the application state exists.
-pub fn start(settings: QueueSettings, metrics: Arc<Metrics>) -> (Arc<Queue>, LinkTask) {
-    let (links, task) = link::start(settings.clone(), metrics.clone());
+pub fn start(
+    settings: QueueSettings,
+    metrics: Arc<Metrics>,
+    watermark: Arc<Watermark>,
+) -> (Arc<Queue>, LinkTask) {
+    let (links, task) = link::start(settings.clone(), metrics.clone(), watermark);
     (Arc::new(Queue::new(settings, links, metrics)), task)
 }

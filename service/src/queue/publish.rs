@@ -14,12 +14,13 @@ use std::time::Duration;
 use mongodb::bson::oid::ObjectId;
 use tokio::time::Instant;
 
-use super::group::Grouper;
+use super::group::{Claim, Grouper};
 use super::link::Links;
 use super::recent::Recent;
 use super::{QueueError, QueueSettings};
 use crate::event::NewEvent;
 use crate::metrics::Metrics;
+use crate::watermark::Hold;
 
 /// Longest wait for RabbitMQ's confirm before the producer gets 503. A quorum queue confirms
 /// once a majority of its nodes has the message on disk: milliseconds normally; longer only
@@ -61,7 +62,13 @@ impl Queue {
 
     /// Publishes one event — with the events other producers publish at the same moment, in one
     /// message ([`super::group`]) — and returns once RabbitMQ confirmed it (durable there).
-    pub async fn publish(&self, event: NewEvent) -> Result<(), QueueError> {
+    /// `hold` keeps the event in this replica's watermark until RabbitMQ has it.
+    ///
+    /// An event is never published after its producer was answered: when the wait runs out
+    /// while the event still waits for a publisher, it is withdrawn ([`Claim`]) and the
+    /// producer gets 503; once a publisher took it, the producer waits for that publish's own
+    /// outcome (bounded by the same timeout) instead.
+    pub async fn publish(&self, event: NewEvent, hold: Hold) -> Result<(), QueueError> {
         let link = self
             .links
             .current()
@@ -81,20 +88,34 @@ impl Queue {
         // Remembered before it is published, not once confirmed: the drain may take the
         // message, and forget a dead-lettered event, before this confirm is back here; a
         // later insert would then call that event "queued" for good.
-        self.recent.insert(id);
-        let reply = match self.grouper.submit(event) {
+        // Only an id this publish remembered is forgotten if it fails: a producer's retry of an
+        // event published before must not make that one read as "unknown".
+        let remembered = self.recent.insert(id);
+        let forget = |recent: &Recent| {
+            if remembered {
+                recent.remove(&id);
+            }
+        };
+        let claim = Claim::default();
+        let mut reply = match self.grouper.submit(event, hold, claim.clone()) {
             Ok(reply) => reply,
             Err(e) => {
-                self.recent.remove(&id);
+                forget(&self.recent);
                 return Err(e);
             }
         };
         // The wait for a publisher counts against the same limit as the confirm: a producer
         // hears within CONFIRM_TIMEOUT either way.
-        let result = match tokio::time::timeout(CONFIRM_TIMEOUT, reply).await {
+        let result = match tokio::time::timeout(CONFIRM_TIMEOUT, &mut reply).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(QueueError::Disconnected("the publisher stopped".into())),
-            Err(_) => Err(QueueError::ConfirmTimeout(CONFIRM_TIMEOUT.as_secs())),
+            Err(_) if claim.withdraw() => Err(QueueError::NotPublished(CONFIRM_TIMEOUT.as_secs())),
+            // A publisher has it: its outcome is the truth, and it comes within its own timeout.
+            Err(_) => match tokio::time::timeout(CONFIRM_TIMEOUT, reply).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(QueueError::Disconnected("the publisher stopped".into())),
+                Err(_) => Err(QueueError::ConfirmTimeout(CONFIRM_TIMEOUT.as_secs())),
+            },
         };
         if result.is_ok() {
             self.metrics
@@ -103,7 +124,7 @@ impl Queue {
                 .observe(started.elapsed().as_secs_f64());
             self.metrics.queue.published.inc();
         } else {
-            self.recent.remove(&id);
+            forget(&self.recent);
         }
         result
     }

@@ -41,11 +41,13 @@ impl Recent {
         }
     }
 
-    pub fn insert(&self, id: ObjectId) {
+    /// Remembers `id`; `false` when it was remembered already.
+    pub fn insert(&self, id: ObjectId) -> bool {
         // A poisoned lock only means another request panicked mid-insert; the set is still
         // a valid set, and losing this id costs only a "queued" answer.
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.ids.insert(id) {
+        let new = inner.ids.insert(id);
+        if new {
             inner.order.push_back(id);
             while inner.order.len() > self.capacity {
                 if let Some(old) = inner.order.pop_front() {
@@ -53,6 +55,7 @@ impl Recent {
                 }
             }
         }
+        new
     }
 
     pub fn contains(&self, id: &ObjectId) -> bool {
@@ -75,9 +78,12 @@ mod tests {
     fn the_oldest_ids_are_forgotten_first() {
         let recent = Recent::with_capacity(2);
         let (a, b, c) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
-        recent.insert(a);
-        recent.insert(b);
-        recent.insert(b);
+        assert!(recent.insert(a));
+        assert!(recent.insert(b));
+        assert!(
+            !recent.insert(b),
+            "remembered already: the caller must not forget it"
+        );
         assert!(recent.contains(&a) && recent.contains(&b));
         recent.insert(c);
         assert!(!recent.contains(&a), "over capacity: the oldest goes");
