@@ -168,7 +168,13 @@ impl Drop for RunningBinary {
 /// path in the same target directory and profile as the running test. The directory comes from
 /// the test executable's own path, so `CARGO_TARGET_DIR` (which the nested `cargo build`
 /// inherits) and `build.target-dir` are honoured without asking cargo.
+///
+/// `AUDITLOG_TEST_BIN_DIR` names a directory of binaries to run instead (nothing is built): to
+/// run today's tests against an older build, e.g. to show that a new test fails there.
 pub fn build(bin: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("AUDITLOG_TEST_BIN_DIR") {
+        return PathBuf::from(dir).join(bin);
+    }
     static BUILT: Mutex<Option<HashSet<String>>> = Mutex::new(None);
     let dir = target_profile_dir();
     let path = dir.join(bin);

@@ -107,7 +107,7 @@ async fn filters_ranges_and_order_select_the_right_events() {
 #[tokio::test]
 async fn ascending_finds_show_an_event_once_it_is_complete_and_newest_first_at_once() {
     let mongo = test_mongo().await;
-    // complete_until trails now by 1.5 s.
+    // A short write lag: a lost write would not hold complete_until back for long.
     let service = start_service_env(quick_visibility(mongo.env()), &[]).await;
     let api = Api::new(&service);
     let (status, ack) = api
@@ -157,9 +157,11 @@ async fn ascending_finds_show_an_event_once_it_is_complete_and_newest_first_at_o
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // complete_until follows what is in flight: with nothing in flight it passes the event at
+    // once or within a heartbeat, never after the old fixed lag.
     assert!(
-        before > 0,
-        "the first find came after complete_until had passed the event"
+        before < 15,
+        "complete_until took {before} finds to pass the event"
     );
     assert_eq!(seen, [ack["id"].as_str().unwrap()]);
 }
