@@ -16,6 +16,7 @@ use auditlog_common::store::{ServerInfo, Store};
 use chrono::{DateTime, Utc};
 use mongodb::bson;
 use tokio::time::Instant;
+use auditlog_common::shutdown::close_client;
 
 use crate::config::Settings;
 use crate::error::{ArchiveError, Result};
@@ -61,7 +62,16 @@ impl Archiver {
     pub async fn connect(settings: Settings, metrics: Metrics) -> Result<Self> {
         settings.validate()?;
         let store = Store::connect(&settings.mongo, "auditlog-archiver").await?;
-        let server = store.server_info().await?;
+        let server = match store.server_info().await {
+            Ok(server) => server,
+            Err(e) => {
+                close_client(&store.client).await;
+                return Err(e.into());
+            }
+        };
+    /// Checks the settings and opens the archive's storage before MongoDB (a bad setting is
+    /// refused without waiting for a server), then connects. Call [`Archiver::close`] before
+    /// the runtime stops.
         tracing::info!(server = %server.describe(), "connected to MongoDB");
         let sink = Sink::open(&settings)?;
         let source = Source::new(&store);
@@ -89,6 +99,11 @@ impl Archiver {
     pub async fn status(&self) -> Result<StatusReport> {
         status::status(
             &self.settings,
+    /// Shuts the MongoDB client down (see [`close_client`]); every command's way out ends here.
+    pub async fn close(&self) {
+        close_client(&self.store.client).await;
+    }
+
             &self.store,
             self.server.supports_ttl(),
             &self.source,

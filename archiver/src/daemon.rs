@@ -21,8 +21,8 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use crate::archive::Archiver;
 use crate::error::{ArchiveError, Result};
 
-pub async fn run(archiver: Archiver) -> Result<()> {
-    let archiver = Arc::new(archiver);
+/// Serves until SIGTERM/SIGINT; the caller shuts `archiver`'s client down after.
+pub async fn run(archiver: Arc<Archiver>) -> Result<()> {
     let busy = Arc::new(Mutex::new(()));
     let addr = archiver.settings().listen_addr.clone();
     let schedule = archiver.settings().archive_schedule.clone();

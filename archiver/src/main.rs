@@ -1,7 +1,8 @@
-//! `auditlog-archiver` entry point: parse settings, run the command, map the outcome to an
-//! exit code (see `error.rs` for the table).
+//! `auditlog-archiver` entry point: parse settings, run the command, shut the MongoDB client
+//! down, map the outcome to an exit code (see `error.rs` for the table).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use auditlog_archiver::archive::Archiver;
 use auditlog_archiver::config::{Cli, Command};
@@ -35,9 +36,16 @@ fn main() -> ExitCode {
 
 async fn execute(cli: Cli) -> anyhow::Result<()> {
     let metrics = Metrics::new().map_err(ArchiveError::from)?;
-    let archiver = Archiver::connect(cli.settings, metrics).await?;
-    match cli.command {
-        Command::Run => daemon::run(archiver).await?,
+    let archiver = Arc::new(Archiver::connect(cli.settings, metrics).await?);
+    let result = command(&archiver, cli.command).await;
+    // Success, error or signal alike: the client is shut down before the runtime stops.
+    archiver.close().await;
+    result
+}
+
+async fn command(archiver: &Arc<Archiver>, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run => daemon::run(archiver.clone()).await?,
         Command::Once => {
             let r = archiver.once().await?;
             tracing::info!(

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use auditlog_common::schema::{self, Retention, StorageReport};
 use auditlog_common::settings::MongoSettings;
+use auditlog_common::shutdown::close_client;
 use auditlog_common::store::{ServerInfo, Store};
 use auditlog_common::StoreError;
 use mongodb::bson::Document;
@@ -89,6 +90,21 @@ impl DriverCluster {
     /// The router connection as the shared [`Store`].
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Shuts every client down — the router's and each member's — before the runtime stops
+    /// (see [`close_client`]).
+    pub async fn close(&self) {
+        let members: Vec<Client> = self
+            .members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        for client in members.iter().chain([&self.store.client]) {
+            close_client(client).await;
+        }
     }
 
     fn member(&self, host: &str) -> Result<Client, CmdError> {

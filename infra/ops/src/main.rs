@@ -59,6 +59,13 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), OpsError> {
     let cluster = DriverCluster::connect(&cli.mongo, &cli.auth).await?;
+    let result = command(&cli, &cluster).await;
+    // Done or failed alike: the clients are shut down before the runtime stops under them.
+    cluster.close().await;
+    result
+}
+
+async fn command(cli: &Cli, cluster: &DriverCluster) -> Result<(), OpsError> {
     let plan = |s: &SetupArgs| SetupPlan {
         db_name: cli.mongo.db_name.clone(),
         collection: cli.mongo.collection.clone(),
@@ -85,7 +92,7 @@ async fn run(cli: Cli) -> Result<(), OpsError> {
             );
             let steps = Steps::default();
             let result = bootstrap::run(
-                &cluster,
+                cluster,
                 &bootstrap_plan,
                 Deadline::after(b.deadline),
                 &steps,
@@ -102,7 +109,7 @@ async fn run(cli: Cli) -> Result<(), OpsError> {
             // One attempt: an operator at a terminal wants the reason now, not after minutes.
             let setup_plan = plan(s);
             let result = Deadline::after(Duration::ZERO)
-                .retry("db setup", || setup::run(&cluster, &setup_plan, &steps))
+                .retry("db setup", || setup::run(cluster, &setup_plan, &steps))
                 .await;
             print_steps(&steps);
             result?;
@@ -122,14 +129,14 @@ async fn run(cli: Cli) -> Result<(), OpsError> {
             let (db, coll) = (&cli.mongo.db_name, &cli.mongo.collection);
             let result = Deadline::after(Duration::ZERO)
                 .retry("db users", || {
-                    roles::ensure(&cluster, &users, db, coll, &steps)
+                    roles::ensure(cluster, &users, db, coll, &steps)
                 })
                 .await;
             print_steps(&steps);
             result?;
         }
         Command::Status(s) => {
-            let report = status::gather(&cluster).await?;
+            let report = status::gather(cluster).await?;
             if s.json {
                 let json = serde_json::to_string_pretty(&report)
                     .map_err(|e| OpsError::Config(format!("cannot encode the report: {e}")))?;
