@@ -1,5 +1,5 @@
-//! `auditlog-service` binary: parses the settings, refuses to start without an API key, and
-//! serves until SIGTERM or SIGINT; `openapi` and `keys new` print and exit.
+//! `auditlog-service` binary: takes SIGHUP over, parses the settings, refuses to start without
+//! an API key, and serves until SIGTERM or SIGINT; `openapi` and `keys new` print and exit.
 
 use anyhow::Context;
 use auditlog_service::config::{Cli, Command};
@@ -14,6 +14,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     auditlog_common::telemetry::init();
+    // Before anything that can wait (MongoDB at start): SIGHUP's default action ends the
+    // process, and an operator's reload must not.
+    auditlog_service::keys::reload::catch_hangups();
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Openapi) => {

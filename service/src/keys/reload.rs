@@ -12,9 +12,14 @@
 //! content is not reported again on every poll. A half-written file (an editor saving in
 //! place) is refused like any bad one and taken on the next poll once complete; an empty file
 //! is refused, so a truncation never locks every client out.
+//!
+//! SIGHUP is taken over first thing at start ([`catch_hangups`]): its default action ends the
+//! process, and the service gets to [`start`] only once MongoDB answered (or the driver's
+//! server selection gave up), seconds later. A SIGHUP in between is kept and reloads the file
+//! as soon as the keys are in force.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -59,9 +64,25 @@ pub fn record_in_force(metrics: &Metrics, ring: &KeyRing) {
     set("file", file);
 }
 
+/// The SIGHUP listener [`catch_hangups`] registered, until [`start`] takes it. Process-wide,
+/// as a signal's disposition is.
+static CAUGHT: Mutex<Option<Signal>> = Mutex::new(None);
+
+/// Takes SIGHUP over from its default action (ending the process), first thing at start, and
+/// keeps what arrives until [`start`]: one SIGHUP or several before it, one reload then. Call it
+/// inside the runtime.
+pub fn catch_hangups() {
+    match signal(SignalKind::hangup()) {
+        Ok(s) => *CAUGHT.lock().unwrap_or_else(|e| e.into_inner()) = Some(s),
+        // `start` says so again, and a SIGHUP until then ends the process, as before.
+        Err(e) => tracing::error!(error = %e, "cannot listen for SIGHUP"),
+    }
+}
+
 /// Starts reloading: polls the key file every `poll` (`None`: only on SIGHUP) and reloads on
-/// SIGHUP. `content` is the SHA-256 of the file as loaded at start. SIGHUP is taken over even
-/// without a key file, so it never stops the service. Abort the task at shutdown.
+/// SIGHUP — at once for one caught since [`catch_hangups`]. `content` is the SHA-256 of the file
+/// as loaded at start. SIGHUP is taken over even without a key file, so it never stops the
+/// service. Abort the task at shutdown.
 pub fn start(
     keys: Arc<Keys>,
     metrics: Arc<Metrics>,
@@ -69,7 +90,8 @@ pub fn start(
     poll: Option<Duration>,
 ) -> JoinHandle<()> {
     // Registered before returning, so a SIGHUP sent once the service answers is never lost.
-    let hangup = match signal(SignalKind::hangup()) {
+    let caught = CAUGHT.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let hangup = match caught.map_or_else(|| signal(SignalKind::hangup()), Ok) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::error!(error = %e, "cannot listen for SIGHUP; the key file is reloaded only when it changes");
