@@ -9,14 +9,18 @@
 //! read again, once, in a pass of its own (with the others that differ); a second difference
 //! fails it. When the stream fails mid-way, the window in progress fails and a new pass reads
 //! what follows it.
+//!
+//! The TTL guard of `once` looks twice: before anything is written, where it warns and raises
+//! the TTL in time for the work, and after, on what the run left unarchived — which alone
+//! decides whether the run failed on it.
 
 use std::collections::{BTreeSet, VecDeque};
 
+use auditlog_common::shutdown::close_client;
 use auditlog_common::store::{ServerInfo, Store};
 use chrono::{DateTime, Utc};
 use mongodb::bson;
 use tokio::time::Instant;
-use auditlog_common::shutdown::close_client;
 
 use crate::config::Settings;
 use crate::error::{ArchiveError, Result};
@@ -59,8 +63,12 @@ pub struct RunReport {
 }
 
 impl Archiver {
+    /// Checks the settings and opens the archive's storage before MongoDB (a bad setting is
+    /// refused without waiting for a server), then connects. Call [`Archiver::close`] before
+    /// the runtime stops.
     pub async fn connect(settings: Settings, metrics: Metrics) -> Result<Self> {
         settings.validate()?;
+        let sink = Sink::open(&settings)?;
         let store = Store::connect(&settings.mongo, "auditlog-archiver").await?;
         let server = match store.server_info().await {
             Ok(server) => server,
@@ -69,11 +77,7 @@ impl Archiver {
                 return Err(e.into());
             }
         };
-    /// Checks the settings and opens the archive's storage before MongoDB (a bad setting is
-    /// refused without waiting for a server), then connects. Call [`Archiver::close`] before
-    /// the runtime stops.
         tracing::info!(server = %server.describe(), "connected to MongoDB");
-        let sink = Sink::open(&settings)?;
         let source = Source::new(&store);
         let state = State::new(&store);
         Ok(Archiver {
@@ -95,15 +99,15 @@ impl Archiver {
         &self.metrics
     }
 
-    /// `status`: the read-only report.
-    pub async fn status(&self) -> Result<StatusReport> {
-        status::status(
-            &self.settings,
     /// Shuts the MongoDB client down (see [`close_client`]); every command's way out ends here.
     pub async fn close(&self) {
         close_client(&self.store.client).await;
     }
 
+    /// `status`: the read-only report.
+    pub async fn status(&self) -> Result<StatusReport> {
+        status::status(
+            &self.settings,
             &self.store,
             self.server.supports_ttl(),
             &self.source,
@@ -133,13 +137,13 @@ impl Archiver {
         .await
     }
 
-    /// `once` (and every firing of `run`): guard, archive every due window; a run that
-    /// finishes without error is recorded in the runs document (for the service's alerts and
-    /// the guard's expected run time).
+    /// `once` (and every firing of `run`): guard, archive every due window, and guard again on
+    /// what is left; a run that finishes without error is recorded in the runs document (for
+    /// the service's alerts and the guard's expected run time).
     pub async fn once(&self) -> Result<RunReport> {
         let started = Instant::now();
         let lease = self.lease().await?;
-        let mut result = self.once_locked(&lease).await;
+        let mut result = self.once_locked(&lease, started).await;
         if result.is_ok() {
             if let Err(e) = self
                 .state
@@ -158,7 +162,7 @@ impl Archiver {
         result
     }
 
-    async fn once_locked(&self, lease: &Lease) -> Result<RunReport> {
+    async fn once_locked(&self, lease: &Lease, started: Instant) -> Result<RunReport> {
         let recorded = self.state.recorded_starts().await?;
         let len = self.settings.window_seconds();
         let cutoff = self.settings.due_cutoff(Utc::now());
@@ -207,9 +211,29 @@ impl Archiver {
         self.metrics
             .due_windows
             .set((report.archived + report.failed) as i64);
-        report.guard = Some(before.clone());
+        // The run's outcome is the state it leaves: a run that archived every event at risk
+        // (catching up on a backlog past the retention) succeeded, and one that left one at
+        // risk did not, whatever the guard said before it. The error logged above still says
+        // what was at risk then. The expected run time is the longer of the last run and this
+        // one (which the runs record is about to hold).
+        let last_run_seconds = last_run_seconds
+            .unwrap_or_default()
+            .max(started.elapsed().as_secs_f64());
+        let after = self
+            .guard_after_run(Some(last_run_seconds), !before.triggered)
+            .await?;
+        report.guard = Some(after.clone());
+        if after.triggered {
+            return Err(after.error());
+        }
         if before.triggered {
-            return Err(before.error());
+            tracing::warn!(
+                oldest_unarchived = %after
+                    .oldest_unarchived
+                    .map_or_else(|| "none".to_owned(), |t| t.to_rfc3339()),
+                "TTL guard: this run archived the events that were at risk; none left expires \
+                 before the next run"
+            );
         }
         if report.failed > 0 {
             return Err(ArchiveError::WindowsFailed {
@@ -218,6 +242,32 @@ impl Archiver {
             });
         }
         Ok(report)
+    }
+
+    /// The TTL guard on the state after a run: the oldest event still unarchived, read again.
+    /// With `act`, an event at risk is logged, counted and the TTL raised, as before a run
+    /// (only needed when the guard before it did not already).
+    async fn guard_after_run(
+        &self,
+        last_run_seconds: Option<f64>,
+        act: bool,
+    ) -> Result<GuardReport> {
+        let recorded = self.state.recorded_starts().await?;
+        let len = self.settings.window_seconds();
+        let oldest = self
+            .source
+            .first_in(&Scope::unarchived(&recorded, None, len))
+            .await?;
+        guard::check(
+            &self.store,
+            self.server.supports_ttl(),
+            &self.settings,
+            &self.metrics,
+            oldest,
+            last_run_seconds,
+            act,
+        )
+        .await
     }
 
     /// `backfill --from --to`: every unarchived window overlapping the range, regardless of age.

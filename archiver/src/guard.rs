@@ -9,9 +9,10 @@
 //! not enough: with a daily schedule an event can expire in the day between two runs.
 //!
 //! When the oldest unarchived event expires before that horizon, the guard logs an error,
-//! counts it in a metric, makes `once` exit non-zero, and — unless
-//! `AUDIT_ARCHIVE_RAISE_TTL=false` — raises the TTL with `collMod` so the event stays until the
-//! horizon plus one more margin.
+//! counts it in a metric, and — unless `AUDIT_ARCHIVE_RAISE_TTL=false` — raises the TTL with
+//! `collMod` so the event stays until the horizon plus one more margin. `once` asks before it
+//! archives (so the TTL is raised before the work) and again after, and exits non-zero only
+//! when an event is still at risk then: a run that archived what was at risk succeeded.
 
 use auditlog_common::schema;
 use auditlog_common::store::Store;
