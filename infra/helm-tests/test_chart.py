@@ -565,6 +565,45 @@ def test_service_limits_are_passed_when_set():
     assert env["AUDIT_WRITE_CONCERN"]["value"] == "1"
 
 
+# What the service waits for after SIGTERM when its settings do not say (service/src/config.rs),
+# and the driver's server selection, which bounds a write's last attempt (common/src/store.rs).
+SERVICE_DEFAULT_GRACE_SECS = 30
+SERVICE_DEFAULT_WRITE_DEADLINE_SECS = 15
+SERVER_SELECTION_SECS = 5
+
+
+@pytest.mark.parametrize("value_set,sets", [
+    ("default", ()),
+    ("default", ("service.shutdownGraceSecs=10", "service.writeDeadlineSecs=40")),
+    ("queue-mode", ()),
+    ("queue-mode", ("service.shutdownGraceSecs=45",)),
+    ("default", ("queue.enabled=true", "externalAmqp.url=amqp://u:p@rabbitmq:5672/%2f",
+                 "service.shutdownGraceSecs=5")),
+])
+def test_the_pods_grace_outlasts_every_wait_of_the_services_shutdown(value_set, sets):
+    """Kubernetes kills a pod terminationGracePeriodSeconds after SIGTERM. The service's shutdown
+    (service/src/server.rs) waits, one after the other: in direct mode for the open requests
+    (AUDIT_SHUTDOWN_GRACE_SECS), then for the writes still queued, each retried until
+    AUDIT_WRITE_DEADLINE_SECS after it was queued plus one server selection; in queue mode for
+    the open requests, the drain's last writes and the writer's last writes, the grace each.
+    Then it closes the RabbitMQ link, the metrics listener and the MongoDB client: 10 s at
+    least are left for those."""
+    dep = one(render(value_set, sets), "Deployment", "auditlog-service")
+    env = env_of(pod_spec(dep)["containers"][0])
+    value = lambda name, default: int(env[name]["value"]) if name in env else default
+    grace = value("AUDIT_SHUTDOWN_GRACE_SECS", SERVICE_DEFAULT_GRACE_SECS)
+    deadline = value("AUDIT_WRITE_DEADLINE_SECS", SERVICE_DEFAULT_WRITE_DEADLINE_SECS)
+    queue = env.get("AUDIT_INGEST_MODE", {}).get("value") == "queue"
+    assert queue == (value_set == "queue-mode" or "queue.enabled=true" in sets)
+    waits = 3 * grace if queue else grace + deadline + SERVER_SELECTION_SECS
+    pod_grace = pod_spec(dep)["terminationGracePeriodSeconds"]
+    assert pod_grace >= waits + 10, (
+        "%s %s: the pod is killed %d s after SIGTERM, but the service may wait %d s"
+        % (value_set, sets, pod_grace, waits))
+    # ... and not much longer: a stuck pod holds a rollout up for all of it.
+    assert pod_grace <= waits + 30, (value_set, sets, pod_grace, waits)
+
+
 def test_external_mongodb_renders_no_cluster_and_runs_db_setup():
     docs = render("external-mongodb")
     assert not of_kind(docs, "StatefulSet")
@@ -982,6 +1021,8 @@ def test_notes_tell_how_to_reach_swagger_and_get_the_key(tmp_path):
     (["--set", "service.apiKeys.fil=x"], "misspelled key file value"),
     (["--set", "service.metricsPort=8080"], "metrics on the API's own container port"),
     (["--set", "service.metricsPort=70000"], "metrics port out of range"),
+    (["--set", "service.shutdownGraceSecs=-1"], "negative shutdown grace"),
+    (["--set-string", "service.writeDeadlineSecs=15"], "string for the write deadline"),
 ])
 def test_schema_rejects_bad_values(args, why):
     cmd = [HELM, "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION] + args
@@ -1002,6 +1043,11 @@ def test_schema_rejects_bad_values(args, why):
     (["service.metricsPort=null", "service.ingress.enabled=true", "service.ingress.hosts[0].host=a",
       "service.ingress.hosts[0].paths[0].path=/metrics", "service.ingress.hosts[0].paths[0].pathType=Exact"],
      'service.ingress path "/metrics" would expose /metrics'),
+    # The pod's grace is derived from these: set behind the chart's back, it would be too short.
+    (["service.extraEnv[0].name=AUDIT_SHUTDOWN_GRACE_SECS", "service.extraEnv[0].value=90"],
+     "service.extraEnv sets AUDIT_SHUTDOWN_GRACE_SECS: set service.shutdownGraceSecs instead"),
+    (["service.extraEnv[0].name=AUDIT_INGEST_MODE", "service.extraEnv[0].value=queue"],
+     "service.extraEnv sets AUDIT_INGEST_MODE: set queue.enabled instead"),
 ])
 def test_template_refuses_incomplete_settings(sets, message):
     proc = helm_template(sets=sets, check=False)

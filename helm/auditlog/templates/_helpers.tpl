@@ -532,6 +532,28 @@ resources:
     storage: {{ .size | quote }}
 {{- end }}
 
+{{/*
+terminationGracePeriodSeconds of the service's pods: every wait of its shutdown
+(service/src/server.rs), one after the other, plus a margin — past it Kubernetes kills the
+process, and what it was writing is written again only if a producer or RabbitMQ sends it again.
+- direct mode: the open requests (AUDIT_SHUTDOWN_GRACE_SECS), then the writes still queued, each
+  retried until AUDIT_WRITE_DEADLINE_SECS after it was queued, the last attempt waiting up to the
+  driver's server selection (5 s);
+- queue mode: the open requests, the drain's last writes, the writer's last writes: the grace
+  each;
+- then 15 s: closing the RabbitMQ link (up to 4 s), the metrics listener (1 s), the replica's
+  last record and the MongoDB client.
+*/}}
+{{- define "auditlog.service.terminationGracePeriodSeconds" -}}
+{{- $s := .Values.service -}}
+{{- $grace := int64 $s.shutdownGraceSecs -}}
+{{- if .Values.queue.enabled -}}
+{{- add (mul 3 $grace) 15 -}}
+{{- else -}}
+{{- add $grace (int64 $s.writeDeadlineSecs) 5 15 -}}
+{{- end -}}
+{{- end }}
+
 {{/* ------------------------------------------------------------- value checks */}}
 {{- define "auditlog.validate" -}}
 {{- if .Values.mongodb.enabled }}
@@ -553,6 +575,14 @@ resources:
 {{- end }}
 {{- if and .Values.queue.enabled (not .Values.externalAmqp.url) (not .Values.externalAmqp.existingSecret) }}
 {{- fail "queue.enabled=true needs externalAmqp.url or externalAmqp.existingSecret (a Secret holding the amqp:// URL of RabbitMQ)" }}
+{{- end }}
+{{- /* terminationGracePeriodSeconds is derived from these; one set behind the chart's back
+would make it too short. */}}
+{{- range .Values.service.extraEnv }}
+{{- $owned := dict "AUDIT_SHUTDOWN_GRACE_SECS" "service.shutdownGraceSecs" "AUDIT_WRITE_DEADLINE_SECS" "service.writeDeadlineSecs" "AUDIT_INGEST_MODE" "queue.enabled" }}
+{{- if hasKey $owned (toString .name) }}
+{{- fail (printf "service.extraEnv sets %s: set %s instead (the pods' terminationGracePeriodSeconds is derived from it)" .name (get $owned (toString .name))) }}
+{{- end }}
 {{- end }}
 {{- if and (not .Values.service.apiKey.enabled) (not (include "auditlog.apiKeys.enabled" .)) }}
 {{- fail "service.apiKey.enabled=false needs service.apiKeys.file or service.apiKeys.existingSecret: the service needs at least one API key" }}
