@@ -9,7 +9,7 @@
 use base64::Engine;
 
 use super::file::{entry_text, parse, Entry, KeyFileError};
-use super::rate::Rate;
+use super::rate::{Rate, PER_REPLICA};
 use super::ring::digest;
 use super::scope::{Consumers, Right, Rights};
 
@@ -33,7 +33,8 @@ pub struct NewKey {
     /// Consumers, comma-separated: exact names, prefix patterns such as `billing-*`, or `*`.
     #[arg(long, value_delimiter = ',', required = true)]
     pub consumers: Vec<String>,
-    /// Producer keys: sustained events per second (fractions allowed). Omitted: no limit.
+    /// Producer keys: sustained events per second (fractions allowed), enforced by each
+    /// replica on its own (N replicas: up to N times this). Omitted: no limit.
     #[arg(long)]
     pub rate: Option<f64>,
     /// With --rate: events that may come at once, and the largest batch (default: one
@@ -61,14 +62,18 @@ pub fn run(command: &KeysCommand) -> Result<String, KeyFileError> {
             Ok(if args.json {
                 serde_json::json!({"key": out.key, "entry": out.entry}).to_string()
             } else {
-                format!(
+                let mut text = format!(
                     "New API key {name:?}, shown this once (only its SHA-256 is kept):\n\n    {key}\n\n\
                      Append this entry to the key file (AUDIT_API_KEYS_FILE); the service takes it \
                      within seconds, or at once on SIGHUP:\n{entry}",
                     name = args.name,
                     key = out.key,
                     entry = out.entry
-                )
+                );
+                if args.rate.is_some() {
+                    text.push_str(&format!("\n{PER_REPLICA}\n"));
+                }
+                text
             })
         }
     }
@@ -155,6 +160,35 @@ mod tests {
         assert_eq!(key.name, "billing-producer");
         assert!(key.has(Right::Ingest) && !key.has(Right::Read));
         assert!(key.consumers.allows("invoices") && !key.consumers.allows("shipping"));
+    }
+
+    #[test]
+    fn the_text_output_says_a_rate_holds_per_replica() {
+        let with_rate = run(&KeysCommand::New(args(&[
+            "new",
+            "--name",
+            "p",
+            "--rights",
+            "ingest",
+            "--consumers",
+            "*",
+            "--rate",
+            "10",
+        ])))
+        .unwrap();
+        assert!(with_rate.contains("each replica on its own"), "{with_rate}");
+        assert!(with_rate.contains("N times the rate"), "{with_rate}");
+        let without = run(&KeysCommand::New(args(&[
+            "new",
+            "--name",
+            "r",
+            "--rights",
+            "read",
+            "--consumers",
+            "*",
+        ])))
+        .unwrap();
+        assert!(!without.contains("replica"), "{without}");
     }
 
     #[test]

@@ -1,9 +1,17 @@
 //! A producer key's event rate (`rate = { events_per_second, burst }` in the key file): a
-//! token bucket per key (governor's GCRA, lock-free), in which an event costs one token and a
-//! batch as many as it holds.
+//! token bucket per key in each replica's memory (governor's GCRA, lock-free), in which an
+//! event costs one token and a batch as many as it holds.
 //!
 //! The bucket belongs to the key, not to the file's text: a reload that leaves a key's entry
 //! and rate unchanged keeps its bucket, so rewriting the file does not hand out a fresh burst.
+//!
+//! Per replica, not per deployment: behind a load balancer spreading a key's requests over N
+//! replicas, the key may send up to N × `events_per_second` (and N bursts at once), and a
+//! restarted replica starts with a full bucket. One bucket for all replicas would need shared
+//! state on the hot path — a counter in MongoDB costs a write (and a round trip) per request,
+//! on the store the events go to, and fails with it; splitting the rate by N needs N, which
+//! changes with the HPA and a rollout, and the balancer's spread. Neither is cheap and correct,
+//! so the limit is documented as it is ([`PER_REPLICA`]).
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -11,6 +19,11 @@ use std::time::Duration;
 use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
+
+/// What a rate holds, where an operator sets one (`keys new`, the docs say the same).
+pub const PER_REPLICA: &str = "The rate is enforced by each replica on its own: behind N \
+     replicas a key may send up to N times the rate (and N bursts at once), and a restarted \
+     replica starts with a full bucket.";
 
 /// Largest `events_per_second` accepted (a key faster than this has no real limit).
 pub const MAX_EVENTS_PER_SECOND: f64 = 1e9;
