@@ -510,7 +510,10 @@ def test_monitoring_objects_only_when_enabled_with_the_four_alerts():
     (rule,) = of_kind(docs, "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     assert set(alerts) == {"AuditlogUnarchivedEventsNearExpiry", "AuditlogArchiveLagging",
-                           "AuditlogServerErrors", "AuditlogWriteQueueNearlyFull"}
+                           "AuditlogServerErrors", "AuditlogWriteQueueNearlyFull",
+                           "AuditlogCompleteUntilLagging"}
+    assert "max(auditlog_complete_until_lag_seconds" in alerts["AuditlogCompleteUntilLagging"]["expr"]
+    assert "> 300" in alerts["AuditlogCompleteUntilLagging"]["expr"]
     near = alerts["AuditlogUnarchivedEventsNearExpiry"]["expr"]
     assert "auditlog_archive_ttl_headroom_seconds" in near and "< 21600" in near
     assert "auditlog_archiver_ttl_guard_triggered_total" in near
@@ -522,13 +525,15 @@ def test_monitoring_objects_only_when_enabled_with_the_four_alerts():
     # Queue mode adds the queue's alerts, on the metrics it exports.
     docs = render("default", ("monitoring.prometheusRule.enabled=true", "queue.enabled=true",
                               "externalAmqp.url=amqp://u:p@rabbitmq:5672/%2f",
-                              "monitoring.prometheusRule.queueVisibilitySeconds=120"))
+                              "monitoring.prometheusRule.queueVisibilitySeconds=120",
+                              "monitoring.prometheusRule.completeUntilLagSeconds=90"))
     (rule,) = of_kind(docs, "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     assert {"AuditlogQueueVisibilityLagging", "AuditlogQueueDeadLetters"} <= set(alerts)
     lag = alerts["AuditlogQueueVisibilityLagging"]["expr"]
     assert "auditlog_queue_visibility_seconds_bucket" in lag and "> 120" in lag
     assert "auditlog_queue_drained_total" in lag and "auditlog_queue_depth" in lag
+    assert "> 90" in alerts["AuditlogCompleteUntilLagging"]["expr"]
     assert "auditlog_queue_dead_letters_total" in alerts["AuditlogQueueDeadLetters"]["expr"]
     assert "auditlog.events.dead" in alerts["AuditlogQueueDeadLetters"]["annotations"]["summary"]
 
