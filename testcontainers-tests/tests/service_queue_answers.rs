@@ -12,29 +12,32 @@ use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{doc, Document};
 use serde_json::json;
 use support::{start_service_env, with_mongodb_uri, Api, KEY};
+use testcontainers_tests::binary::RunningBinary;
 use testcontainers_tests::mongo::test_mongo;
 use testcontainers_tests::proxy::{Fault, Rule, WireProxy};
 use testcontainers_tests::rabbitmq::RabbitMq;
 
-#[tokio::test]
-async fn a_failed_retry_does_not_turn_a_queued_event_into_an_unknown_one() {
-    let (mut rabbit, mongo) = tokio::join!(RabbitMq::start(), test_mongo());
-    let (proxy, uri) = WireProxy::in_front_of(&mongo.uri).await;
-    let url = rabbit.url();
-    let service = start_service_env(
-        with_mongodb_uri(mongo.env(), &uri),
-        &[
-            ("AUDIT_INGEST_MODE", "queue"),
-            ("AUDIT_AMQP_URL", url.as_str()),
-        ],
-    )
-    .await;
+/// Starts a queue-mode service on `base` (its store) and RabbitMQ at `amqp_url`, and waits
+/// until it is ready.
+async fn start_queue(base: Vec<(String, String)>, amqp_url: &str) -> RunningBinary {
+    let env = [("AUDIT_INGEST_MODE", "queue"), ("AUDIT_AMQP_URL", amqp_url)];
+    let service = start_service_env(base, &env).await;
     let api = Api::new(&service);
     let deadline = Instant::now() + Duration::from_secs(60);
     while api.send(api.http.get(api.url("/readyz"))).await.0 != 200 {
         assert!(Instant::now() < deadline, "not ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    service
+}
+
+#[tokio::test]
+async fn a_failed_retry_does_not_turn_a_queued_event_into_an_unknown_one() {
+    let (mut rabbit, mongo) = tokio::join!(RabbitMq::start(), test_mongo());
+    let (proxy, uri) = WireProxy::in_front_of(&mongo.uri).await;
+    let url = rabbit.url();
+    let service = start_queue(with_mongodb_uri(mongo.env(), &uri), &url).await;
+    let api = Api::new(&service);
     // MongoDB refuses the events' inserts: the event stays queued.
     proxy.add(Rule::new("insert", Fault::not_writable_primary()).on("events"));
     let id = ObjectId::new().to_hex();
@@ -112,20 +115,7 @@ async fn a_groups_dead_events_land_in_the_dead_letter_queue_once_each() {
         String::from_utf8_lossy(&out.stderr)
     );
     let url = rabbit.url();
-    let service = start_service_env(
-        with_mongodb_uri(mongo.env(), &uri),
-        &[
-            ("AUDIT_INGEST_MODE", "queue"),
-            ("AUDIT_AMQP_URL", url.as_str()),
-        ],
-    )
-    .await;
-    let api = Api::new(&service);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while api.send(api.http.get(api.url("/readyz"))).await.0 != 200 {
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let _service = start_queue(with_mongodb_uri(mongo.env(), &uri), &url).await;
 
     // A group as the service publishes them: one event the store takes, two it refuses.
     let (kept, r1, r2) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
@@ -175,20 +165,8 @@ async fn a_groups_dead_events_land_in_the_dead_letter_queue_once_each() {
 async fn a_503_is_a_refusal_unless_it_says_the_event_may_be_stored() {
     let (rabbit, mongo) = tokio::join!(RabbitMq::start(), test_mongo());
     let url = rabbit.url();
-    let service = start_service_env(
-        mongo.env(),
-        &[
-            ("AUDIT_INGEST_MODE", "queue"),
-            ("AUDIT_AMQP_URL", url.as_str()),
-        ],
-    )
-    .await;
+    let service = start_queue(mongo.env(), &url).await;
     let api = Api::new(&service);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while api.send(api.http.get(api.url("/readyz"))).await.0 != 200 {
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     // 32 producers, ids assigned by the service: a producer told 503 retries with a new id,
     // so an event published after its 503 would be stored twice.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
