@@ -1,5 +1,5 @@
 //! Event documents → Arrow record batches, and the Parquet schema and writer properties of
-//! DESIGN.md §6:
+//! the design in docs/archiver.md:
 //!
 //! | column         | Parquet type                                   | notes                      |
 //! |----------------|------------------------------------------------|----------------------------|

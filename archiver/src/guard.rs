@@ -1,4 +1,4 @@
-//! The TTL guard (DESIGN.md §6): no event may expire unarchived. The archiver knows when the
+//! The TTL guard (docs/archiver.md): no event may expire unarchived. The archiver knows when the
 //! oldest unarchived event expires — from the TTL index's `expireAfterSeconds`, or, where the
 //! server has no TTL (FerretDB), from `AUDIT_RETENTION_DAYS`, the horizon `purge` works to.
 //!

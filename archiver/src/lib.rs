@@ -1,7 +1,7 @@
 //! `auditlog-archiver`: exports aged events from MongoDB to Parquet files (local directory,
 //! S3 or HDFS) in UTC windows — every due window of a run read in one sorted pass — exactly
 //! once, before the TTL index expires them.
-//! DESIGN.md §6 is the design; `docs/archiver.md` is the user's guide.
+//! `docs/archiver.md` is the design and the user's guide.
 //!
 //! # Layout
 //! - [`config`]: every setting (flag + env var) and the subcommands, parsed once into types
