@@ -371,12 +371,14 @@ async fn a_run_reads_the_events_once_however_many_windows_are_due() {
         two, twelve,
         "the reads of the events grow with the number of windows"
     );
-    // One sorted stream (a find; no getMore at 100 events per window), one count and the
-    // collection statistics for the cursor batch size (two aggregates); no per-window query.
+    // One sorted stream (a find; no getMore at 100 events per window), the TTL guard's look
+    // at the oldest event still unarchived once the run is done (a find of one document), one
+    // count and the collection statistics for the cursor batch size (two aggregates); no
+    // per-window query.
     assert_eq!(
         twelve,
         vec![
-            ("find", 1),
+            ("find", 2),
             ("getMore", 0),
             ("aggregate", 2),
             ("count", 0),
@@ -463,12 +465,13 @@ async fn a_count_mismatch_in_one_window_reads_only_that_window_again() {
     let first_id = first.format("%Y%m%dT%H%M%SZ").to_string();
     assert_eq!(mismatches.len(), 1, "{stderr}");
     assert!(mismatches[0].contains(&first_id), "{stderr}");
-    // Reads: the run's stream, then one stream of the first window; the statistics, the run's
-    // count, a count per window that streamed rows, and the first window's count again.
+    // Reads: the run's stream, then one stream of the first window, then the TTL guard's look
+    // at the oldest event left; the statistics, the run's count, a count per window that
+    // streamed rows, and the first window's count again.
     assert_eq!(
         event_reads(&proxy),
         vec![
-            ("find", 2),
+            ("find", 3),
             ("getMore", 0),
             ("aggregate", 2 + WINDOWS as usize + 1),
             ("count", 0),
