@@ -104,6 +104,22 @@ impl RabbitMq {
         let _ = child.wait();
     }
 
+    /// Freezes RabbitMQ (SIGSTOP to its process group): its connections stay open and take
+    /// what is sent, but nothing is answered — a publish waits for a confirm that does not
+    /// come, as with a broker stuck on its disk.
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            signal_group(child, libc::SIGSTOP);
+        }
+    }
+
+    /// Lets a frozen RabbitMQ go on (SIGCONT).
+    pub fn thaw(&self) {
+        if let Some(child) = &self.child {
+            signal_group(child, libc::SIGCONT);
+        }
+    }
+
     /// Kills RabbitMQ at once (SIGKILL to its process group).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -47,8 +47,9 @@ async fn a_failed_retry_does_not_turn_a_queued_event_into_an_unknown_one() {
     let (status, body) = api.lookup_as(KEY, &id).await;
     assert_eq!((status, body["status"].clone()), (202, json!("queued")));
 
-    // The producer retries (it did not hear the 202, say) while RabbitMQ is away: 503.
-    rabbit.stop().await;
+    // The producer retries (it did not hear the 202, say) while RabbitMQ has stopped
+    // answering: the retry is remembered, sent, and its confirm never comes — 503.
+    rabbit.freeze();
     let (status, body) = api.post_event(&event).await;
     assert_eq!(status, 503, "{body}");
     // The first publish was confirmed: the event is still queued, and says so.
@@ -57,6 +58,18 @@ async fn a_failed_retry_does_not_turn_a_queued_event_into_an_unknown_one() {
         (status, body["status"].clone()),
         (202, json!("queued")),
         "a failed retry made a queued event unknown: {body}"
+    );
+
+    // So too when RabbitMQ is gone (the retry is refused before it is sent).
+    rabbit.thaw();
+    rabbit.stop().await;
+    let (status, body) = api.post_event(&event).await;
+    assert_eq!(status, 503, "{body}");
+    let (status, body) = api.lookup_as(KEY, &id).await;
+    assert_eq!(
+        (status, body["status"].clone()),
+        (202, json!("queued")),
+        "a refused retry made a queued event unknown: {body}"
     );
 }
 
@@ -100,12 +113,13 @@ async fn a_groups_dead_events_land_in_the_dead_letter_queue_once_each() {
         .on("events"),
     );
     // A dead-letter queue that takes one more message, then refuses publishes: the second of two
-    // separate dead-letter publishes fails after the first succeeded.
+    // separate dead-letter publishes fails after the first succeeded. (A quorum queue takes
+    // one message past its max-length before it refuses: a max-length of 0 takes exactly one.)
     let out = rabbit.ctl(&[
         "set_policy",
         "dead-cap",
         "^auditlog\\.events\\.dead$",
-        r#"{"max-length":1,"overflow":"reject-publish"}"#,
+        r#"{"max-length":0,"overflow":"reject-publish"}"#,
         "--apply-to",
         "queues",
     ]);
