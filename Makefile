@@ -35,10 +35,11 @@ test-browser: ## Open /docs in headless Chromium and check the operations render
 test-mongodb: ## Every Rust test, ignored ones included, against MONGODB_URI (a real mongod/mongos)
 	@bash infra/dev/test.sh mongodb
 
-lint: ## rustfmt check and clippy with warnings as errors
+lint: ## rustfmt check, clippy with warnings as errors, no import cycle between modules
 	@bash infra/dev/prereqs.sh lint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 infra/dev/module_cycles.py common/src service/src archiver/src infra/ops/src testcontainers-tests/src
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

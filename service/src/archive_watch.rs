@@ -21,61 +21,12 @@ use auditlog_common::archive_state::{self, runs, RUNS_COLLECTION};
 use auditlog_common::schema::{self, fields};
 use auditlog_common::store::Store;
 use mongodb::bson::{doc, Document};
-use prometheus::{Gauge, Registry};
+
+pub use crate::metrics::ArchiveGauges;
 
 /// The largest share of the time the reads may take: after a read of `d`, the next waits at
 /// least `d / SHARE`.
 pub const SHARE: f64 = 0.01;
-
-/// The gauges this module sets.
-#[derive(Clone)]
-pub struct ArchiveGauges {
-    /// Seconds since the oldest unarchived event was created; 0 when every event is archived.
-    pub oldest_unarchived_age: Gauge,
-    /// Seconds until the TTL index expires the oldest unarchived event (negative: overdue);
-    /// +Inf when nothing expires (no TTL index, or nothing unarchived).
-    pub ttl_headroom: Gauge,
-    /// Unix time of the end of the archiver's last successful run; 0 before the first.
-    pub last_success: Gauge,
-    /// Seconds between two scheduled archiver runs; 0 until the archiver recorded it.
-    pub schedule_period: Gauge,
-    /// Unix time of the last successful read of the archive state.
-    pub read_at: Gauge,
-}
-
-impl ArchiveGauges {
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let g = |name: &str, help: &str| -> Result<Gauge, prometheus::Error> {
-            let gauge = Gauge::new(name, help)?;
-            registry.register(Box::new(gauge.clone()))?;
-            Ok(gauge)
-        };
-        let gauges = Self {
-            oldest_unarchived_age: g(
-                "auditlog_archive_oldest_unarchived_age_seconds",
-                "Age of the oldest event no archived window covers (0: none)",
-            )?,
-            ttl_headroom: g(
-                "auditlog_archive_ttl_headroom_seconds",
-                "Seconds until the TTL index expires the oldest unarchived event (+Inf: never)",
-            )?,
-            last_success: g(
-                "auditlog_archive_last_success_timestamp_seconds",
-                "Unix time the archiver's last successful run ended (0: none recorded)",
-            )?,
-            schedule_period: g(
-                "auditlog_archive_schedule_period_seconds",
-                "Seconds between two scheduled archiver runs (0: not recorded yet)",
-            )?,
-            read_at: g(
-                "auditlog_archive_watch_last_read_timestamp_seconds",
-                "Unix time the service last read the archive state from MongoDB",
-            )?,
-        };
-        gauges.ttl_headroom.set(f64::INFINITY);
-        Ok(gauges)
-    }
-}
 
 /// What one read found.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,10 +15,6 @@ use poem::IntoResponse;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
-use crate::archive_find::FindError;
-use crate::keys::Right;
-use crate::queue::QueueError;
-
 /// Seconds a producer should wait after a 429 (queue full).
 pub const RETRY_AFTER_BUSY_SECS: u64 = 1;
 /// Seconds a producer should wait after a 503 (store unreachable).
@@ -51,14 +47,15 @@ pub enum ApiError {
     /// Missing or wrong `X-Api-Key`.
     #[error("missing or invalid X-Api-Key header")]
     Unauthorized,
-    /// The API key does not hold the right the operation needs.
+    /// The API key does not hold the right the operation needs (`right`: its name).
     #[error("API key \"{key}\" does not have the `{right}` right")]
-    MissingRight { key: String, right: Right },
-    /// The event's consumer, or the consumer a find names, is outside the API key's consumers.
-    #[error("API key \"{key}\" may not {verb} consumer {consumer:?}", verb = match right { Right::Ingest => "send events of", Right::Read => "read events of" })]
+    MissingRight { key: String, right: &'static str },
+    /// The event's consumer, or the consumer a find names, is outside the API key's consumers
+    /// (`verb`: what the key may not do, e.g. "send events of").
+    #[error("API key \"{key}\" may not {verb} consumer {consumer:?}")]
     ConsumerNotAllowed {
         key: String,
-        right: Right,
+        verb: &'static str,
         consumer: String,
     },
     /// The API key's event rate (`rate` in the key file) is used up for now.
@@ -87,10 +84,14 @@ pub enum ApiError {
     /// The store did not take the write within the retry deadline, or is unreachable.
     #[error("the event store is unavailable: {0}")]
     Unavailable(String),
-    /// Queue mode: RabbitMQ did not take the event — the queue is past `AUDIT_AMQP_MAX_DEPTH`
-    /// (429), or RabbitMQ is unreachable, blocks publishers, refused or did not confirm (503).
+    /// Queue mode: the queue is past `AUDIT_AMQP_MAX_DEPTH`, or more events wait for a
+    /// publisher than a replica holds (429; see `crate::queue::error`).
     #[error("{0}")]
-    Queue(#[from] QueueError),
+    QueueBusy(String),
+    /// Queue mode: RabbitMQ is unreachable, blocks publishers, refused or did not confirm the
+    /// event (503); the message says whether the event may be stored all the same.
+    #[error("{0}")]
+    QueueUnavailable(String),
     /// The query ran past its server-side time limit.
     #[error("the query exceeded its time limit of {ms} ms; narrow the filter or time range")]
     QueryTimeout { ms: u64 },
@@ -125,10 +126,10 @@ impl ApiError {
                 StatusCode::FORBIDDEN
             }
             ApiError::IdConflict { .. } => StatusCode::CONFLICT,
-            ApiError::Busy
-            | ApiError::Queue(QueueError::Full { .. } | QueueError::Congested { .. })
-            | ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy | ApiError::QueueBusy(_) | ApiError::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::QueueUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable(_)
             | ApiError::QueryTimeout { .. }
             | ApiError::Overloaded
@@ -154,9 +155,8 @@ impl ApiError {
             ApiError::ConsumerNotAllowed { .. } => "consumer_not_allowed",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::IdConflict { .. } => "id_conflict",
-            ApiError::Busy
-            | ApiError::Queue(QueueError::Full { .. } | QueueError::Congested { .. }) => "busy",
-            ApiError::Queue(_) => "queue_unavailable",
+            ApiError::Busy | ApiError::QueueBusy(_) => "busy",
+            ApiError::QueueUnavailable(_) => "queue_unavailable",
             ApiError::Unavailable(_) => "store_unavailable",
             ApiError::Overloaded => "overloaded",
             ApiError::QueryTimeout { .. } => "query_timeout",
@@ -172,13 +172,11 @@ impl ApiError {
             ApiError::RateLimited {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
-            ApiError::Busy
-            | ApiError::Overloaded
-            | ApiError::Queue(QueueError::Full { .. } | QueueError::Congested { .. }) => {
+            ApiError::Busy | ApiError::Overloaded | ApiError::QueueBusy(_) => {
                 Some(RETRY_AFTER_BUSY_SECS)
             }
             ApiError::Unavailable(_)
-            | ApiError::Queue(_)
+            | ApiError::QueueUnavailable(_)
             | ApiError::QueryTimeout { .. }
             | ApiError::ArchiveUnavailable(_) => Some(RETRY_AFTER_UNAVAILABLE_SECS),
             _ => None,
@@ -191,25 +189,6 @@ impl ApiError {
                 code: self.code().to_owned(),
                 message: self.to_string(),
             },
-        }
-    }
-}
-
-/// A find's failure: MongoDB's and the archive store's outages are 503 (`maxTimeMS` and the
-/// find's own time limit `query_timeout`), an archive that does not read as written a bug-class
-/// 500 (logged in full).
-impl From<FindError> for ApiError {
-    fn from(e: FindError) -> Self {
-        match e {
-            FindError::Mongo(source) => ApiError::Unavailable(source.to_string()),
-            FindError::State(e) => ApiError::Unavailable(e.to_string()),
-            FindError::Timeout { ms } => ApiError::QueryTimeout { ms },
-            FindError::ArchiveUnavailable { .. } => ApiError::ArchiveUnavailable(e.to_string()),
-            FindError::BadRecord { .. }
-            | FindError::ArchiveFile { .. }
-            | FindError::Corrupt { .. }
-            | FindError::Unordered { .. }
-            | FindError::Internal(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

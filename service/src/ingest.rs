@@ -23,7 +23,6 @@ use serde_json::Value;
 use crate::error::{ApiError, ErrorDetail};
 use crate::event::{format_created_at, parse_event, same_content, NewEvent};
 use crate::keys::{Key, Right};
-use crate::queue::QueueError;
 use crate::state::AppState;
 use crate::watermark::Hold;
 use crate::writer::{SubmitError, WriteOutcome};
@@ -146,9 +145,8 @@ async fn ingest_value(state: &AppState, key: &Key, value: Value) -> Result<Accep
     let result = store(state, event, hold).await;
     if let Err(e) = &result {
         let reason = match e {
-            ApiError::Busy
-            | ApiError::Queue(QueueError::Full { .. } | QueueError::Congested { .. }) => "busy",
-            ApiError::Unavailable(_) | ApiError::Queue(_) => "unavailable",
+            ApiError::Busy | ApiError::QueueBusy(_) => "busy",
+            ApiError::Unavailable(_) | ApiError::QueueUnavailable(_) => "unavailable",
             ApiError::IdConflict { .. } => "conflict",
             _ => "rejected",
         };

@@ -24,7 +24,22 @@
 //!   the archiver's last run), read from MongoDB once a minute.
 //! - [`watermark`]: `complete_until` — what each replica holds, its record in MongoDB, and the
 //!   rule over the records.
-//! - [`error`]: the error policy and the one mapping of errors to HTTP.
+//! - [`error`]: the error policy, the HTTP answer of every [`error::ApiError`]; each domain
+//!   module turns its own errors into one (`queue::error`, `archive_find::error`).
+//!
+//! Dependencies point one way, file by file; `make lint` fails on a cycle
+//! (`infra/dev/module_cycles.py`). From the bottom up:
+//! - `error`, `metrics` (leaves: they import no module of this crate), then `event`;
+//! - `watermark`'s tracker and record, `writer`; `keys` (digest, rate, scope, file, ring,
+//!   reload, command); `config`, `auth`, `query`;
+//! - `archive_find` (its error, merge, plan, records, parquet_read); the publishing side of
+//!   `queue` (contract, error, topology, link, group, publish, dead_letter); the watermark's
+//!   heartbeat, which checks queue-mode replicas over the queue's link;
+//! - `state`, which holds all of the above for the handlers;
+//! - `body`, `ingest`, `lookup`; then `api`, `fast_ingest` and the queue's `drain`, which
+//!   stores through `ingest`'s rules; `server` last.
+//!
+//! A folder may span layers: the queue's publisher sits below `state`, its drain above it.
 
 pub mod api;
 pub mod archive_find;

@@ -1,10 +1,8 @@
 //! Prometheus metrics of the service, in a registry of its own (so tests that start several
 //! servers in one process do not collide), rendered in the text format at `GET /metrics`.
 
-use crate::archive_find::{FindError, Run};
-use crate::archive_watch::ArchiveGauges;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -138,45 +136,6 @@ impl ArchiveFindMetrics {
             m.bytes.with_label_values(&[p]);
         }
         Ok(m)
-    }
-
-    /// Counts one find that read the archive.
-    pub fn record<T>(&self, run: &Run, result: &Result<T, FindError>) {
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(
-                FindError::ArchiveUnavailable { .. } | FindError::Mongo(_) | FindError::State(_),
-            ) => "unavailable",
-            Err(FindError::Timeout { .. }) => "timeout",
-            Err(_) => "error",
-        };
-        self.queries.with_label_values(&[outcome]).inc();
-        let s = &run.stats;
-        for (label, n) in [
-            ("read", s.files_read),
-            ("pruned_partition", s.files_pruned_partition),
-            ("pruned_statistics", s.files_pruned_statistics),
-            ("pruned_bloom", s.files_pruned_bloom),
-        ] {
-            self.files.with_label_values(&[label]).inc_by(n);
-        }
-        for (label, n) in [
-            ("read", s.row_groups_read),
-            ("pruned_statistics", s.row_groups_pruned_statistics),
-            ("pruned_bloom", s.row_groups_pruned_bloom),
-        ] {
-            self.row_groups.with_label_values(&[label]).inc_by(n);
-        }
-        for (label, n) in [
-            ("metadata", &run.bytes.metadata),
-            ("bloom", &run.bytes.bloom),
-            ("data", &run.bytes.data),
-        ] {
-            self.bytes
-                .with_label_values(&[label])
-                .inc_by(n.load(std::sync::atomic::Ordering::Relaxed));
-        }
-        self.latency.observe(run.archive_time.as_secs_f64());
     }
 }
 
@@ -460,4 +419,54 @@ pub fn route_label(path: &str) -> &'static str {
         .find(|r| trimmed == **r || (**r == "/docs" && trimmed.starts_with("/docs/")))
         .copied()
         .unwrap_or("other")
+}
+
+/// The archive's state for alerting, set by [`crate::archive_watch`].
+#[derive(Clone)]
+pub struct ArchiveGauges {
+    /// Seconds since the oldest unarchived event was created; 0 when every event is archived.
+    pub oldest_unarchived_age: Gauge,
+    /// Seconds until the TTL index expires the oldest unarchived event (negative: overdue);
+    /// +Inf when nothing expires (no TTL index, or nothing unarchived).
+    pub ttl_headroom: Gauge,
+    /// Unix time of the end of the archiver's last successful run; 0 before the first.
+    pub last_success: Gauge,
+    /// Seconds between two scheduled archiver runs; 0 until the archiver recorded it.
+    pub schedule_period: Gauge,
+    /// Unix time of the last successful read of the archive state.
+    pub read_at: Gauge,
+}
+
+impl ArchiveGauges {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let g = |name: &str, help: &str| -> Result<Gauge, prometheus::Error> {
+            let gauge = Gauge::new(name, help)?;
+            registry.register(Box::new(gauge.clone()))?;
+            Ok(gauge)
+        };
+        let gauges = Self {
+            oldest_unarchived_age: g(
+                "auditlog_archive_oldest_unarchived_age_seconds",
+                "Age of the oldest event no archived window covers (0: none)",
+            )?,
+            ttl_headroom: g(
+                "auditlog_archive_ttl_headroom_seconds",
+                "Seconds until the TTL index expires the oldest unarchived event (+Inf: never)",
+            )?,
+            last_success: g(
+                "auditlog_archive_last_success_timestamp_seconds",
+                "Unix time the archiver's last successful run ended (0: none recorded)",
+            )?,
+            schedule_period: g(
+                "auditlog_archive_schedule_period_seconds",
+                "Seconds between two scheduled archiver runs (0: not recorded yet)",
+            )?,
+            read_at: g(
+                "auditlog_archive_watch_last_read_timestamp_seconds",
+                "Unix time the service last read the archive state from MongoDB",
+            )?,
+        };
+        gauges.ttl_headroom.set(f64::INFINITY);
+        Ok(gauges)
+    }
 }

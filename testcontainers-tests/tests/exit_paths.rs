@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use archiver_support::{event, hour_days_ago, insert, window_records, Archiver};
-use auditlog_service::keys::ring::digest;
+use auditlog_service::keys::digest::digest;
 use chrono::Utc;
 use ops_support::ops;
 use service_support::{plain, start_service, Api, RestartableFerret};

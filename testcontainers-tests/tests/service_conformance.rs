@@ -33,7 +33,7 @@ content_type_conformance,response_headers_conformance";
 
 fn key_file(dir: &std::path::Path) -> std::path::PathBuf {
     let sha = |key: &str| -> String {
-        auditlog_service::keys::ring::digest(key.as_bytes())
+        auditlog_service::keys::digest::digest(key.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()

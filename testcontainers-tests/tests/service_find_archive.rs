@@ -22,7 +22,7 @@ use testcontainers_tests::mongo::{test_mongo, TestMongo};
 use testcontainers_tests::tools::{hdfs_url, python, s3_endpoint};
 
 use archiver::{count_in_mongo, event, hour_days_ago, insert, window_records, Archiver};
-use auditlog_service::keys::ring::digest;
+use auditlog_service::keys::digest::digest;
 use service::{metric_or_zero, start_service, Api, KEY};
 
 /// A reader key the tests' key file scopes to `consumer-1` and `consumer-3*`.

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
-use auditlog_service::keys::ring::digest;
+use auditlog_service::keys::digest::digest;
 use serde_json::{json, Value};
 use support::{start_service_env, stored, with_mongodb_uri, Api, KEY};
 use testcontainers_tests::mongo::{test_mongo, TestMongo};

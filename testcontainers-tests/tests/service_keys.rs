@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use auditlog_service::keys::ring::digest;
+use auditlog_service::keys::digest::digest;
 use serde_json::{json, Value};
 use support::{metric, plain, start_service_env, stored, Answer, Api};
 use testcontainers_tests::binary::RunningBinary;

@@ -12,7 +12,7 @@ use mongodb::bson::Document;
 
 use auditlog_common::schema::fields;
 
-use super::FindError;
+use super::error::FindError;
 use crate::event::{event_out, EventOut};
 use crate::query::{next_cursor, Cursor, FindQuery, FindResponse, Order, Tier};
 

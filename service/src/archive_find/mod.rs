@@ -15,6 +15,7 @@
 //! find is bounded by `AUDIT_FIND_TIMEOUT_MS`. A store error while reading the archive fails
 //! the page (503 with `Retry-After`): a page is never presented as complete with a part missing.
 
+pub mod error;
 pub mod merge;
 pub mod parquet_read;
 pub mod plan;
@@ -25,7 +26,6 @@ use std::time::{Duration, Instant};
 use auditlog_common::archive_store::{self, Access, ArchiveStoreError};
 use auditlog_common::error::{codes, server_error_code};
 use auditlog_common::store::Store;
-use auditlog_common::StoreError;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::Document;
@@ -38,47 +38,7 @@ use merge::Page;
 use parquet_read::{ArchiveReader, BytesRead, ReadStats};
 use plan::{Segment, SegmentPlanner};
 
-/// Why a find failed. [`crate::error`] maps each to its HTTP answer.
-#[derive(Debug, thiserror::Error)]
-pub enum FindError {
-    /// MongoDB did not answer the events query (or ran past `maxTimeMS`).
-    #[error("{0}")]
-    Mongo(#[source] mongodb::error::Error),
-    /// MongoDB did not answer the archive state's queries.
-    #[error("{0}")]
-    State(#[source] StoreError),
-    /// A window record that does not read as the archiver writes them.
-    #[error("archive window record {start}: {why}")]
-    BadRecord { start: String, why: String },
-    /// The archive's store did not answer, or a recorded file is not there.
-    #[error("the archive cannot be read ({path}): {why}")]
-    ArchiveUnavailable { path: String, why: String },
-    /// A recorded file that does not read as Parquet.
-    #[error("archive file {path}: {source}")]
-    ArchiveFile {
-        path: String,
-        #[source]
-        source: parquet::errors::ParquetError,
-    },
-    /// A recorded file that reads, but not as an auditlog archive file.
-    #[error("archive file {path}: {why}")]
-    Corrupt { path: String, why: String },
-    /// Events came out of the tiers out of page order or twice.
-    #[error("event {id} is out of order ({why}); the page was not answered")]
-    Unordered { id: String, why: String },
-    /// The whole find ran past `AUDIT_FIND_TIMEOUT_MS`.
-    #[error("the find exceeded its time limit of {ms} ms")]
-    Timeout { ms: u64 },
-    /// A task reading the archive panicked, or was cancelled by the runtime's shutdown.
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl FindError {
-    fn state(command: &'static str) -> impl Fn(mongodb::error::Error) -> FindError + Copy {
-        move |source| FindError::State(StoreError::Command { command, source })
-    }
-}
+pub use error::FindError;
 
 /// The archive, opened for reading, and how the seam is placed.
 #[derive(Debug, Clone)]
@@ -154,7 +114,7 @@ impl Finder<'_> {
             Err(_) => Err(FindError::Timeout { ms }),
         };
         if run.archive_segments > 0 {
-            self.metrics.record(&run, &result);
+            record(self.metrics, &run, &result);
         }
         result?;
         Ok(page.finish(
@@ -268,4 +228,43 @@ pub struct Run {
     pub stats: ReadStats,
     pub bytes: BytesRead,
     pub archive_time: Duration,
+}
+
+/// Counts one find that read the archive in its metrics.
+fn record<T>(m: &ArchiveFindMetrics, run: &Run, result: &Result<T, FindError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(FindError::ArchiveUnavailable { .. } | FindError::Mongo(_) | FindError::State(_)) => {
+            "unavailable"
+        }
+        Err(FindError::Timeout { .. }) => "timeout",
+        Err(_) => "error",
+    };
+    m.queries.with_label_values(&[outcome]).inc();
+    let s = &run.stats;
+    for (label, n) in [
+        ("read", s.files_read),
+        ("pruned_partition", s.files_pruned_partition),
+        ("pruned_statistics", s.files_pruned_statistics),
+        ("pruned_bloom", s.files_pruned_bloom),
+    ] {
+        m.files.with_label_values(&[label]).inc_by(n);
+    }
+    for (label, n) in [
+        ("read", s.row_groups_read),
+        ("pruned_statistics", s.row_groups_pruned_statistics),
+        ("pruned_bloom", s.row_groups_pruned_bloom),
+    ] {
+        m.row_groups.with_label_values(&[label]).inc_by(n);
+    }
+    for (label, n) in [
+        ("metadata", &run.bytes.metadata),
+        ("bloom", &run.bytes.bloom),
+        ("data", &run.bytes.data),
+    ] {
+        m.bytes
+            .with_label_values(&[label])
+            .inc_by(n.load(std::sync::atomic::Ordering::Relaxed));
+    }
+    m.latency.observe(run.archive_time.as_secs_f64());
 }

@@ -44,9 +44,9 @@ use parquet::file::statistics::Statistics;
 use parquet::schema::types::SchemaDescriptor;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::error::FindError;
 use super::merge::{Page, PageEvent};
 use super::plan::{ArchivedFile, Segment};
-use super::FindError;
 use crate::event::{format_created_at, EventOut};
 use crate::keys::Consumers;
 use crate::query::{FindQuery, Order, Span};

@@ -13,8 +13,8 @@ use auditlog_common::StoreError;
 use futures::{Stream, TryStreamExt};
 use mongodb::bson::{doc, Bson, DateTime, Document};
 
+use super::error::FindError;
 use super::plan::{ArchivedFile, ArchivedWindow, SeamRule, MAX_WINDOW_MS};
-use super::FindError;
 use crate::query::{Order, Span};
 
 /// Field names of a window record beyond those `auditlog_common::archive_state` names.

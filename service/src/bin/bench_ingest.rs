@@ -969,7 +969,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 /// A key file of [`KEY_FILE_ENTRIES`] entries, the last granting [`SCOPED_KEY`] `ingest` over
 /// the producers' consumers (`producer-*`), the others other tenants' keys.
 fn write_key_file(path: &std::path::Path) -> anyhow::Result<()> {
-    use auditlog_service::keys::ring::digest;
+    use auditlog_service::keys::digest::digest;
     let hex = |key: &str| -> String {
         digest(key.as_bytes())
             .iter()

@@ -8,9 +8,9 @@
 
 use base64::Engine;
 
+use super::digest::digest;
 use super::file::{entry_text, parse, Entry, KeyFileError};
 use super::rate::{Rate, PER_REPLICA};
-use super::ring::digest;
 use super::scope::{Consumers, Right, Rights};
 
 /// `auditlog-service keys …`

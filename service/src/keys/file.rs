@@ -22,8 +22,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::digest::digest;
 use super::rate::Rate;
-use super::ring::digest;
 use super::scope::{Consumers, Right, Rights};
 
 /// Longest key name, in bytes.

@@ -14,6 +14,7 @@
 //! - [`command`]: `auditlog-service keys new`.
 
 pub mod command;
+pub mod digest;
 pub mod file;
 pub mod rate;
 pub mod reload;

@@ -25,8 +25,9 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinHandle;
 
+use super::digest::digest;
 use super::file::{text_of, KeyFileError};
-use super::ring::{digest, KeyRing, Keys};
+use super::ring::{KeyRing, Keys};
 use crate::metrics::Metrics;
 
 /// What the last look at the file found, so that an unchanged file is not re-read as new.

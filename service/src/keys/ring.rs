@@ -13,17 +13,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use sha2::{Digest, Sha256};
-
+use super::digest::digest;
 use super::file::{Entry, KeyFileError};
 use super::rate::{retry_after_secs, RateLimit, Refusal};
 use super::scope::{Consumers, Right, Rights};
 use crate::error::ApiError;
-
-/// SHA-256 of a key (or of a file's content).
-pub fn digest(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
 
 /// What one key may do.
 #[derive(Debug)]
@@ -57,7 +51,7 @@ impl Key {
         }
         Err(ApiError::MissingRight {
             key: self.name.clone(),
-            right,
+            right: right.as_str(),
         })
     }
 
@@ -68,7 +62,7 @@ impl Key {
         }
         Err(ApiError::ConsumerNotAllowed {
             key: self.name.clone(),
-            right,
+            verb: right.verb(),
             consumer: consumer.to_owned(),
         })
     }

@@ -32,6 +32,15 @@ impl Right {
             Right::Read => "read",
         }
     }
+
+    /// What a key without this right for a consumer may not do with its events ("may not
+    /// send events of consumer \"c\"").
+    pub fn verb(self) -> &'static str {
+        match self {
+            Right::Ingest => "send events of",
+            Right::Read => "read events of",
+        }
+    }
 }
 
 impl fmt::Display for Right {

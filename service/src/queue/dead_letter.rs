@@ -22,10 +22,9 @@ use lapin::types::{AMQPValue, LongString};
 use lapin::{BasicProperties, Confirmation};
 use mongodb::bson::{RawArrayBuf, RawDocumentBuf};
 
+use super::contract::{QueueSettings, CONFIRM_TIMEOUT, CONTENT_TYPE};
 use super::group::{GROUP_CONTENT_TYPE, GROUP_FIELD};
 use super::link::Link;
-use super::publish::{CONFIRM_TIMEOUT, CONTENT_TYPE};
-use super::QueueSettings;
 use crate::event::NewEvent;
 use crate::metrics::Metrics;
 

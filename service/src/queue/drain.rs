@@ -43,10 +43,11 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::acks::Acks;
+use super::contract::CONTENT_TYPE;
 use super::dead_letter::{dead_letter, dead_letter_events, reject, Reason};
 use super::group::{self, GROUP_CONTENT_TYPE, GROUP_MAX_EVENTS};
 use super::link::Link;
-use super::publish::{Queue, CONTENT_TYPE};
+use super::publish::Queue;
 use crate::error::ApiError;
 use crate::event::NewEvent;
 use crate::ingest::resolve_duplicate;

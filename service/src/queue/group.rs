@@ -26,9 +26,9 @@ use lapin::{BasicProperties, Confirmation};
 use mongodb::bson::{RawArrayBuf, RawDocumentBuf};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use super::contract::{CONFIRM_TIMEOUT, CONTENT_TYPE};
+use super::error::QueueError;
 use super::link::Links;
-use super::publish::{CONFIRM_TIMEOUT, CONTENT_TYPE};
-use super::QueueError;
 use crate::event::NewEvent;
 use crate::metrics::Metrics;
 use crate::watermark::Hold;
@@ -400,7 +400,7 @@ mod tests {
         let p = pending(2).0;
         let refused = grouper.submit(p.event, p.hold, p.claim).unwrap_err();
         assert!(matches!(refused, QueueError::Congested { .. }), "{refused}");
-        let api = crate::error::ApiError::Queue(refused);
+        let api = crate::error::ApiError::from(refused);
         assert_eq!(api.status(), poem::http::StatusCode::TOO_MANY_REQUESTS);
         assert!(api.retry_after_secs().is_some());
     }

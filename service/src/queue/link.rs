@@ -28,8 +28,8 @@ use lapin::{Channel, Connection, ConnectionProperties, Event};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::contract::QueueSettings;
 use super::topology::{self, Depths};
-use super::QueueSettings;
 use crate::metrics::Metrics;
 use crate::watermark::tracker::now_ms;
 use crate::watermark::Watermark;

@@ -24,8 +24,10 @@
 //! this replica published, for `GET /v1/event/{id}` to answer "queued".
 
 mod acks;
+pub mod contract;
 pub mod dead_letter;
 pub mod drain;
+pub mod error;
 pub mod group;
 pub mod link;
 pub mod publish;
@@ -34,84 +36,13 @@ pub mod topology;
 
 use std::sync::Arc;
 
-use lapin::types::ShortString;
-
-use crate::config::{Config, IngestMode};
 use crate::metrics::Metrics;
 use crate::watermark::Watermark;
 
+pub use contract::QueueSettings;
+pub use error::QueueError;
 pub use link::LinkTask;
 pub use publish::Queue;
-
-/// Why RabbitMQ did not take an event. Mapped to HTTP in [`crate::error`] only.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum QueueError {
-    /// The queue holds more ready messages than `AUDIT_AMQP_MAX_DEPTH` (429).
-    #[error("the event queue holds {depth} events waiting, over AUDIT_AMQP_MAX_DEPTH ({max}); retry later")]
-    Full { depth: u64, max: u64 },
-    /// More events wait for a publish than this replica holds (RabbitMQ confirms slower than
-    /// producers send) (429).
-    #[error("{waiting} events are waiting to be published to the event queue; retry later")]
-    Congested { waiting: usize },
-    /// No connection to RabbitMQ right now (it is down, unreachable, or we are reconnecting).
-    #[error("the event queue (RabbitMQ) is not reachable: {0}")]
-    Disconnected(String),
-    /// RabbitMQ blocks publishers (memory or disk alarm).
-    #[error("the event queue (RabbitMQ) is blocking publishers (memory or disk alarm)")]
-    Blocked,
-    /// RabbitMQ answered the publish with a negative confirm.
-    #[error("the event queue (RabbitMQ) refused the event")]
-    Nacked,
-    /// The queue does not exist (deleted since we declared it): the message was returned.
-    #[error("the event queue {0} does not exist in RabbitMQ; it is declared again on reconnect")]
-    Unroutable(String),
-    /// No confirm within the time limit: the event was sent, and may be stored all the same
-    /// (retry with the same id).
-    #[error("the event queue (RabbitMQ) did not confirm the event within {0} s; it may be stored all the same: retry with the same id")]
-    ConfirmTimeout(u64),
-    /// No publisher was free within the time limit: the event was not sent, and never will be.
-    #[error("the event was not published: no publisher was free within {0} s (RabbitMQ is slow to confirm); it is not stored")]
-    NotPublished(u64),
-    /// The AMQP operation failed (connection or channel closed, protocol error).
-    #[error("the event queue (RabbitMQ) failed: {0}")]
-    Amqp(String),
-}
-
-impl From<lapin::Error> for QueueError {
-    fn from(e: lapin::Error) -> Self {
-        QueueError::Amqp(e.to_string())
-    }
-}
-
-/// Queue mode's settings, from the [`Config`].
-#[derive(Debug, Clone)]
-pub struct QueueSettings {
-    pub url: String,
-    /// The events' queue.
-    pub queue: ShortString,
-    /// `<queue>.dead`.
-    pub dead_queue: ShortString,
-    pub max_depth: u64,
-    pub prefetch: u16,
-}
-
-impl QueueSettings {
-    /// The settings when the config asks for queue mode (and has passed
-    /// [`Config::validate`]); `None` in direct mode.
-    pub fn from_config(config: &Config) -> Option<QueueSettings> {
-        if config.ingest_mode != IngestMode::Queue {
-            return None;
-        }
-        let queue = config.amqp_queue.trim();
-        Some(QueueSettings {
-            url: config.amqp_url.clone().unwrap_or_default(),
-            queue: queue.into(),
-            dead_queue: format!("{queue}.dead").into(),
-            max_depth: config.amqp_max_depth,
-            prefetch: config.amqp_prefetch,
-        })
-    }
-}
 
 /// Starts queue mode's connection (and its depth polling) and returns the publishing handle
 /// for the handlers; start the drain ([`drain::start`]) once the application state exists.

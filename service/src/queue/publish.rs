@@ -14,21 +14,14 @@ use std::time::Duration;
 use mongodb::bson::oid::ObjectId;
 use tokio::time::Instant;
 
+use super::contract::{QueueSettings, CONFIRM_TIMEOUT};
+use super::error::QueueError;
 use super::group::{Claim, Grouper};
 use super::link::Links;
 use super::recent::Recent;
-use super::{QueueError, QueueSettings};
 use crate::event::NewEvent;
 use crate::metrics::Metrics;
 use crate::watermark::Hold;
-
-/// Longest wait for RabbitMQ's confirm before the producer gets 503. A quorum queue confirms
-/// once a majority of its nodes has the message on disk: milliseconds normally; longer only
-/// when RabbitMQ is in trouble, which producers should hear about.
-pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The content type of every message: the event's BSON document.
-pub const CONTENT_TYPE: &str = "application/bson";
 
 /// Queue mode's handle for the handlers: publishing, readiness, and the ids this replica
 /// published.

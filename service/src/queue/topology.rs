@@ -12,7 +12,7 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::Channel;
 
-use super::QueueSettings;
+use super::contract::QueueSettings;
 
 /// Ready messages in the events' queue and in the dead-letter queue.
 #[derive(Debug, Clone, Copy, Default)]
