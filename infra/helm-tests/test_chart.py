@@ -1,7 +1,8 @@
 """Tests over the rendered manifests of helm/auditlog (no cluster: `helm template` only).
 
 Run through run.sh, which installs the pinned helm and sets $HELM. Each test names the
-operator-facing property it protects; DESIGN.md §7 lists why each one matters.
+operator-facing property it protects; docs/architecture.md §7 ("Deployment: what the chart
+guarantees, and why") lists why each one matters.
 """
 import base64
 import json
