@@ -115,8 +115,9 @@ pub struct Config {
 
     /// Request body bytes being read or parsed at once, across all connections. A request that
     /// would go beyond it is answered 503 with Retry-After instead of taking more memory. A
-    /// body is counted at its Content-Length, or at AUDIT_MAX_BODY_BYTES when compressed or of
-    /// unknown length (its decompressed size is not known in advance).
+    /// body is counted by its buffer: its Content-Length when plain; when compressed or
+    /// chunked, 8 KiB at first, doubling as it fills (up to AUDIT_MAX_BODY_BYTES). It is given
+    /// back once the body is parsed into events.
     #[arg(long, env = "AUDIT_MAX_INFLIGHT_BODY_BYTES", default_value_t = 128 * 1024 * 1024)]
     pub max_inflight_body_bytes: usize,
 

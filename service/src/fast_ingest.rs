@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use poem::http::{header, Method, StatusCode};
+use poem::http::{header, Method};
 use poem::web::Json;
 use poem::{IntoResponse, Request, RequestBody, Response};
 
@@ -46,11 +46,11 @@ pub async fn serve(
     key: Option<&Arc<Key>>,
     req: &mut Request,
 ) -> Result<Response, ApiError> {
-    Ok(match post_event(state, key, req).await? {
-        Accepted::Created(ack) => Json(ack).with_status(StatusCode::CREATED).into_response(),
-        Accepted::AlreadyStored(ack) => Json(ack).into_response(),
-        Accepted::Queued(ack) => Json(ack).with_status(StatusCode::ACCEPTED).into_response(),
-    })
+    let accepted = post_event(state, key, req).await?;
+    let status = accepted.status();
+    Ok(Json(accepted.into_ack())
+        .with_status(status)
+        .into_response())
 }
 
 async fn post_event(

@@ -17,6 +17,7 @@
 
 use chrono::{DateTime, Utc};
 use mongodb::bson::{Document, RawDocumentBuf};
+use poem::http::StatusCode;
 use poem_openapi::Object;
 use serde_json::Value;
 
@@ -45,6 +46,24 @@ pub enum Accepted {
     Created(EventAck),
     AlreadyStored(EventAck),
     Queued(EventAck),
+}
+
+impl Accepted {
+    /// The one place an accepted event's status is decided; the OpenAPI operation's response
+    /// variants (`api.rs`) name the same three.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Accepted::Created(_) => StatusCode::CREATED,
+            Accepted::AlreadyStored(_) => StatusCode::OK,
+            Accepted::Queued(_) => StatusCode::ACCEPTED,
+        }
+    }
+
+    pub fn into_ack(self) -> EventAck {
+        match self {
+            Accepted::Created(ack) | Accepted::AlreadyStored(ack) | Accepted::Queued(ack) => ack,
+        }
+    }
 }
 
 /// The outcome of one event of a batch.
@@ -177,10 +196,14 @@ async fn store(state: &AppState, event: NewEvent, hold: Hold) -> Result<Accepted
         WriteOutcome::Duplicate {
             after_retry,
             stored,
-        } => resolve_duplicate(state, &event, after_retry, stored).await,
-        WriteOutcome::Rejected(msg) => Err(ApiError::InvalidEvent(format!(
-            "the event store refused this event: {msg}"
-        ))),
+        } => match resolve_duplicate(state, &event, after_retry, stored).await? {
+            Duplicate::Ours(ack) => Ok(Accepted::Created(ack)),
+            Duplicate::Same(ack) => Ok(Accepted::AlreadyStored(ack)),
+            Duplicate::Conflict => Err(ApiError::IdConflict {
+                id: event.id.to_hex(),
+            }),
+        },
+        WriteOutcome::Rejected(msg) => Err(ApiError::InvalidEvent(refused(&msg))),
         WriteOutcome::Unavailable(msg) => Err(ApiError::Unavailable(msg)),
     }
 }
@@ -192,17 +215,36 @@ fn ack(event: &NewEvent) -> EventAck {
     }
 }
 
+/// What the store says to an event it refused for good, for its producer (422) and for the
+/// dead-letter queue alike.
+pub fn refused(msg: &str) -> String {
+    format!("the event store refused this event: {msg}")
+}
+
+/// What a duplicate `_id` turned out to be. Direct mode answers it (201, 200, 409); the queue's
+/// drain acknowledges the first two and dead-letters the third.
+#[derive(Debug)]
+pub enum Duplicate {
+    /// Our own earlier attempt, which reached the store although the write saw an error.
+    Ours(EventAck),
+    /// The same event, stored earlier (a producer's retry).
+    Same(EventAck),
+    /// Another event holds the id: other content, or another consumer's event.
+    Conflict,
+}
+
 /// Resolves a duplicate `_id` against the stored copy — the one with the event's `_id` *and*
-/// consumer: the same content is the same event (`Created` when `after_retry` and it is our
-/// own earlier attempt, else `AlreadyStored`); other content, or another consumer's event, is
-/// an [`ApiError::IdConflict`]. `stored` is the copy the writer read with its batch's other
-/// duplicates; without it, the copy is read here.
+/// consumer: the same content is the same event ([`Duplicate::Ours`] when `after_retry` and
+/// it is our own earlier attempt, else [`Duplicate::Same`]); other content, or another
+/// consumer's event, is a [`Duplicate::Conflict`]. `stored` is the copy the writer read with
+/// its batch's other duplicates; without it, the copy is read here. An error is the store's
+/// (unavailable, or an answer we cannot read), never the event's.
 pub(crate) async fn resolve_duplicate(
     state: &AppState,
     event: &NewEvent,
     after_retry: bool,
     stored: Option<RawDocumentBuf>,
-) -> Result<Accepted, ApiError> {
+) -> Result<Duplicate, ApiError> {
     // On a sharded cluster another consumer's event may have this `_id` (on another shard): it
     // is not this event's copy, and taking it for one would answer a retry with a conflict.
     let stored = stored.filter(|raw| is_copy_of(raw, event));
@@ -210,23 +252,24 @@ pub(crate) async fn resolve_duplicate(
         Some(raw) => raw
             .to_document()
             .map_err(|e| ApiError::Internal(format!("cannot decode a stored event: {e}")))?,
-        None => read_stored(state, event).await?,
+        None => match read_stored(state, event).await? {
+            Some(stored) => stored,
+            None => return Ok(Duplicate::Conflict),
+        },
     };
     let ours = event
         .doc
         .to_document()
         .map_err(|e| ApiError::Internal(format!("cannot decode our own document: {e}")))?;
     if !same_content(&stored, &ours) {
-        return Err(ApiError::IdConflict {
-            id: event.id.to_hex(),
-        });
+        return Ok(Duplicate::Conflict);
     }
     let stored_at = stored.get_datetime(fields::CREATED_AT).ok().copied();
     if after_retry && stored_at == Some(event.created_at) {
         // Our own earlier attempt reached the store although we saw an error: still a 201.
-        return Ok(Accepted::Created(ack(event)));
+        return Ok(Duplicate::Ours(ack(event)));
     }
-    Ok(Accepted::AlreadyStored(EventAck {
+    Ok(Duplicate::Same(EventAck {
         id: event.id.to_hex(),
         created_at: stored_at
             .map(format_created_at)
@@ -242,9 +285,9 @@ fn is_copy_of(raw: &RawDocumentBuf, event: &NewEvent) -> bool {
         && raw.get_str(fields::CONSUMER).ok() == consumer
 }
 
-/// The stored copy of `event`'s `_id` for the same consumer; another consumer's event with
-/// that `_id` is an [`ApiError::IdConflict`].
-async fn read_stored(state: &AppState, event: &NewEvent) -> Result<Document, ApiError> {
+/// The stored copy of `event`'s `_id` for the same consumer; `None` when another consumer's
+/// event holds that `_id` instead.
+async fn read_stored(state: &AppState, event: &NewEvent) -> Result<Option<Document>, ApiError> {
     let read_error = |e: mongodb::error::Error| {
         state.metrics.store_error("find");
         ApiError::Unavailable(e.to_string())
@@ -272,17 +315,15 @@ async fn read_stored(state: &AppState, event: &NewEvent) -> Result<Document, Api
             })
             .await
             .map_err(read_error)?;
-        return Err(match other {
-            Some(_) => ApiError::IdConflict {
-                id: event.id.to_hex(),
-            },
-            None => ApiError::Unavailable(format!(
+        return match other {
+            Some(_) => Ok(None),
+            None => Err(ApiError::Unavailable(format!(
                 "event {} was reported as existing but cannot be read back; retry",
                 event.id
-            )),
-        });
+            ))),
+        };
     };
-    Ok(stored)
+    Ok(Some(stored))
 }
 
 /// Splits a batch body into its events (each may have failed to parse on its own).
@@ -352,9 +393,7 @@ async fn ingest_batch(
     };
     for outcome in outcomes {
         let item = match outcome {
-            Ok(Accepted::Created(a)) => (201, a),
-            Ok(Accepted::AlreadyStored(a)) => (200, a),
-            Ok(Accepted::Queued(a)) => (202, a),
+            Ok(accepted) => (accepted.status().as_u16(), accepted.into_ack()),
             Err(e) => {
                 response.rejected += 1;
                 response.results.push(BatchItem {

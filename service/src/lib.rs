@@ -19,6 +19,7 @@
 //! - [`archive_find`]: find over MongoDB and the Parquet archive — the seam rule, the plan,
 //!   reading Parquet with pruning, the page assembled from both tiers.
 //! - [`state`]: what the handlers share.
+//! - [`task`]: the one stop handle of the background tasks.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`archive_watch`]: the archive's state for alerting (oldest unarchived event, TTL headroom,
 //!   the archiver's last run), read from MongoDB once a minute.
@@ -29,7 +30,7 @@
 //!
 //! Dependencies point one way, file by file; `make lint` fails on a cycle
 //! (`infra/dev/module_cycles.py`). From the bottom up:
-//! - `error`, `metrics` (leaves: they import no module of this crate), then `event`;
+//! - `error`, `metrics`, `task` (leaves: they import no module of this crate), then `event`;
 //! - `watermark`'s tracker and record, `writer`; `keys` (digest, rate, scope, file, ring,
 //!   reload, command); `config`, `auth`, `query`;
 //! - `archive_find` (its error, merge, plan, records, parquet_read); the publishing side of
@@ -58,5 +59,6 @@ pub mod query;
 pub mod queue;
 pub mod server;
 pub mod state;
+pub mod task;
 pub mod watermark;
 pub mod writer;

@@ -6,10 +6,11 @@
 //! the next page starts strictly after it: an event is never returned twice and, for events
 //! already visible when the page is read, never skipped, however many new events arrive.
 //!
-//! An event becomes visible when its write lands, which can be up to the service's visibility
-//! lag after its `created_at` (a store outage, retried until the write deadline). So every
-//! answer carries `complete_until = now − lag`: every event created before it that will ever
-//! be stored is visible already. Ascending pages stop there, and the last page's
+//! An event becomes visible when its write lands, which can be long after its `created_at`
+//! (a store outage, retried until the write deadline; in queue mode, as long as it is queued).
+//! So every answer carries `complete_until`, from [`crate::watermark`]: the oldest
+//! `created_at` any live replica still holds unstored, so every event created before it that
+//! will ever be stored is visible already. Ascending pages stop there, and the last page's
 //! `next_cursor` resumes from there, so a reader that tails the log by cursor cannot pass an
 //! event still being written. `include_incomplete` lifts the stop for readers that want the
 //! newest events at once and accept that a cursor may then pass some. Descending pages start

@@ -38,6 +38,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
+use crate::task::StopHandle;
 use crate::watermark::Hold;
 
 /// First wait before retrying a batch that failed as a whole.
@@ -128,7 +129,6 @@ impl Writer {
         metrics: Arc<Metrics>,
     ) -> (Writer, WriterTask) {
         let (tx, rx) = mpsc::channel(options.queue_capacity);
-        let (stop, stop_rx) = watch::channel(false);
         let kib = (options.queue_max_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
         let bytes = Arc::new(Semaphore::new(kib));
         let waiting = Arc::new(Semaphore::new(
@@ -137,7 +137,9 @@ impl Writer {
         let full_load = options
             .batch_max_events
             .saturating_mul(options.concurrency.saturating_add(1));
-        let join = tokio::spawn(dispatch(rx, stop_rx, collection, options, metrics));
+        let task = StopHandle::spawn("the writer", |stop| {
+            dispatch(rx, stop, collection, options, metrics)
+        });
         (
             Writer {
                 tx,
@@ -145,7 +147,7 @@ impl Writer {
                 waiting,
                 full_load,
             },
-            WriterTask { stop, join },
+            WriterTask(task),
         )
     }
 
@@ -211,19 +213,13 @@ impl Writer {
 }
 
 /// The running dispatcher.
-pub struct WriterTask {
-    stop: watch::Sender<bool>,
-    join: tokio::task::JoinHandle<()>,
-}
+pub struct WriterTask(StopHandle);
 
 impl WriterTask {
     /// Stops taking new events, writes everything queued, and returns once every queued
     /// event has been answered.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        if let Err(e) = self.join.await {
-            tracing::error!(error = %e, "the writer task failed");
-        }
+        self.0.stop().await;
     }
 }
 

@@ -48,10 +48,10 @@ use super::dead_letter::{dead_letter, dead_letter_events, reject, Reason};
 use super::group::{self, GROUP_CONTENT_TYPE, GROUP_MAX_EVENTS};
 use super::link::Link;
 use super::publish::Queue;
-use crate::error::ApiError;
 use crate::event::NewEvent;
-use crate::ingest::resolve_duplicate;
+use crate::ingest::{refused, resolve_duplicate, Duplicate};
 use crate::state::AppState;
+use crate::task::StopHandle;
 use crate::watermark::Hold;
 use crate::writer::{SubmitError, WriteOutcome};
 
@@ -73,38 +73,29 @@ const DOC_FIELDS: [&str; 5] = [
 ];
 
 /// The running drain.
-pub struct DrainTask {
-    stop: watch::Sender<bool>,
-    join: tokio::task::JoinHandle<()>,
-}
+pub struct DrainTask(StopHandle);
 
 impl DrainTask {
     /// Cancels the consumer, finishes (writes and acknowledges) the messages being written,
     /// and returns; the writer must still be running. Past `within` (the store still away, or
     /// slow to answer) the drain is abandoned: its unacknowledged messages go back to RabbitMQ
     /// when the link closes, and another replica, or this one restarted, writes them.
-    pub async fn shutdown(mut self, within: Duration) {
-        let _ = self.stop.send(true);
-        match tokio::time::timeout(within, &mut self.join).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "the drain task failed"),
-            Err(_) => {
-                self.join.abort();
-                tracing::warn!(
-                    within_secs = within.as_secs(),
-                    "the drain did not finish its writes in time; RabbitMQ delivers its \
-                     unacknowledged messages again"
-                );
-            }
+    pub async fn shutdown(self, within: Duration) {
+        if !self.0.stop_within(within).await {
+            tracing::warn!(
+                within_secs = within.as_secs(),
+                "the drain did not finish its writes in time; RabbitMQ delivers its \
+                 unacknowledged messages again"
+            );
         }
     }
 }
 
 /// Starts draining `queue` into the state's writer.
 pub fn start(state: Arc<AppState>, queue: Arc<Queue>) -> DrainTask {
-    let (stop, stop_rx) = watch::channel(false);
-    let join = tokio::spawn(run(state, queue, stop_rx));
-    DrainTask { stop, join }
+    DrainTask(StopHandle::spawn("the drain", |stop| {
+        run(state, queue, stop)
+    }))
 }
 
 /// Events the drain has in the writer at most: what keeps every write full
@@ -462,16 +453,17 @@ async fn write_event(
                 after_retry,
                 stored,
             }) => match resolve_duplicate(state, event, after_retry, stored).await {
-                Ok(_) => Settle::Ack("duplicate"),
-                Err(e @ ApiError::IdConflict { .. }) => {
-                    Settle::Dead(Reason::IdConflict, e.to_string())
-                }
+                Ok(Duplicate::Ours(_) | Duplicate::Same(_)) => Settle::Ack("duplicate"),
+                Ok(Duplicate::Conflict) => Settle::Dead(
+                    Reason::IdConflict,
+                    format!(
+                        "an event with id {} already exists with different content",
+                        event.id
+                    ),
+                ),
                 Err(e) => Settle::Retry(e.to_string()),
             },
-            Some(WriteOutcome::Rejected(msg)) => Settle::Dead(
-                Reason::Rejected,
-                format!("the event store refused this event: {msg}"),
-            ),
+            Some(WriteOutcome::Rejected(msg)) => Settle::Dead(Reason::Rejected, refused(&msg)),
             Some(WriteOutcome::Unavailable(msg)) => Settle::Retry(msg),
         };
         match settle {

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use super::contract::QueueSettings;
 use super::topology::{self, Depths};
 use crate::metrics::Metrics;
+use crate::task::StopHandle;
 use crate::watermark::tracker::now_ms;
 use crate::watermark::Watermark;
 
@@ -122,18 +123,12 @@ impl Links {
 }
 
 /// The running supervisor.
-pub struct LinkTask {
-    stop: watch::Sender<bool>,
-    join: tokio::task::JoinHandle<()>,
-}
+pub struct LinkTask(StopHandle);
 
 impl LinkTask {
     /// Closes the connections (RabbitMQ requeues whatever was delivered and not acknowledged).
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        if let Err(e) = self.join.await {
-            tracing::error!(error = %e, "the RabbitMQ link task failed");
-        }
+        self.0.stop().await;
     }
 }
 
@@ -145,9 +140,10 @@ pub fn start(
     watermark: Arc<Watermark>,
 ) -> (Links, LinkTask) {
     let (tx, rx) = watch::channel(None);
-    let (stop, stop_rx) = watch::channel(false);
-    let join = tokio::spawn(supervise(settings, metrics, watermark, tx, stop_rx));
-    (Links { rx }, LinkTask { stop, join })
+    let task = StopHandle::spawn("the RabbitMQ link", |stop| {
+        supervise(settings, metrics, watermark, tx, stop)
+    });
+    (Links { rx }, LinkTask(task))
 }
 
 async fn supervise(

@@ -23,6 +23,7 @@ use super::tracker::now_ms;
 use super::Watermark;
 use crate::metrics::Metrics;
 use crate::queue::link::Links;
+use crate::task::StopHandle;
 
 /// How often the record is written and the others read.
 const EVERY: Duration = Duration::from_secs(1);
@@ -36,26 +37,20 @@ const FORGET_AFTER: Duration = Duration::from_secs(3600);
 const GC_EVERY: Duration = Duration::from_secs(60);
 
 /// The running heartbeat.
-pub struct HeartbeatTask {
-    stop: watch::Sender<bool>,
-    join: tokio::task::JoinHandle<()>,
-}
+pub struct HeartbeatTask(StopHandle);
 
 impl HeartbeatTask {
     /// Stops the heartbeat; the caller then retires the record ([`Watermark::retire`]).
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        if let Err(e) = self.join.await {
-            tracing::error!(error = %e, "the watermark's heartbeat task failed");
-        }
+        self.0.stop().await;
     }
 }
 
 /// Starts the heartbeat; `links` in queue mode, to find dead replicas.
 pub fn start(wm: Arc<Watermark>, metrics: Arc<Metrics>, links: Option<Links>) -> HeartbeatTask {
-    let (stop, stop_rx) = watch::channel(false);
-    let join = tokio::spawn(run(wm, metrics, links, stop_rx));
-    HeartbeatTask { stop, join }
+    HeartbeatTask(StopHandle::spawn("the watermark's heartbeat", |stop| {
+        run(wm, metrics, links, stop)
+    }))
 }
 
 async fn run(
