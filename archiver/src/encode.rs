@@ -28,12 +28,10 @@ use parquet::schema::types::ColumnPath;
 use crate::config::Compression;
 use crate::error::{ArchiveError, Result};
 
-pub const COL_ID: &str = "id";
-pub const COL_TYPE: &str = "type";
-pub const COL_CONSUMER: &str = "consumer";
-pub const COL_CREATED_AT: &str = "created_at";
-pub const COL_CREATED_AT_MS: &str = "created_at_ms";
-pub const COL_PAYLOAD: &str = "payload";
+pub use auditlog_common::archive_layout::columns::{
+    CONSUMER as COL_CONSUMER, CREATED_AT as COL_CREATED_AT, CREATED_AT_MS as COL_CREATED_AT_MS,
+    ID as COL_ID, PAYLOAD as COL_PAYLOAD, TYPE as COL_TYPE,
+};
 
 pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

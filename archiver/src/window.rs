@@ -2,6 +2,7 @@
 //! (Hive-style `dt=YYYY-MM-DD/hour=HH` partitions, deterministic file names). Pure functions
 //! only, so every rule here is unit-tested without I/O.
 
+use auditlog_common::archive_layout;
 use chrono::{DateTime, Duration, TimeZone, Timelike, Utc};
 
 use crate::error::ArchiveError;
@@ -69,7 +70,7 @@ impl Window {
 
     /// `20240501T020000Z`: sortable, file-name safe, unique per window start.
     pub fn id(&self) -> String {
-        self.start.format("%Y%m%dT%H%M%SZ").to_string()
+        archive_layout::window_id(self.start)
     }
 
     /// Due when it ends at or before `cutoff` (see [`due_cutoff`]).
@@ -90,18 +91,18 @@ impl Window {
 
     /// The file name of this window's `n`-th file (numbered across the window's partitions).
     pub fn file_name(&self, n: u32) -> String {
-        format!("part-{}-{n:04}.parquet", self.id())
+        archive_layout::file_name(self.start, n)
     }
 
     /// Prefix every file of this window starts with, published or temporary.
     pub fn file_prefix(&self) -> String {
-        format!("part-{}-", self.id())
+        archive_layout::file_prefix(self.start)
     }
 
     /// Hidden name the file is written under before it is published by rename: the leading
     /// `.` makes Hive, Spark, pyarrow and DuckDB's Hive reader skip it.
     pub fn temp_name(&self, n: u32) -> String {
-        format!(".{}.inprogress", self.file_name(n))
+        archive_layout::temp_name(self.start, n)
     }
 }
 
@@ -124,7 +125,7 @@ pub fn hour_of(t: DateTime<Utc>) -> DateTime<Utc> {
 
 /// `dt=YYYY-MM-DD/hour=HH` for the hour containing `t`.
 pub fn partition_of(t: DateTime<Utc>) -> String {
-    t.format("dt=%Y-%m-%d/hour=%H").to_string()
+    archive_layout::partition(t)
 }
 
 /// All windows of `length_seconds` overlapping `[from, to)`.

@@ -6,6 +6,8 @@
 //!   `AUDIT_DB_NAME`, `AUDIT_COLLECTION`).
 //! - [`store`]: connecting to MongoDB and detecting what the server supports (mongos, TTL).
 //! - [`schema`]: the event document's field names, the indexes, the TTL index and the shard key.
+//! - [`archive_layout`]: the archive's column names, partition paths and file names — written
+//!   by the archiver, read by the service.
 //! - [`archive_state`]: the names of the archiver's state collections and fields.
 //! - [`archive_store`] (feature `archive-store`): the archive's URL, its S3/HDFS settings and
 //!   opening its object store — written by the archiver, read by the service.
@@ -15,6 +17,7 @@
 //! - [`telemetry`]: `tracing` set-up shared by the binaries.
 //! - [`error`]: the typed errors of the above, and every MongoDB error code we branch on.
 
+pub mod archive_layout;
 pub mod archive_state;
 #[cfg(feature = "archive-store")]
 pub mod archive_store;

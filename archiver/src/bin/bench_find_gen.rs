@@ -17,6 +17,7 @@ use anyhow::Context;
 use auditlog_archiver::config::Compression;
 use auditlog_archiver::encode::{self, BatchBuilder, Row};
 use auditlog_archiver::state::{window_checksum, FileRecord, State, WindowRecord};
+use auditlog_common::archive_layout;
 use auditlog_common::settings::MongoSettings;
 use auditlog_common::store::Store;
 use chrono::{Duration, TimeZone, Utc};
@@ -107,8 +108,8 @@ async fn main() -> anyhow::Result<()> {
             .map(|_| rng.below(3_600_000) as i64)
             .collect();
         offsets.sort_unstable();
-        let partition = w_start.format("dt=%Y-%m-%d/hour=%H").to_string();
-        let name = format!("part-{}-0000.parquet", w_start.format("%Y%m%dT%H%M%SZ"));
+        let partition = archive_layout::partition(w_start);
+        let name = archive_layout::file_name(w_start, 0);
         let dir = base.join(&partition);
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(&name);

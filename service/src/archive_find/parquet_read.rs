@@ -61,11 +61,10 @@ const PREDICATE_CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// Rows decoded per batch.
 const BATCH_ROWS: usize = 4096;
 
-const COL_ID: &str = "id";
-const COL_TYPE: &str = "type";
-const COL_CONSUMER: &str = "consumer";
-const COL_CREATED_AT: &str = "created_at";
-const COL_PAYLOAD: &str = "payload";
+use auditlog_common::archive_layout::columns::{
+    CONSUMER as COL_CONSUMER, CREATED_AT as COL_CREATED_AT, ID as COL_ID, PAYLOAD as COL_PAYLOAD,
+    TYPE as COL_TYPE,
+};
 
 /// What reading a segment did, for the metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

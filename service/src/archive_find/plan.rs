@@ -29,6 +29,7 @@
 //! its files in reading order, without those whose `dt=`/`hour=` partition lies outside it.
 
 use crate::query::{Order, Span, Tier};
+use auditlog_common::archive_layout;
 
 /// The longest window the archiver writes (`AUDIT_ARCHIVE_WINDOW` must divide a day), so a
 /// window overlapping `[lo, …)` starts after `lo − MAX_WINDOW_MS`.
@@ -54,7 +55,8 @@ pub struct ArchivedFile {
 impl ArchivedFile {
     pub fn new(path: String, bytes: u64, position: usize) -> Self {
         let hour_ms = hour_of_path(&path);
-        let seq = seq_of_path(&path).unwrap_or(u32::try_from(position).unwrap_or(u32::MAX));
+        let seq =
+            archive_layout::file_seq(&path).unwrap_or(u32::try_from(position).unwrap_or(u32::MAX));
         ArchivedFile {
             path,
             bytes,
@@ -72,18 +74,7 @@ impl ArchivedFile {
 
 /// `dt=2024-05-01/hour=02/…` → the instant 2024-05-01T02:00:00Z in ms.
 fn hour_of_path(path: &str) -> Option<i64> {
-    let mut parts = path.split('/');
-    let date = parts.next()?.strip_prefix("dt=")?;
-    let hour: u32 = parts.next()?.strip_prefix("hour=")?.parse().ok()?;
-    let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
-    Some(date.and_hms_opt(hour, 0, 0)?.and_utc().timestamp_millis())
-}
-
-/// `…/part-20240501T020000Z-0003.parquet` → 3.
-fn seq_of_path(path: &str) -> Option<u32> {
-    let name = path.rsplit('/').next()?;
-    let stem = name.strip_suffix(".parquet")?;
-    stem.rsplit('-').next()?.parse().ok()
+    archive_layout::partition_hour(path).map(|h| h.timestamp_millis())
 }
 
 /// One recorded window, as far as a find needs it.
@@ -271,14 +262,8 @@ mod tests {
         let files = (0..hours)
             .map(|h| {
                 let t = chrono::DateTime::from_timestamp_millis(start_ms + h * H).unwrap();
-                let path = format!(
-                    "{}/part-{}-{:04}.parquet",
-                    t.format("dt=%Y-%m-%d/hour=%H"),
-                    chrono::DateTime::from_timestamp_millis(start_ms)
-                        .unwrap()
-                        .format("%Y%m%dT%H%M%SZ"),
-                    h
-                );
+                let start = chrono::DateTime::from_timestamp_millis(start_ms).unwrap();
+                let path = archive_layout::file_path(t, start, h as u32);
                 ArchivedFile::new(path, 1000, h as usize)
             })
             .collect();
