@@ -25,7 +25,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 events="${BENCH_EVENTS:-1000000}"
 backlog_events="${BENCH_BACKLOG_EVENTS:-2000000}"
-port="${BENCH_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+# shellcheck source=infra/dev/lib/server.sh
+source "$repo/infra/dev/lib/server.sh"
+port="${BENCH_PORT:-$(srv_free_port)}"
 dir="${BENCH_DIR:-$repo/data/bench-archive}"
 compression="${BENCH_COMPRESSION:-snappy}"
 

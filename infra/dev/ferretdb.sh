@@ -16,6 +16,17 @@
 #   infra/dev/ferretdb.sh pid              print the pid of the server `start` started
 #   infra/dev/ferretdb.sh status           exit 0 when something answers `ping` on the port
 #   infra/dev/ferretdb.sh path             print the path of the ferretdb binary (installing it)
+#   infra/dev/ferretdb.sh scratch [DIR]    a private server for one benchmark or test run: serve
+#                                          DIR (default: a new temporary directory) on a free
+#                                          port in the background, wait for `ping`, and print
+#                                          shell assignments of FERRETDB_SCRATCH_DIR,
+#                                          FERRETDB_SCRATCH_PID (FerretDB's own pid),
+#                                          FERRETDB_SCRATCH_PORT and MONGODB_URI
+#                                          (mongodb://127.0.0.1:PORT/). Use it as
+#                                            vars="$(infra/dev/ferretdb.sh scratch)"; eval "$vars"
+#                                          (not `eval "$(…)"`, which hides a failed start)
+#   infra/dev/ferretdb.sh scratch-stop DIR stop the server `scratch` started on DIR; remove DIR
+#                                          too when `scratch` created it
 #
 # Settings (environment): FERRETDB_PORT (27017), FERRETDB_DATA_DIR (<repo>/data/ferretdb),
 # FERRETDB_BIN_DIR (<repo>/target/tools/bin, whatever CARGO_TARGET_DIR says), FERRETDB_BIN (use
@@ -87,18 +98,18 @@ serve() {
     --listen-addr="127.0.0.1:$port" --debug-addr=- --telemetry=disable --log-level=warn
 }
 
-ping() { python3 "$here/mongo_ping.py" 127.0.0.1 "$port" >/dev/null 2>&1; }
+ping() { python3 "$here/mongo_ping.py" 127.0.0.1 "$1" >/dev/null 2>&1; }
 
 start() {
   install
   srv_lock
   local pid
   if pid="$(srv_pid)"; then
-    srv_wait_up "$pid" "$start_timeout" ping || exit 1
+    srv_wait_up "$pid" "$start_timeout" ping "$port" || exit 1
     log "already running (pid $pid) on 127.0.0.1:$port"
     return 0
   fi
-  if ping; then
+  if ping "$port"; then
     log "a server not started by this script already answers on 127.0.0.1:$port; using it"
     return 0
   fi
@@ -108,7 +119,7 @@ start() {
   fi
   log "starting on 127.0.0.1:$port, data in $data_dir (log: $SRV_LOG_FILE)"
   srv_launch bash "$here/ferretdb.sh" serve "$data_dir" "$port"
-  srv_wait_up "$SRV_LAUNCHED" "$start_timeout" ping || exit 1
+  srv_wait_up "$SRV_LAUNCHED" "$start_timeout" ping "$port" || exit 1
   log "ready (pid $SRV_LAUNCHED)"
 }
 
@@ -117,13 +128,66 @@ stop() {
   srv_stop 10
 }
 
+# In a directory `scratch` created, so `scratch-stop` knows it may delete it.
+scratch_mark=.ferretdb-scratch-tmp
+
+# Describe the server whose data is in DIR to lib/server.sh; its pid file, log and lock live
+# there too, as with `start`.
+scratch_define() {
+  srv_define FerretDB ferretdb.sh "$1" "$1/ferretdb.pid" "$1/ferretdb.log" "$1"
+}
+
+scratch() {
+  [ $# -le 1 ] || { echo "usage: $0 scratch [DIR]" >&2; exit 2; }
+  local dir own=0 pid p
+  if [ $# -eq 1 ]; then
+    mkdir -p "$1"
+    dir="$(cd "$1" && pwd)"
+  else
+    dir="$(mktemp -d -t auditlog-ferretdb-XXXXXX)"
+    own=1
+    : >"$dir/$scratch_mark"
+  fi
+  # stdout carries only the assignments the caller evals.
+  install >&2
+  scratch_define "$dir"
+  srv_lock
+  if pid="$(srv_pid)"; then
+    log "a FerretDB already serves $dir (pid $pid); stop it with: $0 scratch-stop $dir"
+    exit 1
+  fi
+  p="$(srv_free_port)"
+  srv_launch bash "$here/ferretdb.sh" serve "$dir" "$p"
+  if ! srv_wait_up "$SRV_LAUNCHED" "$start_timeout" ping "$p"; then
+    if [ "$own" = 1 ]; then rm -rf "$dir"; fi
+    exit 1
+  fi
+  log "ready on 127.0.0.1:$p (pid $SRV_LAUNCHED), data in $dir"
+  printf 'FERRETDB_SCRATCH_DIR=%q\nFERRETDB_SCRATCH_PID=%q\nFERRETDB_SCRATCH_PORT=%q\nMONGODB_URI=%q\n' \
+    "$dir" "$SRV_LAUNCHED" "$p" "mongodb://127.0.0.1:$p/"
+}
+
+scratch_stop() {
+  [ $# -eq 1 ] || { echo "usage: $0 scratch-stop DIR" >&2; exit 2; }
+  # Gone already: nothing runs on it, and srv_lock must not create it again.
+  if [ ! -d "$1" ]; then echo "FerretDB: not running"; return 0; fi
+  local dir
+  dir="$(cd "$1" && pwd)"
+  scratch_define "$dir"
+  srv_lock
+  srv_stop 10
+  if [ -f "$dir/$scratch_mark" ]; then rm -rf "$dir"; fi
+}
+
 case "${1:-}" in
   install) install ;;
   serve) shift; serve "$@" ;;
   start) start ;;
   stop) stop ;;
   pid) srv_pid ;;
-  status) if ping; then echo "up on 127.0.0.1:$port"; else echo "down"; exit 1; fi ;;
+  status) if ping "$port"; then echo "up on 127.0.0.1:$port"; else echo "down"; exit 1; fi ;;
   path) install; echo "$bin" ;;
-  *) echo "usage: $0 {install|serve DIR PORT|start|stop|pid|status|path}" >&2; exit 2 ;;
+  scratch) shift; scratch "$@" ;;
+  scratch-stop) shift; scratch_stop "$@" ;;
+  *) echo "usage: $0 {install|serve DIR PORT|start|stop|pid|status|path|scratch [DIR]|scratch-stop DIR}" >&2; exit 2 ;;
 esac

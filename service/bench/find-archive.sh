@@ -22,6 +22,8 @@ cd "$repo"
 
 # shellcheck source=infra/dev/lib/cargo.sh
 source "$repo/infra/dev/lib/cargo.sh"
+# shellcheck source=infra/dev/lib/server.sh
+source "$repo/infra/dev/lib/server.sh"
 events="${BENCH_EVENTS:-10000000}"
 repeat="${BENCH_REPEAT:-11}"
 cargo build --release --quiet -p auditlog-service --bin auditlog-service \
@@ -33,25 +35,18 @@ python="$(bash infra/dev/python-env.sh)"
 encoding="$(sha256sum archiver/src/encode.rs | cut -c1-12)"
 work="$(cargo_target_dir)/bench-find-archive/$events-$encoding"
 mkdir -p "$work/store"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+FERRETDB_SCRATCH_DIR=""
 cleanup() {
   if [ -n "${service_pid:-}" ]; then kill "$service_pid" 2>/dev/null || true; wait "$service_pid" 2>/dev/null || true; fi
-  if [ -n "${ferret_pid:-}" ]; then kill "$ferret_pid" 2>/dev/null || true; wait "$ferret_pid" 2>/dev/null || true; fi
+  if [ -n "$FERRETDB_SCRATCH_DIR" ]; then bash infra/dev/ferretdb.sh scratch-stop "$FERRETDB_SCRATCH_DIR" >/dev/null || true; fi
 }
 trap cleanup EXIT
 
-bash infra/dev/ferretdb.sh install
-port="$(free_port)"
-# ferretdb.sh serve execs FerretDB: $! is FerretDB's pid.
-bash infra/dev/ferretdb.sh serve "$work/store" "$port" >"$work/ferretdb.log" 2>&1 </dev/null &
-ferret_pid=$!
-for _ in $(seq 1 150); do
-  python3 infra/dev/mongo_ping.py 127.0.0.1 "$port" && break
-  kill -0 "$ferret_pid" 2>/dev/null || { cat "$work/ferretdb.log" >&2; exit 1; }
-  sleep 0.2
-done
-export MONGODB_URI="mongodb://127.0.0.1:$port/" AUDIT_DB_NAME=bench AUDIT_COLLECTION=events
+# On $work/store, which it keeps (it did not create it): sets FERRETDB_SCRATCH_DIR, MONGODB_URI.
+ferretdb_vars="$(bash infra/dev/ferretdb.sh scratch "$work/store")"
+eval "$ferretdb_vars"
+export MONGODB_URI AUDIT_DB_NAME=bench AUDIT_COLLECTION=events
 
 if [ ! -f "$work/summary.json" ]; then
   echo "writing $events events over 30 days into $work/archive (once per BENCH_EVENTS)"
@@ -62,7 +57,7 @@ if [ ! -f "$work/summary.json" ]; then
   echo "written in $(( $(date +%s) - started )) s"
 fi
 
-sport="$(free_port)"
+sport="$(srv_free_port)"
 key="bench-$(date +%s)"
 AUDIT_API_KEY="$key" AUDIT_LISTEN_ADDR="127.0.0.1:$sport" AUDIT_ARCHIVE_URL="$work/archive" \
   AUDIT_LOG_FORMAT=text RUST_LOG=warn "$service_bin" >"$work/service.log" 2>&1 </dev/null &

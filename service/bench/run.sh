@@ -2,7 +2,7 @@
 # Ingest benchmark on the local store: builds auditlog-service and auditlog-bench-ingest in
 # release mode, starts a private FerretDB and a private RabbitMQ (free ports, temporary data
 # directories), runs the benchmark — direct mode, then queue mode next to it — and removes both
-# again. Figures go to stdout. FerretDB runs through infra/dev/ferretdb.sh serve, RabbitMQ
+# again. Figures go to stdout. FerretDB runs through infra/dev/ferretdb.sh scratch, RabbitMQ
 # through infra/dev/rabbitmq.sh serve; the binaries are wherever cargo puts them
 # (CARGO_TARGET_DIR).
 #
@@ -27,30 +27,14 @@ cd "$repo"
 
 # shellcheck source=infra/dev/lib/cargo.sh
 source "$repo/infra/dev/lib/cargo.sh"
+# shellcheck source=infra/dev/lib/server.sh
+source "$repo/infra/dev/lib/server.sh"
 cargo build --release --quiet -p auditlog-service --bin auditlog-service --bin auditlog-bench-ingest
 bench_bin="$(cargo_bin auditlog-bench-ingest release)"
 
-if [ -z "${MONGODB_URI:-}" ]; then
-  bash infra/dev/ferretdb.sh install
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-  data="$(mktemp -d -t auditlog-bench-XXXXXX)"
-  # ferretdb.sh serve execs FerretDB: $! is FerretDB's pid.
-  bash infra/dev/ferretdb.sh serve "$data" "$port" >"$data/ferretdb.log" 2>&1 </dev/null &
-  ferret_pid=$!
-  export BENCH_STORE_PID="$ferret_pid"
-  trap 'kill "$ferret_pid" 2>/dev/null || true; wait "$ferret_pid" 2>/dev/null || true; rm -rf "$data"' EXIT
-  for _ in $(seq 1 150); do
-    python3 infra/dev/mongo_ping.py 127.0.0.1 "$port" && break
-    kill -0 "$ferret_pid" 2>/dev/null || { cat "$data/ferretdb.log" >&2; exit 1; }
-    sleep 0.2
-  done
-  export MONGODB_URI="mongodb://127.0.0.1:$port/"
-  ferretdb="$(bash infra/dev/ferretdb.sh path)"
-  echo "FerretDB $("$ferretdb" --version 2>/dev/null | sed -n 's/^version:[[:space:]]*//p' | sed -n 1p) on 127.0.0.1:$port (SQLite in $data)"
-fi
-
 # Stops what this script started: RabbitMQ (SIGTERM to its process group, then SIGKILL) and
-# FerretDB.
+# FerretDB (whose temporary directory scratch-stop removes).
+FERRETDB_SCRATCH_DIR=""
 cleanup() {
   if [ -n "${rabbit_pid:-}" ]; then
     kill -TERM -- "-$rabbit_pid" 2>/dev/null || true
@@ -58,17 +42,27 @@ cleanup() {
     kill -KILL -- "-$rabbit_pid" 2>/dev/null || true
     rm -rf "$rdata"
   fi
-  if [ -n "${ferret_pid:-}" ]; then
-    kill "$ferret_pid" 2>/dev/null || true
-    wait "$ferret_pid" 2>/dev/null || true
-    rm -rf "$data"
+  if [ -n "$FERRETDB_SCRATCH_DIR" ]; then
+    bash infra/dev/ferretdb.sh scratch-stop "$FERRETDB_SCRATCH_DIR" >/dev/null || true
   fi
 }
 
+if [ -z "${MONGODB_URI:-}" ]; then
+  # Sets FERRETDB_SCRATCH_DIR, _PID (FerretDB itself, which the outage run SIGSTOPs), _PORT
+  # and MONGODB_URI.
+  ferretdb_vars="$(bash infra/dev/ferretdb.sh scratch)"
+  eval "$ferretdb_vars"
+  trap cleanup EXIT
+  # shellcheck disable=SC2153  # FERRETDB_SCRATCH_PID: set by the eval
+  export MONGODB_URI BENCH_STORE_PID="$FERRETDB_SCRATCH_PID"
+  ferretdb="$(bash infra/dev/ferretdb.sh path)"
+  echo "FerretDB $("$ferretdb" --version 2>/dev/null | sed -n 's/^version:[[:space:]]*//p' | sed -n 1p) on 127.0.0.1:$FERRETDB_SCRATCH_PORT (SQLite in $FERRETDB_SCRATCH_DIR)"
+fi
+
 if [ -z "${BENCH_AMQP_URL:-}" ]; then
   bash infra/dev/rabbitmq.sh install
-  rport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-  rdist="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  rport="$(srv_free_port)"
+  rdist="$(srv_free_port)"
   rdata="$(mktemp -d -t auditlog-bench-rabbitmq-XXXXXX)"
   # setsid: RabbitMQ's wrapper and its Erlang VM form one process group, stopped together.
   setsid bash infra/dev/rabbitmq.sh serve "$rdata" "$rport" "$rdist" >"$rdata/serve.out" 2>&1 </dev/null &

@@ -2,7 +2,7 @@
 # Opens the service's Swagger UI (/docs) in headless Chromium and checks that it renders
 # every operation and the Authorize button (the API-key scheme). Installs Debian's
 # `chromium` package when no Chromium is found, starts a private FerretDB (infra/dev/ferretdb.sh
-# serve) and the service (wherever cargo puts it), and cleans both up. Exit 0 when the page
+# scratch) and the service (wherever cargo puts it), and cleans both up. Exit 0 when the page
 # renders everything, 1 otherwise.
 #
 #   service/tests-browser/check_docs.sh
@@ -24,25 +24,26 @@ fi
 
 # shellcheck source=infra/dev/lib/cargo.sh
 source "$repo/infra/dev/lib/cargo.sh"
+# shellcheck source=infra/dev/lib/server.sh
+source "$repo/infra/dev/lib/server.sh"
 cargo build --quiet -p auditlog-service --bin auditlog-service
 service_bin="$(cargo_bin auditlog-service)"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 work="$(mktemp -d -t auditlog-docs-XXXXXX)"
 pids=()
+FERRETDB_SCRATCH_DIR=""
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  if [ -n "$FERRETDB_SCRATCH_DIR" ]; then bash infra/dev/ferretdb.sh scratch-stop "$FERRETDB_SCRATCH_DIR" >/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-bash infra/dev/ferretdb.sh install
-db_port="$(free_port)"
-# ferretdb.sh serve execs FerretDB: $! is FerretDB's pid.
-bash infra/dev/ferretdb.sh serve "$work/ferretdb" "$db_port" >"$work/ferretdb.log" 2>&1 </dev/null &
-pids+=($!)
+# Sets FERRETDB_SCRATCH_DIR and MONGODB_URI.
+ferretdb_vars="$(bash infra/dev/ferretdb.sh scratch)"
+eval "$ferretdb_vars"
 
-port="$(free_port)"
-MONGODB_URI="mongodb://127.0.0.1:$db_port/" AUDIT_DB_NAME=docs AUDIT_API_KEY=docs-check \
+port="$(srv_free_port)"
+MONGODB_URI="$MONGODB_URI" AUDIT_DB_NAME=docs AUDIT_API_KEY=docs-check \
   AUDIT_LISTEN_ADDR="127.0.0.1:$port" AUDIT_LOG_FORMAT=text \
   "$service_bin" run >"$work/service.log" 2>&1 </dev/null &
 pids+=($!)
