@@ -45,16 +45,16 @@ fmt: ## Format the code
 	$(CARGO) fmt --all
 
 bench-ingest: ## Ingest benchmark: events/s and latency, group commit on and off, vs direct insert_many
-	bash service/bench/run.sh
+	bash benchmarks/ingest/run.sh
 
 profile-ingest: ## Flamegraph of the service under the ingest benchmark's load (target/profile-ingest.svg)
-	bash service/bench/profile.sh
+	bash benchmarks/ingest/profile.sh
 
 bench-archive: ## Archive benchmark: events/s and peak RSS vs pymongoarrow + pyarrow
-	bash archiver/bench/run.sh
+	bash benchmarks/archive/run.sh
 
 bench-find-archive: ## Find over the Parquet archive: latency vs DuckDB, peak RSS (BENCH_EVENTS)
-	bash service/bench/find-archive.sh
+	bash benchmarks/find-archive/run.sh
 
 clean-data: stop ## Remove local data (FerretDB files, archives)
 	rm -rf data archive

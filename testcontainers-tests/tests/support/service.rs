@@ -13,14 +13,7 @@ use testcontainers_tests::mongo::TestMongo;
 
 pub const KEY: &str = "test-key";
 
-/// The value of one series (name with its labels, as printed) in Prometheus text; `None` when
-/// the series is not there.
-pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.strip_prefix(series).is_some_and(|r| r.starts_with(' ')))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
+pub use testcontainers_tests::metric;
 
 /// [`metric`], 0 when the series is not there (a counter no event has touched yet).
 pub fn metric_or_zero(text: &str, series: &str) -> f64 {

@@ -42,7 +42,9 @@
 //! In queue mode it also prints the events per RabbitMQ message (the service publishes the
 //! events that arrive together as one message).
 //!
-//! Run through `service/bench/run.sh`, which builds in release mode and starts a private
+//! The harness's helpers (`free_port`, `metric`) are reused from `testcontainers-tests`.
+//!
+//! Run through `benchmarks/ingest/run.sh`, which builds in release mode and starts a private
 //! FerretDB and a private RabbitMQ.
 
 use std::path::PathBuf;
@@ -55,6 +57,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use mongodb::bson::{doc, Document};
 use mongodb::options::WriteConcern;
+use testcontainers_tests::{free_port, metric};
 
 /// Ingest benchmark of auditlog-service.
 #[derive(Debug, Parser)]
@@ -260,25 +263,6 @@ impl Drop for Service {
     }
 }
 
-/// The value of the unlabelled metric `name` in a `/metrics` text.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' '))
-        })?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 async fn start_service(
     args: &Args,
     bin: &PathBuf,
@@ -286,7 +270,7 @@ async fn start_service(
     group_commit: bool,
     extra: &[(&str, &str)],
 ) -> anyhow::Result<Service> {
-    let port = free_port()?;
+    let port = free_port();
     let child = Command::new(bin)
         .envs(extra.iter().copied())
         .arg("run")

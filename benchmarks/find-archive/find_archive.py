@@ -1,4 +1,4 @@
-"""Find-over-the-archive benchmark driver (run by service/bench/find-archive.sh).
+"""Find-over-the-archive benchmark driver (run by benchmarks/find-archive/run.sh).
 
 Runs each query against the service (GET /v1/find, every page at limit 1000) and against DuckDB
 (read_parquet over the same files with hive_partitioning, the same filters, the same order),

@@ -3,8 +3,8 @@
 # queries answered from the Parquet archive, against DuckDB's read_parquet(…, hive_partitioning
 # = true) with the same filters over the same files, and the service's peak RSS.
 #
-#   service/bench/find-archive.sh                     # 10,000,000 events over 30 days
-#   BENCH_EVENTS=2000000 service/bench/find-archive.sh
+#   benchmarks/find-archive/run.sh                     # 10,000,000 events over 30 days
+#   BENCH_EVENTS=2000000 benchmarks/find-archive/run.sh
 #   BENCH_REPEAT=21 (default 11)                      # timed runs per query and tool
 #
 # The archive is written by auditlog-bench-find-gen with the archiver's own encoding (schema,
@@ -27,7 +27,7 @@ source "$repo/infra/dev/lib/server.sh"
 events="${BENCH_EVENTS:-10000000}"
 repeat="${BENCH_REPEAT:-11}"
 cargo build --release --quiet -p auditlog-service --bin auditlog-service \
-  -p auditlog-archiver --bin auditlog-bench-find-gen
+  -p auditlog-benchmarks --bin auditlog-bench-find-gen
 service_bin="$(cargo_bin auditlog-service release)"
 gen_bin="$(cargo_bin auditlog-bench-find-gen release)"
 python="$(bash infra/dev/python-env.sh)"

@@ -1,4 +1,4 @@
-"""Driver of archiver/bench/run.sh: two scenarios, each archived by `auditlog-archiver once`
+"""Driver of benchmarks/archive/run.sh: two scenarios, each archived by `auditlog-archiver once`
 and by the peer a user would pick instead (pymongoarrow find_arrow_all +
 pyarrow.parquet.write_table) over the same range:
 

@@ -6,18 +6,18 @@
 # through infra/dev/rabbitmq.sh serve; the binaries are wherever cargo puts them
 # (CARGO_TARGET_DIR).
 #
-#   service/bench/run.sh                      # defaults: 5 s per figure, 1,16,64,256 producers
+#   benchmarks/ingest/run.sh                      # defaults: 5 s per figure, 1,16,64,256 producers
 # Besides events/s and latency it prints CPU seconds per 1000 events of FerretDB, the service
 # and the load generator (from /proc), and each target with whether this run met it — among
 # them a scoped API key in a 1,000-entry key file against a single key (under 5 % apart).
-#   BENCH_SECONDS=10 service/bench/run.sh
-#   MONGODB_URI=mongodb://host:27017 service/bench/run.sh   # measure another store instead
-#   BENCH_AMQP_URL=amqp://... service/bench/run.sh          # another RabbitMQ for queue mode
+#   BENCH_SECONDS=10 benchmarks/ingest/run.sh
+#   MONGODB_URI=mongodb://host:27017 benchmarks/ingest/run.sh   # measure another store instead
+#   BENCH_AMQP_URL=amqp://... benchmarks/ingest/run.sh          # another RabbitMQ for queue mode
 #   BENCH_OUTAGE_SECONDS=60 (default)                       # the queue-mode store outage
-#   BENCH_ONLY=keys service/bench/run.sh                    # only the scoped-key comparison
-#   BENCH_ONLY=queue service/bench/run.sh                   # only queue mode and its outage
-#   BENCH_ONLY=open service/bench/run.sh                    # only the open loop at half of peak
-#   BENCH_ONLY=pairs BENCH_PAIRS=6 service/bench/run.sh     # direct and queue mode at 64
+#   BENCH_ONLY=keys benchmarks/ingest/run.sh                    # only the scoped-key comparison
+#   BENCH_ONLY=queue benchmarks/ingest/run.sh                   # only queue mode and its outage
+#   BENCH_ONLY=open benchmarks/ingest/run.sh                    # only the open loop at half of peak
+#   BENCH_ONLY=pairs BENCH_PAIRS=6 benchmarks/ingest/run.sh     # direct and queue mode at 64
 #                                                           # producers, pair after pair
 set -euo pipefail
 
@@ -29,7 +29,8 @@ cd "$repo"
 source "$repo/infra/dev/lib/cargo.sh"
 # shellcheck source=infra/dev/lib/server.sh
 source "$repo/infra/dev/lib/server.sh"
-cargo build --release --quiet -p auditlog-service --bin auditlog-service --bin auditlog-bench-ingest
+cargo build --release --quiet -p auditlog-service --bin auditlog-service \
+  -p auditlog-benchmarks --bin auditlog-bench-ingest
 bench_bin="$(cargo_bin auditlog-bench-ingest release)"
 
 # Stops what this script started: RabbitMQ (SIGTERM to its process group, then SIGKILL) and

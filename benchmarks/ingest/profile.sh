@@ -5,8 +5,8 @@
 # target/tools on first use) folds the stacks and draws target/profile-ingest.svg. The top
 # functions by own CPU time are printed too.
 #
-#   service/bench/profile.sh                 # 10 s of load
-#   BENCH_SECONDS=20 service/bench/profile.sh
+#   benchmarks/ingest/profile.sh                 # 10 s of load
+#   BENCH_SECONDS=20 benchmarks/ingest/profile.sh
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
