@@ -588,7 +588,7 @@ SERVER_SELECTION_SECS = 5
 ])
 def test_the_pods_grace_outlasts_every_wait_of_the_services_shutdown(value_set, sets):
     """Kubernetes kills a pod terminationGracePeriodSeconds after SIGTERM. The service's shutdown
-    (service/src/server.rs) waits, one after the other: in direct mode for the open requests
+    (service/src/http/server.rs) waits, one after the other: in direct mode for the open requests
     (AUDIT_SHUTDOWN_GRACE_SECS), then for the writes still queued, each retried until
     AUDIT_WRITE_DEADLINE_SECS after it was queued plus one server selection; in queue mode for
     the open requests, the drain's last writes and the writer's last writes, the grace each.

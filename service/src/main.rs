@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Openapi) => {
-            println!("{}", auditlog_service::api::api_service().spec());
+            println!("{}", auditlog_service::http::api::api_service().spec());
             return Ok(());
         }
         Some(Command::Keys { command }) => {
@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(&config.listen_addr)
         .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "listening; Swagger UI at /docs");
-    auditlog_service::server::run(
+    auditlog_service::http::server::run(
         listener,
         config,
         auditlog_common::shutdown::shutdown_signal(),

@@ -48,7 +48,7 @@ pub struct Metrics {
     pub archive_find: ArchiveFindMetrics,
 }
 
-/// Finds that read the archive ([`crate::archive_find`]): how many, what they read and what
+/// Finds that read the archive ([`crate::find::archive`]): how many, what they read and what
 /// they could skip, and how long the archive part took.
 #[derive(Clone)]
 pub struct ArchiveFindMetrics {

@@ -10,14 +10,14 @@ use mongodb::bson::{Document, RawDocumentBuf};
 use mongodb::options::WriteConcern;
 use mongodb::Collection;
 
-use crate::archive_find::ArchiveTier;
 use crate::config::{Config, WriteConcernSetting};
 use crate::event::EventLimits;
+use crate::find::archive::ArchiveTier;
+use crate::ingest::writer::{Writer, WriterOptions, WriterTask};
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::watermark::Watermark;
-use crate::writer::{Writer, WriterOptions, WriterTask};
 
 /// With group commit off, single inserts allowed in flight at once.
 const UNGROUPED_CONCURRENCY: usize = 64;

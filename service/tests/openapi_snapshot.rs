@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 #[test]
 fn openapi_document_matches_the_snapshot() {
-    let spec = auditlog_service::api::api_service().spec();
+    let spec = auditlog_service::http::api::api_service().spec();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
     if std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
         std::fs::write(&path, format!("{spec}\n")).expect("write snapshot");
@@ -33,7 +33,8 @@ fn openapi_document_matches_the_snapshot() {
 #[test]
 fn the_document_declares_every_operation_and_the_api_key_scheme() {
     let spec: serde_json::Value =
-        serde_json::from_str(&auditlog_service::api::api_service().spec()).expect("valid JSON");
+        serde_json::from_str(&auditlog_service::http::api::api_service().spec())
+            .expect("valid JSON");
     for (path, method) in [
         ("/v1/event", "post"),
         ("/v1/events", "post"),

@@ -295,8 +295,8 @@ async fn documented_filters_use_indexes_on_real_mongodb() {
     ];
     for request in requests {
         let body = serde_json::to_vec(&request).unwrap();
-        let parsed = auditlog_service::query::FindRequest::from_json(&body).unwrap();
-        let query = auditlog_service::query::FindQuery::from_request(parsed, 1000).unwrap();
+        let parsed = auditlog_service::find::query::FindRequest::from_json(&body).unwrap();
+        let query = auditlog_service::find::query::FindQuery::from_request(parsed, 1000).unwrap();
         // The filter as served now: ascending ones stop at complete_until.
         let stop = query.stop(chrono::Utc::now().timestamp_millis() - 22_000);
         let explain: Document = store

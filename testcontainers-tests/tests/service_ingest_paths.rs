@@ -1,4 +1,4 @@
-//! `POST /v1/event` has two implementations: the lean path (`fast_ingest`), which answers
+//! `POST /v1/event` has two implementations: the lean path (`http::lean_path`), which answers
 //! uncompressed bodies before the route tree, and the OpenAPI operation behind the
 //! `Compression` middleware, which answers compressed ones. These tests hold them to one
 //! contract — every answer, refusals included, the same status, code, headers and body

@@ -1,5 +1,5 @@
 //! The drain: consumes the events' queue and writes the events into MongoDB through the
-//! group-commit [`crate::writer::Writer`], acknowledging each message only once its insert is
+//! group-commit [`crate::ingest::writer::Writer`], acknowledging each message only once its insert is
 //! acknowledged.
 //!
 //! Up to `AUDIT_AMQP_PREFETCH` messages are unacknowledged at once; each message's events —
@@ -49,11 +49,11 @@ use super::group::{self, GROUP_CONTENT_TYPE, GROUP_MAX_EVENTS};
 use super::link::Link;
 use super::publish::Queue;
 use crate::event::NewEvent;
+use crate::ingest::writer::{SubmitError, WriteOutcome};
 use crate::ingest::{refused, resolve_duplicate, Duplicate};
 use crate::state::AppState;
 use crate::task::StopHandle;
 use crate::watermark::Hold;
-use crate::writer::{SubmitError, WriteOutcome};
 
 /// First and longest wait before a message whose write failed is submitted again.
 const RETRY_FIRST: Duration = Duration::from_millis(200);
@@ -99,7 +99,7 @@ pub fn start(state: Arc<AppState>, queue: Arc<Queue>) -> DrainTask {
 }
 
 /// Events the drain has in the writer at most: what keeps every write full
-/// ([`crate::writer::Writer::full_load`]), within half the writer's queue (so that a window of
+/// ([`crate::ingest::writer::Writer::full_load`]), within half the writer's queue (so that a window of
 /// groups waits here instead of failing its writes as full), and at least one group. More
 /// would not drain faster: after an outage it would only pile the whole window onto the
 /// returning store at once, and starve the producers' publishes of CPU where they share it.

@@ -6,7 +6,7 @@
 //! with publisher confirms ([`publish`]). The producer gets 202 once RabbitMQ confirmed it: the
 //! event is durable in RabbitMQ, not yet visible to `find`. A drain task ([`drain`]) consumes the
 //! queue with a prefetch window, writes the events with the same group-commit
-//! [`crate::writer::Writer`] as direct mode, and acknowledges a message only once its insert is
+//! [`crate::ingest::writer::Writer`] as direct mode, and acknowledges a message only once its insert is
 //! acknowledged; a redelivered message meets its own copy as a duplicate `_id`, which resolves to
 //! "already stored", so nothing is stored twice. Messages that can never be stored go to
 //! `<queue>.dead` with the reason ([`dead_letter`]).

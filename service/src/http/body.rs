@@ -20,7 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::event::EventIn;
-use crate::query::FindRequest;
+use crate::find::query::FindRequest;
 use crate::state::AppState;
 
 /// Content encodings the `Compression` middleware decodes, and `identity`.

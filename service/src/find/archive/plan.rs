@@ -28,7 +28,7 @@
 //! adjacent archive windows, and the MongoDB ranges between them. Each archive segment lists
 //! its files in reading order, without those whose `dt=`/`hour=` partition lies outside it.
 
-use crate::query::{Order, Span, Tier};
+use crate::find::query::{Order, Span, Tier};
 use auditlog_common::archive_layout;
 
 /// The longest window the archiver writes (`AUDIT_ARCHIVE_WINDOW` must divide a day), so a

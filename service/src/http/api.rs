@@ -1,5 +1,5 @@
 //! The OpenAPI operations: thin handlers that parse, delegate to [`crate::ingest`] /
-//! [`crate::query`], and pick the documented response.
+//! [`crate::find::query`], and pick the documented response.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,15 +9,15 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, Tags};
 
-use crate::archive_find::{FindError, Finder};
-use crate::auth::ApiKeyAuth;
-use crate::body::{BodyFormat, JsonBody, OptionalFindBody};
 use crate::error::{ApiError, ErrorResponse, LookupErrorResponse, OpsErrorResponse};
 use crate::event::EventIn;
+use crate::find::archive::{FindError, Finder};
+use crate::find::lookup::{self, EventStatus, Lookup};
+use crate::find::query::{self, FindQuery, FindRequest, FindResponse};
+use crate::http::auth::ApiKeyAuth;
+use crate::http::body::{BodyFormat, JsonBody, OptionalFindBody};
 use crate::ingest::{self, Accepted, BatchResponse, EventAck};
 use crate::keys::{Key, Right};
-use crate::lookup::{self, EventStatus, Lookup};
-use crate::query::{self, FindQuery, FindRequest, FindResponse};
 use crate::state::AppState;
 
 /// How long `/readyz` waits for the database (queue mode: how recent RabbitMQ's last answer

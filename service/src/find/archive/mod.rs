@@ -32,8 +32,8 @@ use mongodb::bson::Document;
 use mongodb::Collection;
 
 use crate::config::Config;
+use crate::find::query::{find_in, FindQuery, Span, Tier};
 use crate::metrics::ArchiveFindMetrics;
-use crate::query::{find_in, FindQuery, Span, Tier};
 use merge::Page;
 use parquet_read::{ArchiveReader, BytesRead, ReadStats};
 use plan::{Segment, SegmentPlanner};
@@ -103,7 +103,7 @@ impl Finder<'_> {
         &self,
         query: &FindQuery,
         complete_until: DateTime<Utc>,
-    ) -> Result<crate::query::FindResponse, FindError> {
+    ) -> Result<crate::find::query::FindResponse, FindError> {
         let ms = duration_ms(self.max_time);
         let stop = query.stop(complete_until.timestamp_millis());
         let mut page = Page::new(query);

@@ -3,7 +3,7 @@
 //! poem-openapi's extractors, each boxing and moving the request's future — cost the service
 //! about as much CPU as the event's own work (`make profile-ingest`). The server's request
 //! layer hands such a request here instead, answered with the same steps in the same order as the OpenAPI
-//! operation [`crate::api::Api`] `post_event`: the API key (401), the media type (415), the
+//! operation [`crate::http::api::Api`] `post_event`: the API key (401), the media type (415), the
 //! body under its limits (413, 503), then [`crate::ingest::ingest_one`] — the key's right
 //! (403) and rate (429), the event (400, 422), its consumer within the key's (403), and in
 //! queue mode the publish to RabbitMQ (202) — so the same status codes and bodies. The key
@@ -18,8 +18,8 @@ use poem::http::{header, Method};
 use poem::web::Json;
 use poem::{IntoResponse, Request, RequestBody, Response};
 
-use crate::body::{is_json, media_type, read_body, wrong_type};
 use crate::error::ApiError;
+use crate::http::body::{is_json, media_type, read_body, wrong_type};
 use crate::ingest::{self, Accepted};
 use crate::keys::Key;
 use crate::state::AppState;

@@ -14,7 +14,7 @@ use auditlog_common::schema::fields;
 
 use super::error::FindError;
 use crate::event::{event_out, EventOut};
-use crate::query::{next_cursor, Cursor, FindQuery, FindResponse, Order, Tier};
+use crate::find::query::{next_cursor, Cursor, FindQuery, FindResponse, Order, Tier};
 
 /// An event and its position in the page order.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,7 +154,7 @@ impl<'q> Page<'q> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::FindRequest;
+    use crate::find::query::FindRequest;
 
     fn query(order: Order, limit: u32, after: Option<Cursor>) -> FindQuery {
         let mut q = FindQuery::from_request(

@@ -15,7 +15,7 @@ use mongodb::bson::{doc, Bson, DateTime, Document};
 
 use super::error::FindError;
 use super::plan::{ArchivedFile, ArchivedWindow, SeamRule, MAX_WINDOW_MS};
-use crate::query::{Order, Span};
+use crate::find::query::{Order, Span};
 
 /// Field names of a window record beyond those `auditlog_common::archive_state` names.
 const FILES: &str = "files";

@@ -1,5 +1,5 @@
 //! Taking events in: one event, or a batch in which each event succeeds or fails on its own.
-//! Validation is in [`crate::event`], writing in [`crate::writer`]; this module turns a
+//! Validation is in [`crate::event`], writing in [`writer`]; this module turns a
 //! write outcome into what the producer is told, including idempotent retries: a duplicate
 //! `_id` whose copy — the stored event with that `_id` and the same consumer — has the same
 //! content is a success (200 with the stored `id`/`created_at`, or 201 when it was this very
@@ -8,12 +8,14 @@
 //! In queue mode the validated event is published to RabbitMQ instead ([`crate::queue`]) and
 //! the producer gets 202 once RabbitMQ confirmed it; a repeated producer id is resolved when
 //! the drain writes the event, with [`resolve_duplicate`] too. Both `POST /v1/event` paths (the
-//! OpenAPI operation and [`crate::fast_ingest`]) and `POST /v1/events` come through here.
+//! OpenAPI operation and [`crate::http::lean_path`]) and `POST /v1/events` come through here.
 //!
 //! The API key is enforced here too, so both paths do it alike: the `ingest` right (403) and
 //! the key's rate (429; a batch costs its number of events) before the events are parsed, and
 //! each event's consumer within the key's consumers (403) once it is validated — in a batch
 //! an event outside them is refused on its own and the others are stored.
+
+pub mod writer;
 
 use chrono::{DateTime, Utc};
 use mongodb::bson::{Document, RawDocumentBuf};
@@ -26,8 +28,8 @@ use crate::event::{format_created_at, parse_event, same_content, NewEvent};
 use crate::keys::{Key, Right};
 use crate::state::AppState;
 use crate::watermark::Hold;
-use crate::writer::{SubmitError, WriteOutcome};
 use auditlog_common::schema::fields;
+use writer::{SubmitError, WriteOutcome};
 
 /// What a producer gets for a stored event.
 #[derive(Debug, Clone, Object, serde::Serialize)]
@@ -95,7 +97,7 @@ pub struct BatchResponse {
 /// `POST /v1/event`: the key's right and rate, then one event from its JSON text parsed,
 /// validated, checked against the key's consumers and stored. `body` is taken by value, to be
 /// dropped once parsed: a request body holds its share of the in-flight byte budget until
-/// then ([`crate::body`]); while the event waits for its write, the write queue's byte bound
+/// then ([`crate::http::body`]); while the event waits for its write, the write queue's byte bound
 /// counts it.
 pub async fn ingest_one(
     state: &AppState,

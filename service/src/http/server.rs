@@ -29,12 +29,12 @@ use poem::middleware::Compression;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
 use tracing::Instrument;
 
-use crate::api::api_service;
-use crate::archive_find::ArchiveTier;
-use crate::auth::{identify, Caller};
 use crate::config::{Config, ConfigError, IngestMode};
 use crate::error::{from_poem_error, ErrorResponse};
-use crate::fast_ingest;
+use crate::find::archive::ArchiveTier;
+use crate::http::api::api_service;
+use crate::http::auth::{identify, Caller};
+use crate::http::lean_path;
 use crate::keys::reload;
 use crate::metrics::{route_label, Metrics};
 use crate::queue::{drain, QueueSettings};
@@ -137,11 +137,11 @@ impl<E: Endpoint> Endpoint for Front<E> {
                 key = key_name
             )
         };
-        let (mut resp, span) = if fast_ingest::takes(&req) {
-            match fast_ingest::serve(&self.state, key.as_ref(), &mut req).await {
+        let (mut resp, span) = if lean_path::takes(&req) {
+            match lean_path::serve(&self.state, key.as_ref(), &mut req).await {
                 Ok(resp) => (resp, None),
                 Err(e) => {
-                    let span = make_span(fast_ingest::PATH);
+                    let span = make_span(lean_path::PATH);
                     let resp = span.in_scope(|| ErrorResponse::from(e).into_response());
                     (resp, Some(span))
                 }
@@ -174,9 +174,7 @@ impl<E: Endpoint> Endpoint for Front<E> {
             || status.is_server_error()
             || tracing::enabled!(tracing::Level::DEBUG);
         if logged {
-            let _enter = span
-                .unwrap_or_else(|| make_span(fast_ingest::PATH))
-                .entered();
+            let _enter = span.unwrap_or_else(|| make_span(lean_path::PATH)).entered();
             if status.is_server_error() {
                 tracing::warn!(status = status.as_u16(), elapsed_ms = ms, "request failed");
             } else if status.is_client_error() {
@@ -197,7 +195,7 @@ fn metrics_app(state: Arc<AppState>) -> impl Endpoint {
             poem::get(poem::endpoint::make(move |_req| {
                 let state = state.clone();
                 async move {
-                    match crate::api::metrics_text(&state) {
+                    match crate::http::api::metrics_text(&state) {
                         Ok(text) => text
                             .with_content_type("text/plain; charset=utf-8")
                             .into_response(),

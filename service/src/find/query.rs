@@ -23,7 +23,7 @@
 //! serves as well.
 //!
 //! Which tier answers which part of the range — MongoDB or the Parquet archive — is
-//! [`crate::archive_find`]'s business; this module gives it the range ([`Span`]) and the
+//! [`crate::find::archive`]'s business; this module gives it the range ([`Span`]) and the
 //! MongoDB query of one part of it ([`find_in`]).
 
 use std::sync::LazyLock;

@@ -6,7 +6,7 @@
 //! name; the lean `POST /v1/event` path gets the result directly, the OpenAPI operations
 //! through [`ApiKeyAuth`], declared in the OpenAPI document so that Swagger UI's Authorize
 //! button works. What the key may do is checked where the request's consumer is known: in
-//! [`crate::ingest`], the find and [`crate::lookup`].
+//! [`crate::ingest`], the find and [`crate::find::lookup`].
 
 use std::sync::Arc;
 

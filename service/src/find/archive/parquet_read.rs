@@ -48,8 +48,8 @@ use super::error::FindError;
 use super::merge::{Page, PageEvent};
 use super::plan::{ArchivedFile, Segment};
 use crate::event::{format_created_at, EventOut};
+use crate::find::query::{FindQuery, Order, Span};
 use crate::keys::Consumers;
-use crate::query::{FindQuery, Order, Span};
 
 /// Files whose footer and bloom filters are read ahead of the file being decoded.
 pub const OPEN_AHEAD: usize = 4;
@@ -679,8 +679,8 @@ impl AsyncFileReader for ObjectFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive_find::plan::ArchivedFile;
-    use crate::query::{FindRequest, Tier};
+    use crate::find::archive::plan::ArchivedFile;
+    use crate::find::query::{FindRequest, Tier};
     use arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
     use arrow::datatypes::{Field, Schema, TimeUnit};
     use object_store::memory::InMemory;
@@ -861,7 +861,7 @@ mod tests {
         q.limit = 5;
         let (first, _, _) = read(&reader, &file, &q, hour()).await;
         assert_eq!(first.len(), 5);
-        q.after = Some(crate::query::Cursor {
+        q.after = Some(crate::find::query::Cursor {
             created_at_ms: T0 + 4_000,
             id: ObjectId::parse_str(&first[4]).unwrap(),
             order: Order::Asc,

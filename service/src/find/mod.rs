@@ -1,0 +1,7 @@
+//! Finding events: a find's filters, order and keyset cursors and its MongoDB query
+//! ([`query`]), the find across MongoDB and the Parquet archive ([`archive`]), and one event
+//! by id, stored or queued ([`lookup`]).
+
+pub mod archive;
+pub mod lookup;
+pub mod query;
