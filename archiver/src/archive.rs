@@ -27,7 +27,7 @@ use crate::error::{ArchiveError, Result};
 use crate::export;
 use crate::guard::{self, GuardReport};
 use crate::metrics::Metrics;
-use crate::pass::{self, Written};
+use crate::pass::{self, Passed, Written};
 use crate::plan::{Scope, MAX_RUNS, OPEN_END};
 use crate::progress::Progress;
 use crate::purge::{self, PurgeReport};
@@ -351,11 +351,13 @@ impl Archiver {
         cursor_batch: u32,
         lease: &Lease,
     ) -> Result<RunReport> {
-        let mut report = RunReport::default();
-        let mut progress = Progress::new();
-        let mut ledger = Ledger {
-            recorded,
-            ..Ledger::default()
+        let mut books = Books {
+            report: RunReport::default(),
+            progress: Progress::new(),
+            ledger: Ledger {
+                recorded,
+                ..Ledger::default()
+            },
         };
         let mut first = Some(first);
         let mut later: VecDeque<(Scope, Again)> = VecDeque::new();
@@ -370,21 +372,15 @@ impl Archiver {
                 },
             };
             lease.check()?;
-            let start = match pass.events.peek_time().await {
-                Ok(Some(t)) => pass.scope.window_of(t).start,
-                Ok(None) => continue,
-                // Reading the first pass is the discovery: its failure fails the run.
-                Err(e) if again.is_none() => return Err(e),
-                Err(e) => {
-                    tracing::error!(error = %e,
-                        "reading the events failed; the windows are left for the next run");
-                    let windows = again.map_or(1, |a| a.windows);
-                    report.failed += windows;
-                    self.metrics.window_failures.inc_by(windows as u64);
-                    continue;
-                }
+            let Some(start) = self
+                .first_window(&mut pass, again, &mut books.report)
+                .await?
+            else {
+                continue;
             };
-            progress.begin_pass(pass.scope.windows_between(start, OPEN_END), start);
+            books
+                .progress
+                .begin_pass(pass.scope.windows_between(start, OPEN_END), start);
             let passed = pass::write(
                 &mut pass.events,
                 &pass.scope,
@@ -392,56 +388,84 @@ impl Archiver {
                 &self.settings,
                 self.source.name(),
                 lease,
-                &mut progress,
+                &mut books.progress,
             )
             .await?;
-            drop(pass.events);
+            let Pass {
+                scope,
+                events,
+                count,
+            } = pass;
+            drop(events);
             for _ in &passed.failed {
-                report.failed += 1;
+                books.report.failed += 1;
                 self.metrics.window_failures.inc();
             }
-            ledger.streamed.extend(passed.streamed.keys().copied());
+            books
+                .ledger
+                .streamed
+                .extend(passed.streamed.keys().copied());
+            let stopped_at = passed.stopped_at;
+            let to_redo = self
+                .verify_and_record(&scope, count, passed, again, lease, &mut books)
+                .await?;
+            later.extend(self.passes_after(&scope, to_redo, stopped_at));
+        }
+        books.progress.finish();
+        Ok(books.report)
+    }
 
-            // The count covers what was read completely: all, or what came before the window
-            // the stream failed in.
-            let until = passed.stopped_at.map(|w| w.start);
-            let count = match until {
-                None => pass.count,
-                Some(t) => {
-                    drop(pass.count);
-                    Count::start(&self.source, &pass.scope.before(t))
-                }
-            };
-            let streamed = passed.streamed_before(until);
-            // A window whose count differs is read again once; a second difference fails it.
-            let may_redo = again.is_none_or(|a| !a.redo);
-            let mut to_redo = vec![];
+    /// The first window a pass reads, from its first event; `None` when it has none, or when
+    /// a later pass cannot read (its windows then fail and wait for the next run). A first
+    /// pass that cannot read fails the run: it is the discovery.
+    async fn first_window(
+        &self,
+        pass: &mut Pass,
+        again: Option<Again>,
+        report: &mut RunReport,
+    ) -> Result<Option<DateTime<Utc>>> {
+        match pass.events.peek_time().await {
+            Ok(Some(t)) => Ok(Some(pass.scope.window_of(t).start)),
+            Ok(None) => Ok(None),
+            Err(e) if again.is_none() => Err(e),
+            Err(e) => {
+                tracing::error!(error = %e,
+                    "reading the events failed; the windows are left for the next run");
+                let windows = again.map_or(1, |a| a.windows);
+                report.failed += windows;
+                self.metrics.window_failures.inc_by(windows as u64);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Compares the pass's count with the rows it streamed, and records each written window
+    /// whose count matches. Returns the windows to read again: a window whose count differs
+    /// is read again once, and fails on a second difference.
+    async fn verify_and_record(
+        &self,
+        scope: &Scope,
+        count: Count,
+        passed: Passed,
+        again: Option<Again>,
+        lease: &Lease,
+        books: &mut Books,
+    ) -> Result<Vec<Window>> {
+        // The count covers what was read completely: all, or what came before the window the
+        // stream failed in.
+        let until = passed.stopped_at.map(|w| w.start);
+        let count = match until {
+            None => count,
+            Some(t) => {
+                drop(count);
+                Count::start(&self.source, &scope.before(t))
+            }
+        };
+        let streamed = passed.streamed_before(until);
+        let may_redo = again.is_none_or(|a| !a.redo);
+        let mismatched =
             match tally::mismatches(&self.source, count, streamed, &passed.written).await {
-                Ok(mismatched) => {
-                    if mismatched.is_empty() && until.is_none() {
-                        ledger.settled.push((
-                            pass.scope.clone(),
-                            passed.streamed.keys().copied().collect(),
-                        ));
-                    }
-                    for w in passed.written {
-                        match mismatched.get(&w.window.start) {
-                            None => {
-                                self.record(w, lease, &mut ledger, &mut report, &mut progress)
-                                    .await?
-                            }
-                            Some(_) if may_redo => to_redo.push(w.window),
-                            Some(&counted) => {
-                                let e = ArchiveError::CountMismatch {
-                                    window: w.window.id(),
-                                    written: w.rows,
-                                    expected: counted,
-                                };
-                                self.failed(&w.window, e, &mut report);
-                            }
-                        }
-                    }
-                }
+                Ok(mismatched) => mismatched,
                 Err(e) => {
                     // Unverified, so unrecorded: the next run writes these windows again.
                     let reason = e.to_string();
@@ -449,35 +473,76 @@ impl Archiver {
                         let e = ArchiveError::NotVerified {
                             reason: reason.clone(),
                         };
-                        self.failed(&w.window, e, &mut report);
+                        self.failed(&w.window, e, &mut books.report);
                     }
+                    return Ok(vec![]);
                 }
-            }
-            if !to_redo.is_empty() {
-                let scope = Scope::of_windows(&to_redo, self.settings.window_seconds());
-                later.push_back((
-                    scope,
-                    Again {
-                        redo: true,
-                        windows: to_redo.len(),
-                    },
-                ));
-            }
-            if let Some(w) = passed.stopped_at {
-                let rest = pass.scope.from(w.end);
-                if !rest.is_empty() {
-                    later.push_back((
-                        rest,
-                        Again {
-                            redo: false,
-                            windows: 1,
-                        },
-                    ));
+            };
+        if mismatched.is_empty() && until.is_none() {
+            books
+                .ledger
+                .settled
+                .push((scope.clone(), passed.streamed.keys().copied().collect()));
+        }
+        let mut to_redo = vec![];
+        for w in passed.written {
+            match mismatched.get(&w.window.start) {
+                None => {
+                    self.record(
+                        w,
+                        lease,
+                        &mut books.ledger,
+                        &mut books.report,
+                        &mut books.progress,
+                    )
+                    .await?
+                }
+                Some(_) if may_redo => to_redo.push(w.window),
+                Some(&counted) => {
+                    let e = ArchiveError::CountMismatch {
+                        window: w.window.id(),
+                        written: w.rows,
+                        expected: counted,
+                    };
+                    self.failed(&w.window, e, &mut books.report);
                 }
             }
         }
-        progress.finish();
-        Ok(report)
+        Ok(to_redo)
+    }
+
+    /// The passes a pass leaves for later: its windows to read again, together, and what
+    /// follows the window its stream failed in.
+    fn passes_after(
+        &self,
+        scope: &Scope,
+        to_redo: Vec<Window>,
+        stopped_at: Option<Window>,
+    ) -> Vec<(Scope, Again)> {
+        let mut later = vec![];
+        if !to_redo.is_empty() {
+            let redo = Scope::of_windows(&to_redo, self.settings.window_seconds());
+            later.push((
+                redo,
+                Again {
+                    redo: true,
+                    windows: to_redo.len(),
+                },
+            ));
+        }
+        if let Some(w) = stopped_at {
+            let rest = scope.from(w.end);
+            if !rest.is_empty() {
+                later.push((
+                    rest,
+                    Again {
+                        redo: false,
+                        windows: 1,
+                    },
+                ));
+            }
+        }
+        later
     }
 
     /// A window that was not archived: logged, counted, left for the next run.
@@ -633,6 +698,13 @@ struct Again {
     redo: bool,
     /// Windows that fail if the pass cannot read at all.
     windows: usize,
+}
+
+/// What a run keeps as it goes: its report, its progress display, and its ledger.
+struct Books {
+    report: RunReport,
+    progress: Progress,
+    ledger: Ledger,
 }
 
 /// What this run knows of windows without asking MongoDB (for `_SUCCESS`).

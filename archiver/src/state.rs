@@ -177,9 +177,29 @@ impl State {
             std::process::id(),
             ObjectId::new().to_hex()
         );
-        let expires = move |now: DateTime<Utc>| {
-            bson::DateTime::from_chrono(now + chrono::Duration::from_std(ttl).unwrap_or_default())
-        };
+        let sent = self.take_lease(&owner, ttl).await?;
+        tracing::debug!(%owner, "lease taken");
+        let fence = Arc::new(Fence::new(sent, ttl));
+        let renew = tokio::spawn(renew_lease(
+            self.lease.clone(),
+            self.lease_key.clone(),
+            owner.clone(),
+            ttl,
+            fence.clone(),
+        ));
+        Ok(Lease {
+            collection: self.lease.clone(),
+            key: self.lease_key.clone(),
+            owner,
+            fence,
+            renew,
+        })
+    }
+
+    /// Takes the lease for `owner` when it is free, expired or already `owner`'s; returns when
+    /// the request was sent (the fence counts from then). A lease held by another archiver is
+    /// [`ArchiveError::LeaseBusy`], naming it.
+    async fn take_lease(&self, owner: &str, ttl: Duration) -> Result<Instant> {
         let sent = Instant::now();
         let now = Utc::now();
         let taken = self
@@ -189,12 +209,12 @@ impl State {
                     "_id": &self.lease_key,
                     "$or": [
                         { "expires_at": { "$lte": bson::DateTime::from_chrono(now) } },
-                        { "owner": &owner },
+                        { "owner": owner },
                     ],
                 },
                 doc! { "$set": {
-                    "owner": &owner,
-                    "expires_at": expires(now),
+                    "owner": owner,
+                    "expires_at": lease_expiry(now, ttl),
                     "acquired_at": bson::DateTime::from_chrono(now),
                 } },
             )
@@ -202,7 +222,8 @@ impl State {
             .return_document(ReturnDocument::After)
             .await;
         match taken {
-            Ok(_) => {}
+            Ok(_) => Ok(sent),
+            // The upsert met the lease held by another: the filter did not match it.
             Err(e) if server_error_code(&e) == Some(codes::DUPLICATE_KEY) => {
                 let current = self
                     .lease
@@ -210,85 +231,16 @@ impl State {
                     .await
                     .map_err(ArchiveError::mongo("read lease"))?
                     .unwrap_or_default();
-                return Err(ArchiveError::LeaseBusy {
+                Err(ArchiveError::LeaseBusy {
                     owner: current.get_str("owner").unwrap_or("?").to_owned(),
                     until: current
                         .get_datetime("expires_at")
                         .map(|d| d.to_chrono().to_rfc3339())
                         .unwrap_or_else(|_| "?".into()),
-                });
+                })
             }
-            Err(e) => return Err(ArchiveError::mongo("take lease")(e)),
+            Err(e) => Err(ArchiveError::mongo("take lease")(e)),
         }
-        tracing::debug!(%owner, "lease taken");
-
-        let fence = Arc::new(Fence::new(sent, ttl));
-        let renew = {
-            let lease = self.lease.clone();
-            let key = self.lease_key.clone();
-            let owner = owner.clone();
-            let fence = fence.clone();
-            tokio::spawn(async move {
-                let every = ttl / 3;
-                // After a failure, try again sooner (every sixth of the TTL), so a brief outage
-                // is bridged before the fence closes two thirds of the TTL after the last renewal.
-                let retry_every = ttl / 6;
-                let mut wait = every;
-                loop {
-                    tokio::time::sleep(wait).await;
-                    let sent = Instant::now();
-                    // A renewal that hangs is a failed one: the fence does not wait for it.
-                    let r = tokio::time::timeout(
-                        retry_every,
-                        lease
-                            .update_one(
-                                doc! { "_id": &key, "owner": &owner },
-                                doc! { "$set": { "expires_at": expires(Utc::now()) } },
-                            )
-                            .into_future(),
-                    )
-                    .await;
-                    let failure = match r {
-                        Ok(Ok(u)) if u.matched_count == 1 => {
-                            fence.renewed(sent);
-                            wait = every;
-                            continue;
-                        }
-                        Ok(Ok(_)) => {
-                            fence.lose("another archiver took it over".into());
-                            tracing::error!("lease taken over by another archiver; stopping");
-                            return;
-                        }
-                        Ok(Err(e)) => e.to_string(),
-                        Err(_) => format!("no answer within {} ms", retry_every.as_millis()),
-                    };
-                    wait = retry_every;
-                    match fence.check() {
-                        Ok(()) => tracing::warn!(
-                            error = %failure,
-                            retry_in_ms = retry_every.as_millis() as u64,
-                            "lease renewal failed; retrying"
-                        ),
-                        Err(_) => {
-                            fence.lose(format!(
-                                "renewals failed until it could expire (last error: {failure})"
-                            ));
-                            tracing::error!(error = %failure,
-                                "lease renewals failed for too long: another archiver may take \
-                                 it over now; stopping");
-                            return;
-                        }
-                    }
-                }
-            })
-        };
-        Ok(Lease {
-            collection: self.lease.clone(),
-            key: self.lease_key.clone(),
-            owner,
-            fence,
-            renew,
-        })
     }
 
     /// Records a run that finished without error in [`RUNS_COLLECTION`], for the service's
@@ -459,6 +411,73 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.renew.abort();
+    }
+}
+
+/// When a lease taken or renewed at `now` expires.
+fn lease_expiry(now: DateTime<Utc>, ttl: Duration) -> bson::DateTime {
+    bson::DateTime::from_chrono(now + chrono::Duration::from_std(ttl).unwrap_or_default())
+}
+
+/// Renews `owner`'s lease every third of `ttl` until it is lost: taken over by another
+/// archiver, or not renewed before the fence closes. Either way the fence says why.
+async fn renew_lease(
+    lease: Collection<Document>,
+    key: String,
+    owner: String,
+    ttl: Duration,
+    fence: Arc<Fence>,
+) {
+    let every = ttl / 3;
+    // After a failure, try again sooner (every sixth of the TTL), so a brief outage is bridged
+    // before the fence closes two thirds of the TTL after the last renewal.
+    let retry_every = ttl / 6;
+    let mut wait = every;
+    loop {
+        tokio::time::sleep(wait).await;
+        let sent = Instant::now();
+        // A renewal that hangs is a failed one: the fence does not wait for it.
+        let r = tokio::time::timeout(
+            retry_every,
+            lease
+                .update_one(
+                    doc! { "_id": &key, "owner": &owner },
+                    doc! { "$set": { "expires_at": lease_expiry(Utc::now(), ttl) } },
+                )
+                .into_future(),
+        )
+        .await;
+        let failure = match r {
+            Ok(Ok(u)) if u.matched_count == 1 => {
+                fence.renewed(sent);
+                wait = every;
+                continue;
+            }
+            Ok(Ok(_)) => {
+                fence.lose("another archiver took it over".into());
+                tracing::error!("lease taken over by another archiver; stopping");
+                return;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} ms", retry_every.as_millis()),
+        };
+        wait = retry_every;
+        match fence.check() {
+            Ok(()) => tracing::warn!(
+                error = %failure,
+                retry_in_ms = retry_every.as_millis() as u64,
+                "lease renewal failed; retrying"
+            ),
+            Err(_) => {
+                fence.lose(format!(
+                    "renewals failed until it could expire (last error: {failure})"
+                ));
+                tracing::error!(error = %failure,
+                    "lease renewals failed for too long: another archiver may take \
+                     it over now; stopping");
+                return;
+            }
+        }
     }
 }
 

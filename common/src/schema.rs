@@ -182,7 +182,8 @@ pub async fn ensure_storage(
     Ok(report)
 }
 
-/// The `{created_at: 1}` index: TTL where the server has it, plain otherwise.
+/// The `{created_at: 1}` index: TTL where the server has it, plain otherwise. Set-up never
+/// lowers retention: a TTL is created or raised, never shortened or removed.
 async fn ensure_ttl_index(
     store: &Store,
     server: &ServerInfo,
@@ -209,32 +210,7 @@ async fn ensure_ttl_index(
     }
 
     match (current, wanted) {
-        (None, Some(secs)) => {
-            let options = IndexOptions::builder()
-                .expire_after(std::time::Duration::from_secs(secs.unsigned_abs()))
-                .build();
-            let model = IndexModel::builder()
-                .keys(key.clone())
-                .options(options)
-                .build();
-            match store.events().create_index(model).await {
-                Ok(_) => {
-                    steps.push(format!("created TTL index {key} expiring after {secs} s"));
-                    Ok(TtlState::Active {
-                        expire_after_seconds: secs,
-                    })
-                }
-                Err(e) if server_error_code(&e) == Some(codes::NOT_IMPLEMENTED) => {
-                    tracing::warn!(error = %e, "TTL index not supported by this server; creating a plain index");
-                    create_plain(store, steps).await?;
-                    Ok(TtlState::Unsupported)
-                }
-                Err(e) => Err(StoreError::Command {
-                    command: "createIndexes",
-                    source: e,
-                }),
-            }
-        }
+        (None, Some(secs)) => create_ttl(store, secs, steps).await,
         (None, None) => {
             create_plain(store, steps).await?;
             Ok(plain_state(server, retention))
@@ -245,37 +221,8 @@ async fn ensure_ttl_index(
                 expire_after_seconds: secs,
             })
         }
-        (Some(None), Some(secs)) => {
-            // A plain index on a server with TTL: retention was "forever". Expiring now would
-            // be lowering it.
-            tracing::warn!(
-                configured_seconds = secs,
-                "the created_at index has no TTL (events are kept forever); keeping it \
-                 (set-up never lowers retention; expire events on purpose with \
-                 `{LOWER_RETENTION_COMMAND}`)"
-            );
-            steps.push(format!(
-                "index {key} kept without TTL (events kept forever), not the configured {secs} s: \
-                 set-up never lowers retention (use `{LOWER_RETENTION_COMMAND}`)"
-            ));
-            Ok(TtlState::Disabled)
-        }
-        (Some(Some(cur)), Some(secs)) if cur > secs => {
-            tracing::warn!(
-                expire_after_seconds = cur,
-                configured_seconds = secs,
-                "the TTL index expires events after {cur} s, longer than the configured {secs} s; \
-                 keeping it (set-up never lowers retention: an archiver's TTL guard or an \
-                 operator raised it; lower it on purpose with `{LOWER_RETENTION_COMMAND}`)"
-            );
-            steps.push(format!(
-                "TTL index kept at {cur} s, above the configured {secs} s: set-up never lowers \
-                 retention (use `{LOWER_RETENTION_COMMAND}`)"
-            ));
-            Ok(TtlState::Active {
-                expire_after_seconds: cur,
-            })
-        }
+        (Some(None), Some(secs)) => Ok(keep_without_ttl(secs, steps)),
+        (Some(Some(cur)), Some(secs)) if cur > secs => Ok(keep_longer_ttl(cur, secs, steps)),
         (Some(Some(cur)), Some(secs)) => {
             set_ttl(store, secs).await?;
             steps.push(format!(
@@ -285,27 +232,97 @@ async fn ensure_ttl_index(
                 expire_after_seconds: secs,
             })
         }
-        (Some(Some(cur)), None) => {
-            if server.supports_ttl() {
-                // collMod cannot turn a TTL index back into a plain one, and dropping it would
-                // leave range queries without an index for a while.
-                tracing::warn!(
-                    expire_after_seconds = cur,
-                    "retention is set to forever but the TTL index still expires events after \
-                     {cur} s; raise it with `{LOWER_RETENTION_COMMAND}`"
-                );
-                steps.push(format!(
-                    "TTL index kept at {cur} s (retention forever requested)"
-                ));
-            }
-            Ok(TtlState::Active {
-                expire_after_seconds: cur,
-            })
-        }
+        (Some(Some(cur)), None) => Ok(keep_ttl_when_forever(server, cur, steps)),
         (Some(None), None) => {
             steps.push(format!("index {key} already present"));
             Ok(plain_state(server, retention))
         }
+    }
+}
+
+/// Creates the TTL index; a server that turns out not to implement TTL gets a plain index.
+async fn create_ttl(
+    store: &Store,
+    secs: i64,
+    steps: &mut Vec<String>,
+) -> Result<TtlState, StoreError> {
+    let key = ttl_index_key();
+    let options = IndexOptions::builder()
+        .expire_after(std::time::Duration::from_secs(secs.unsigned_abs()))
+        .build();
+    let model = IndexModel::builder()
+        .keys(key.clone())
+        .options(options)
+        .build();
+    match store.events().create_index(model).await {
+        Ok(_) => {
+            steps.push(format!("created TTL index {key} expiring after {secs} s"));
+            Ok(TtlState::Active {
+                expire_after_seconds: secs,
+            })
+        }
+        Err(e) if server_error_code(&e) == Some(codes::NOT_IMPLEMENTED) => {
+            tracing::warn!(error = %e, "TTL index not supported by this server; creating a plain index");
+            create_plain(store, steps).await?;
+            Ok(TtlState::Unsupported)
+        }
+        Err(e) => Err(StoreError::Command {
+            command: "createIndexes",
+            source: e,
+        }),
+    }
+}
+
+/// A plain index on a server with TTL: retention was "forever". Expiring now would be
+/// lowering it.
+fn keep_without_ttl(secs: i64, steps: &mut Vec<String>) -> TtlState {
+    let key = ttl_index_key();
+    tracing::warn!(
+        configured_seconds = secs,
+        "the created_at index has no TTL (events are kept forever); keeping it \
+         (set-up never lowers retention; expire events on purpose with \
+         `{LOWER_RETENTION_COMMAND}`)"
+    );
+    steps.push(format!(
+        "index {key} kept without TTL (events kept forever), not the configured {secs} s: \
+         set-up never lowers retention (use `{LOWER_RETENTION_COMMAND}`)"
+    ));
+    TtlState::Disabled
+}
+
+/// A TTL longer than configured: an archiver's TTL guard or an operator raised it.
+fn keep_longer_ttl(cur: i64, secs: i64, steps: &mut Vec<String>) -> TtlState {
+    tracing::warn!(
+        expire_after_seconds = cur,
+        configured_seconds = secs,
+        "the TTL index expires events after {cur} s, longer than the configured {secs} s; \
+         keeping it (set-up never lowers retention: an archiver's TTL guard or an \
+         operator raised it; lower it on purpose with `{LOWER_RETENTION_COMMAND}`)"
+    );
+    steps.push(format!(
+        "TTL index kept at {cur} s, above the configured {secs} s: set-up never lowers \
+         retention (use `{LOWER_RETENTION_COMMAND}`)"
+    ));
+    TtlState::Active {
+        expire_after_seconds: cur,
+    }
+}
+
+/// Retention "forever" asked of a TTL index: it is kept. collMod cannot turn a TTL index back
+/// into a plain one, and dropping it would leave range queries without an index for a while.
+fn keep_ttl_when_forever(server: &ServerInfo, cur: i64, steps: &mut Vec<String>) -> TtlState {
+    if server.supports_ttl() {
+        tracing::warn!(
+            expire_after_seconds = cur,
+            "retention is set to forever but the TTL index still expires events after \
+             {cur} s; raise it with `{LOWER_RETENTION_COMMAND}`"
+        );
+        steps.push(format!(
+            "TTL index kept at {cur} s (retention forever requested)"
+        ));
+    }
+    TtlState::Active {
+        expire_after_seconds: cur,
     }
 }
 

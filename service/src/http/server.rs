@@ -35,9 +35,10 @@ use crate::find::archive::ArchiveTier;
 use crate::http::api::api_service;
 use crate::http::auth::{identify, Caller};
 use crate::http::lean_path;
+use crate::ingest::writer::WriterTask;
 use crate::keys::reload;
 use crate::metrics::{route_label, Metrics};
-use crate::queue::{drain, QueueSettings};
+use crate::queue::{drain, LinkTask, QueueSettings};
 use crate::state::AppState;
 use crate::watermark::{self, Watermark};
 
@@ -278,15 +279,13 @@ pub async fn run(
         key_file_content,
         config.api_keys_poll(),
     );
-    {
-        let (env, file) = keys.current().counts();
-        tracing::info!(
-            from_env = env,
-            from_file = file,
-            file = %keys.file().map_or("-".into(), |p| p.display().to_string()),
-            "API keys loaded"
-        );
-    }
+    let (env, file) = keys.current().counts();
+    tracing::info!(
+        from_env = env,
+        from_file = file,
+        file = %keys.file().map_or("-".into(), |p| p.display().to_string()),
+        "API keys loaded"
+    );
     metrics
         .queue_capacity
         .set(i64::try_from(config.queue_capacity).unwrap_or(i64::MAX));
@@ -298,28 +297,7 @@ pub async fn run(
             every,
         );
     }
-    let watermark = Watermark::new(
-        watermark::Settings {
-            mode: match config.ingest_mode {
-                IngestMode::Direct => watermark::Mode::Direct,
-                IngestMode::Queue => watermark::Mode::Queue,
-            },
-            lag: crate::state::write_lag(&config, &store),
-            skew: config.clock_skew(),
-        },
-        store.database().collection(REPLICAS_COLLECTION),
-    );
-    // Before the first event: a direct-mode replica takes none until its record is written.
-    // MongoDB away at start only delays that (the heartbeat keeps trying).
-    match tokio::time::timeout(store.server_selection_timeout, watermark.record_now()).await {
-        Ok(Ok(())) => tracing::info!(replica = watermark.id(), "recorded this replica in MongoDB"),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cannot record this replica in MongoDB yet; retrying every second")
-        }
-        Err(_) => {
-            tracing::warn!("cannot record this replica in MongoDB yet; retrying every second")
-        }
-    }
+    let watermark = start_watermark(&config, &store).await;
     let queue = QueueSettings::from_config(&config)
         .map(|s| crate::queue::start(s, metrics.clone(), watermark.clone()));
     let heartbeat = watermark::heartbeat::start(
@@ -371,13 +349,57 @@ pub async fn run(
     if let Some(server) = metrics_server {
         server.stop().await;
     }
+    stop_ingest(queue, writer_task, grace).await;
+    // Nothing is held any more (what the drain left is back in RabbitMQ: its link is closed).
+    heartbeat.shutdown().await;
+    watermark.retire().await;
+    drop(state);
+    close_client(&client).await;
+    tracing::info!("stopped");
+    Ok(served?)
+}
+
+/// This replica's watermark, recorded once before the first event: a direct-mode replica
+/// takes none until its record is written. MongoDB away at start only delays that (the
+/// heartbeat keeps trying).
+async fn start_watermark(config: &Config, store: &Store) -> Arc<Watermark> {
+    let watermark = Watermark::new(
+        watermark::Settings {
+            mode: match config.ingest_mode {
+                IngestMode::Direct => watermark::Mode::Direct,
+                IngestMode::Queue => watermark::Mode::Queue,
+            },
+            lag: crate::state::write_lag(config, store),
+            skew: config.clock_skew(),
+        },
+        store.database().collection(REPLICAS_COLLECTION),
+    );
+    match tokio::time::timeout(store.server_selection_timeout, watermark.record_now()).await {
+        Ok(Ok(())) => tracing::info!(replica = watermark.id(), "recorded this replica in MongoDB"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot record this replica in MongoDB yet; retrying every second")
+        }
+        Err(_) => {
+            tracing::warn!("cannot record this replica in MongoDB yet; retrying every second")
+        }
+    }
+    watermark
+}
+
+/// Stops taking events in, in the order that loses none: the drain finishes what it holds
+/// (within `grace`), the link closes (RabbitMQ requeues the rest), then the writer writes what
+/// is queued — all of it in direct mode; in queue mode for at most `grace`, since everything it
+/// still holds is an unacknowledged message RabbitMQ delivers again, and with the store away
+/// waiting out the write deadline gains nothing.
+async fn stop_ingest(
+    queue: Option<(drain::DrainTask, LinkTask)>,
+    writer_task: WriterTask,
+    grace: Duration,
+) {
     match queue {
         Some((drain, link)) => {
             drain.shutdown(grace).await;
             link.shutdown().await;
-            // Everything the writer still holds is an unacknowledged message, which RabbitMQ
-            // delivers again: with the store away, waiting out the write deadline gains
-            // nothing.
             if tokio::time::timeout(grace, writer_task.shutdown())
                 .await
                 .is_err()
@@ -390,13 +412,6 @@ pub async fn run(
         }
         None => writer_task.shutdown().await,
     }
-    // Nothing is held any more (what the drain left is back in RabbitMQ: its link is closed).
-    heartbeat.shutdown().await;
-    watermark.retire().await;
-    drop(state);
-    close_client(&client).await;
-    tracing::info!("stopped");
-    Ok(served?)
 }
 
 /// Makes indexes and TTL ready. When the database does not answer at start, the service
