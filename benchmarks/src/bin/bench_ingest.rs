@@ -341,46 +341,7 @@ async fn closed_loop_with_key(
             None => format!("{base}/v1/event"),
             Some(_) => format!("{base}/v1/events"),
         };
-        tasks.push(tokio::spawn(async move {
-            let (mut events, mut errors, mut lat) = (0u64, 0u64, Vec::new());
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let body = match batch {
-                    None => event(p, n),
-                    // A batch carries many consumers' events (a gateway's, say), spread
-                    // over 64 like the direct inserts it is compared with.
-                    Some(k) => serde_json::Value::Array(
-                        (0..k as u64)
-                            .map(|i| event(((n + i) % 64) as usize, n + i))
-                            .collect(),
-                    ),
-                };
-                let sent = Instant::now();
-                let r = client
-                    .post(&url)
-                    .header("X-Api-Key", &key)
-                    .json(&body)
-                    .send()
-                    .await;
-                let ok = match r {
-                    Ok(r) => {
-                        let status = r.status().as_u16();
-                        let _ = r.bytes().await;
-                        status == 201 || status == 200 || status == 202
-                    }
-                    Err(_) => false,
-                };
-                lat.push(sent.elapsed().as_micros() as u64);
-                let k = batch.unwrap_or(1) as u64;
-                if ok {
-                    events += k;
-                } else {
-                    errors += k;
-                }
-                n += k;
-            }
-            (events, errors, lat)
-        }));
+        tasks.push(tokio::spawn(producer(client, url, key, p, batch, stop)));
     }
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
@@ -399,6 +360,56 @@ async fn closed_loop_with_key(
     }
     figures.elapsed = started.elapsed();
     figures
+}
+
+/// One producer of [`closed_loop_with_key`]: posts a request, waits for its answer, and again
+/// until `stop`; returns the events accepted, the events refused and each request's latency.
+async fn producer(
+    client: reqwest::Client,
+    url: String,
+    key: String,
+    p: usize,
+    batch: Option<usize>,
+    stop: Arc<AtomicBool>,
+) -> (u64, u64, Vec<u64>) {
+    let (mut events, mut errors, mut lat) = (0u64, 0u64, Vec::new());
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let body = match batch {
+            None => event(p, n),
+            // A batch carries many consumers' events (a gateway's, say), spread
+            // over 64 like the direct inserts it is compared with.
+            Some(k) => serde_json::Value::Array(
+                (0..k as u64)
+                    .map(|i| event(((n + i) % 64) as usize, n + i))
+                    .collect(),
+            ),
+        };
+        let sent = Instant::now();
+        let r = client
+            .post(&url)
+            .header("X-Api-Key", &key)
+            .json(&body)
+            .send()
+            .await;
+        let ok = match r {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let _ = r.bytes().await;
+                status == 201 || status == 200 || status == 202
+            }
+            Err(_) => false,
+        };
+        lat.push(sent.elapsed().as_micros() as u64);
+        let k = batch.unwrap_or(1) as u64;
+        if ok {
+            events += k;
+        } else {
+            errors += k;
+        }
+        n += k;
+    }
+    (events, errors, lat)
 }
 
 /// How long an open loop runs at its rate before its requests count.
@@ -531,22 +542,7 @@ async fn direct_insert_many(
     let client = mongodb::Client::with_uri_str(&args.mongodb_uri).await?;
     client.database("bench_direct").drop().await?;
     if indexed {
-        let store = auditlog_common::store::Store::connect(
-            &auditlog_common::settings::MongoSettings {
-                mongodb_uri: args.mongodb_uri.clone(),
-                db_name: "bench_direct".into(),
-                collection: "events".into(),
-            },
-            "auditlog-bench-ingest",
-        )
-        .await?;
-        let server = store.server_info().await?;
-        auditlog_common::schema::ensure_storage(
-            &store,
-            &server,
-            auditlog_common::schema::Retention::from_days(30),
-        )
-        .await?;
+        create_service_indexes(args).await?;
     }
     let coll = client
         .database("bench_direct")
@@ -562,33 +558,7 @@ async fn direct_insert_many(
     let mut handles = vec![];
     for _ in 0..tasks {
         let (coll, stop, wc) = (coll.clone(), stop.clone(), wc.clone());
-        handles.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let docs: Vec<Document> = (0..size)
-                    .map(|i| {
-                        doc! {
-                            "_id": mongodb::bson::oid::ObjectId::new(),
-                            // Spread over 64 consumers like the service's producers: where
-                            // new keys land in the consumer index changes the store's cost.
-                            "type": "bench", "consumer": format!("producer-{}", (n + i) % 64),
-                            "created_at": mongodb::bson::DateTime::now(),
-                            "payload": {"n": (n + i) as i64, "user": "someone@example.com", "action": "login", "ok": true},
-                        }
-                    })
-                    .collect();
-                if coll
-                    .insert_many(docs)
-                    .ordered(false)
-                    .write_concern(wc.clone())
-                    .await
-                    .is_ok()
-                {
-                    n += size;
-                }
-            }
-            n
-        }));
+        handles.push(tokio::spawn(insert_many_task(coll, wc, size, stop)));
     }
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     stop.store(true, Ordering::Relaxed);
@@ -608,6 +578,62 @@ async fn direct_insert_many(
         },
         cpu,
     })
+}
+
+/// Creates the service's indexes on `bench_direct.events`, as `auditlog-service` creates them.
+async fn create_service_indexes(args: &Args) -> anyhow::Result<()> {
+    let store = auditlog_common::store::Store::connect(
+        &auditlog_common::settings::MongoSettings {
+            mongodb_uri: args.mongodb_uri.clone(),
+            db_name: "bench_direct".into(),
+            collection: "events".into(),
+        },
+        "auditlog-bench-ingest",
+    )
+    .await?;
+    let server = store.server_info().await?;
+    auditlog_common::schema::ensure_storage(
+        &store,
+        &server,
+        auditlog_common::schema::Retention::from_days(30),
+    )
+    .await?;
+    Ok(())
+}
+
+/// One task of [`direct_insert_many`]: `insert_many` of `size` documents, again until `stop`;
+/// returns the events inserted.
+async fn insert_many_task(
+    coll: mongodb::Collection<Document>,
+    wc: WriteConcern,
+    size: u64,
+    stop: Arc<AtomicBool>,
+) -> u64 {
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let docs: Vec<Document> = (0..size)
+            .map(|i| {
+                doc! {
+                    "_id": mongodb::bson::oid::ObjectId::new(),
+                    // Spread over 64 consumers like the service's producers: where
+                    // new keys land in the consumer index changes the store's cost.
+                    "type": "bench", "consumer": format!("producer-{}", (n + i) % 64),
+                    "created_at": mongodb::bson::DateTime::now(),
+                    "payload": {"n": (n + i) as i64, "user": "someone@example.com", "action": "login", "ok": true},
+                }
+            })
+            .collect();
+        if coll
+            .insert_many(docs)
+            .ordered(false)
+            .write_concern(wc.clone())
+            .await
+            .is_ok()
+        {
+            n += size;
+        }
+    }
+    n
 }
 
 /// One figure: what the load achieved and the CPU it cost.
@@ -704,62 +730,88 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Runs what the arguments ask for: the profile, one `--only` part, or the full run.
 async fn bench(args: Args) -> anyhow::Result<()> {
-    let bin = match &args.service_bin {
+    let bin = service_bin(&args)?;
+    if let Some(out) = &args.perf_data {
+        return profile(&args, &bin, out).await;
+    }
+    match args.only {
+        Some(Only::Keys) => {
+            print_header();
+            scoped_keys(&args, &bin).await
+        }
+        Some(Only::Open) => {
+            print_header();
+            open_loop_alone(&args, &bin).await
+        }
+        Some(Only::Pairs) => {
+            let url = amqp_url(&args, "pairs")?;
+            print_header();
+            queue_pairs(&args, &bin, &url).await
+        }
+        Some(Only::Queue) => {
+            let url = amqp_url(&args, "queue")?;
+            print_header();
+            queue_alone(&args, &bin, &url).await
+        }
+        None => full_run(&args, &bin).await,
+    }
+}
+
+/// The service binary: `BENCH_SERVICE_BIN`, or `auditlog-service` next to this binary.
+fn service_bin(args: &Args) -> anyhow::Result<PathBuf> {
+    Ok(match &args.service_bin {
         Some(p) => p.clone(),
         None => std::env::current_exe()?
             .parent()
             .context("no parent directory")?
             .join("auditlog-service"),
-    };
-    if let Some(out) = &args.perf_data {
-        return profile(&args, &bin, out).await;
+    })
+}
+
+/// `--only queue`: direct mode's closed loops at `BENCH_QUEUE_PRODUCERS`, then queue mode, then
+/// whether queue mode's p99 at 64 producers was no worse than direct mode's.
+async fn queue_alone(args: &Args, bin: &PathBuf, url: &str) -> anyhow::Result<()> {
+    // Direct mode at the same producer counts first: the goals compare the two in one run.
+    let direct_64 = direct_at_queue_producers(args, bin).await?;
+    let queue = queue_mode(args, bin, url).await?;
+    if let (Some(direct), Some(mut queued)) = (direct_64, queue.at_64) {
+        let queued = queued.figures.percentile_ms(0.99);
+        println!();
+        println!(
+            "queue mode: p99 at 64 producers no worse than direct: {queued:.1} ms vs {direct:.1} ms: {}",
+            if queued <= direct { "met" } else { "NOT met" }
+        );
     }
-    if args.only == Some(Only::Keys) {
-        print_header();
-        scoped_keys(&args, &bin).await?;
-        return Ok(());
-    }
-    if args.only == Some(Only::Open) {
-        print_header();
-        return open_loop_alone(&args, &bin).await;
-    }
-    if args.only == Some(Only::Pairs) {
-        let url = amqp_url(&args, "pairs")?;
-        print_header();
-        return queue_pairs(&args, &bin, &url).await;
-    }
-    if args.only == Some(Only::Queue) {
-        let url = amqp_url(&args, "queue")?;
-        print_header();
-        // Direct mode at the same producer counts first: the goals compare the two in one run.
-        let service = start_service(&args, &bin, "bench_gc_on", true, &[]).await?;
-        let mut direct_64 = None;
-        for &p in &args.queue_producers {
-            let mut m = measure(
-                &args,
-                &service,
-                closed_loop(&service.base, p, args.seconds, None),
-            )
-            .await;
-            m.print("single POST, group commit", &p.to_string());
-            if p == 64 {
-                direct_64 = Some(m.figures.percentile_ms(0.99));
-            }
+    Ok(())
+}
+
+/// Direct mode with group commit, closed loops at `BENCH_QUEUE_PRODUCERS`; returns the p99 (ms)
+/// at 64 producers.
+async fn direct_at_queue_producers(args: &Args, bin: &PathBuf) -> anyhow::Result<Option<f64>> {
+    let service = start_service(args, bin, "bench_gc_on", true, &[]).await?;
+    let mut direct_64 = None;
+    for &p in &args.queue_producers {
+        let mut m = measure(
+            args,
+            &service,
+            closed_loop(&service.base, p, args.seconds, None),
+        )
+        .await;
+        m.print("single POST, group commit", &p.to_string());
+        if p == 64 {
+            direct_64 = Some(m.figures.percentile_ms(0.99));
         }
-        drop(service);
-        drop_database(&args, "bench_gc_on").await?;
-        let queue = queue_mode(&args, &bin, &url).await?;
-        if let (Some(direct), Some(mut queued)) = (direct_64, queue.at_64) {
-            let queued = queued.figures.percentile_ms(0.99);
-            println!();
-            println!(
-                "queue mode: p99 at 64 producers no worse than direct: {queued:.1} ms vs {direct:.1} ms: {}",
-                if queued <= direct { "met" } else { "NOT met" }
-            );
-        }
-        return Ok(());
     }
+    drop(service);
+    drop_database(args, "bench_gc_on").await?;
+    Ok(direct_64)
+}
+
+/// The full run: direct mode with group commit on and off, scoped keys, queue mode, the store
+/// alone, then each target and whether it was met.
+async fn full_run(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
     println!(
         "auditlog ingest benchmark — store {}, write concern {}, {} s per figure",
         args.mongodb_uri, args.write_concern, args.seconds
@@ -767,92 +819,166 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     println!("cpu: CPU seconds per 1000 events of the store / the service / the load generator");
     println!();
     print_header();
-    let mut peak_on = 0.0f64;
-    let mut at_64: [Option<Measured>; 2] = [None, None];
-    let mut mean_batch_64 = None;
-    let mut batch_post = None;
-    let mut open = None;
+    let mut direct = direct_mode(args, bin).await?;
+    scoped_keys(args, bin).await?;
+    let queue = match &args.amqp_url {
+        Some(url) => Some(queue_mode(args, bin, url).await?),
+        None => {
+            println!("(queue mode skipped: BENCH_AMQP_URL is not set)");
+            None
+        }
+    };
+    let store = store_alone(args, direct.mean_batch_64).await?;
+    println!();
+    print_targets(args, &mut direct, &store, queue)
+}
+
+/// Direct mode's figures that the targets compare.
+struct DirectFigures {
+    /// At 64 producers, with group commit on and off.
+    at_64: [Option<Measured>; 2],
+    /// Mean events per `insert_many` at 64 producers with group commit on.
+    mean_batch_64: Option<f64>,
+    batch_post: Option<Measured>,
+    open: Option<Measured>,
+}
+
+/// Direct mode with group commit on, then off, each on its own service and database: the
+/// closed loops, and with group commit on the batch POST and the open loop at half of peak.
+async fn direct_mode(args: &Args, bin: &PathBuf) -> anyhow::Result<DirectFigures> {
+    let mut figures = DirectFigures {
+        at_64: [None, None],
+        mean_batch_64: None,
+        batch_post: None,
+        open: None,
+    };
     for (i, group_commit) in [true, false].into_iter().enumerate() {
         let db = if group_commit {
             "bench_gc_on"
         } else {
             "bench_gc_off"
         };
-        let service = start_service(&args, &bin, db, group_commit, &[]).await?;
+        let service = start_service(args, bin, db, group_commit, &[]).await?;
         let label = if group_commit {
             "single POST, group commit"
         } else {
             "single POST, no group commit"
         };
-        for &p in &args.producers {
-            let batches_before = service.mean_batch_counts().await;
-            let mut m = measure(
-                &args,
-                &service,
-                closed_loop(&service.base, p, args.seconds, None),
-            )
-            .await;
-            m.print(label, &p.to_string());
-            if group_commit {
-                peak_on = peak_on.max(m.figures.rate());
-                if p == 64 {
-                    mean_batch_64 = service.mean_batch_since(batches_before).await;
-                }
-            }
-            if p == 64 {
-                at_64[i] = Some(m);
-            }
-        }
+        let loops = single_event_loops(args, &service, label, group_commit).await;
+        figures.at_64[i] = loops.at_64;
         if group_commit {
-            for &p in &args.queue_producers {
-                if args.producers.contains(&p) {
-                    continue;
-                }
-                let mut m = measure(
-                    &args,
-                    &service,
-                    closed_loop(&service.base, p, args.seconds, None),
-                )
-                .await;
-                m.print(label, &p.to_string());
-            }
-            let mut m = measure(
-                &args,
-                &service,
-                closed_loop(&service.base, 2, args.seconds, Some(args.batch_events)),
-            )
-            .await;
-            m.print(&format!("batch POST x{}", args.batch_events), "2");
-            batch_post = Some(m);
-            let half = peak_on / 2.0;
-            let writes = histogram_buckets(&service, WRITE_DURATION).await;
-            let mut m = measure(
-                &args,
-                &service,
-                open_loop(&service.base, half, args.seconds),
-            )
-            .await;
-            m.print(&format!("open loop at {half:.0}/s"), "-");
-            print_store_writes(&service, &writes).await;
-            open = Some(m);
+            figures.mean_batch_64 = loops.mean_batch_64;
+            other_queue_producers(args, &service, label).await;
+            figures.batch_post = Some(batch_post(args, &service).await);
+            figures.open = Some(open_loop_at_half(args, &service, loops.peak).await);
         }
         drop(service);
-        drop_database(&args, db).await?;
+        drop_database(args, db).await?;
     }
-    scoped_keys(&args, &bin).await?;
-    let queue = match &args.amqp_url {
-        Some(url) => Some(queue_mode(&args, &bin, url).await?),
-        None => {
-            println!("(queue mode skipped: BENCH_AMQP_URL is not set)");
-            None
-        }
+    Ok(figures)
+}
+
+/// What [`single_event_loops`] keeps of its closed loops.
+struct SingleEventLoops {
+    /// The highest rate (with group commit; 0 without).
+    peak: f64,
+    at_64: Option<Measured>,
+    /// Mean events per `insert_many` at 64 producers (with group commit; `None` without).
+    mean_batch_64: Option<f64>,
+}
+
+/// The single-event closed loops at `BENCH_PRODUCERS` against `service`.
+async fn single_event_loops(
+    args: &Args,
+    service: &Service,
+    label: &str,
+    group_commit: bool,
+) -> SingleEventLoops {
+    let mut loops = SingleEventLoops {
+        peak: 0.0,
+        at_64: None,
+        mean_batch_64: None,
     };
+    for &p in &args.producers {
+        let batches_before = service.mean_batch_counts().await;
+        let mut m = measure(
+            args,
+            service,
+            closed_loop(&service.base, p, args.seconds, None),
+        )
+        .await;
+        m.print(label, &p.to_string());
+        if group_commit {
+            loops.peak = loops.peak.max(m.figures.rate());
+            if p == 64 {
+                loops.mean_batch_64 = service.mean_batch_since(batches_before).await;
+            }
+        }
+        if p == 64 {
+            loops.at_64 = Some(m);
+        }
+    }
+    loops
+}
+
+/// The closed loops at the `BENCH_QUEUE_PRODUCERS` counts that `BENCH_PRODUCERS` lacks, so that
+/// queue mode has direct mode beside it at each.
+async fn other_queue_producers(args: &Args, service: &Service, label: &str) {
+    for &p in &args.queue_producers {
+        if args.producers.contains(&p) {
+            continue;
+        }
+        let mut m = measure(
+            args,
+            service,
+            closed_loop(&service.base, p, args.seconds, None),
+        )
+        .await;
+        m.print(label, &p.to_string());
+    }
+}
+
+/// Batch POSTs of `BENCH_BATCH_EVENTS` events from 2 producers.
+async fn batch_post(args: &Args, service: &Service) -> Measured {
+    let mut m = measure(
+        args,
+        service,
+        closed_loop(&service.base, 2, args.seconds, Some(args.batch_events)),
+    )
+    .await;
+    m.print(&format!("batch POST x{}", args.batch_events), "2");
+    m
+}
+
+/// The open loop at half of `peak`, with what the store's writes took meanwhile.
+async fn open_loop_at_half(args: &Args, service: &Service, peak: f64) -> Measured {
+    let half = peak / 2.0;
+    let writes = histogram_buckets(service, WRITE_DURATION).await;
+    let mut m = measure(args, service, open_loop(&service.base, half, args.seconds)).await;
+    m.print(&format!("open loop at {half:.0}/s"), "-");
+    print_store_writes(service, &writes).await;
+    m
+}
+
+/// The store's own `insert_many` figures that the targets compare.
+struct StoreFigures {
+    /// The service's mean batch at 64 producers, rounded: the size `same_size` inserted.
+    mean: u64,
+    same_size: Measured,
+    /// The faster of 1 and 2 tasks inserting 1000 at a time into the service's indexes.
+    ceiling: Option<Measured>,
+    bare: Measured,
+}
+
+/// The store alone: `insert_many` at the service's mean batch size (`mean_batch_64`), at 1000
+/// from 1 and 2 tasks, and at 1000 into a bare collection.
+async fn store_alone(args: &Args, mean_batch_64: Option<f64>) -> anyhow::Result<StoreFigures> {
     let mean = mean_batch_64.unwrap_or(1.0).round().max(1.0) as u64;
-    let mut same_size = direct_insert_many(&args, 1, mean, true).await?;
+    let mut same_size = direct_insert_many(args, 1, mean, true).await?;
     same_size.print(&format!("direct x{mean}, indexed"), "1");
     let mut ceiling: Option<Measured> = None;
     for tasks in [1, 2] {
-        let mut m = direct_insert_many(&args, tasks, 1000, true).await?;
+        let mut m = direct_insert_many(args, tasks, 1000, true).await?;
         m.print("direct x1000, indexed", &tasks.to_string());
         if ceiling
             .as_ref()
@@ -861,23 +987,71 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             ceiling = Some(m);
         }
     }
-    let mut bare = direct_insert_many(&args, 2, 1000, false).await?;
+    let mut bare = direct_insert_many(args, 2, 1000, false).await?;
     bare.print("direct x1000, bare collection", "2");
-    println!();
-    let ceiling_rate = ceiling.as_ref().map_or(1.0, |c| c.figures.rate()).max(1.0);
-    let [Some(on), Some(off)] = &mut at_64 else {
+    Ok(StoreFigures {
+        mean,
+        same_size,
+        ceiling,
+        bare,
+    })
+}
+
+/// Each target of the full run and whether it was met.
+fn print_targets(
+    args: &Args,
+    direct: &mut DirectFigures,
+    store: &StoreFigures,
+    queue: Option<QueueFigures>,
+) -> anyhow::Result<()> {
+    let ceiling_rate = store
+        .ceiling
+        .as_ref()
+        .map_or(1.0, |c| c.figures.rate())
+        .max(1.0);
+    let [Some(on), Some(off)] = &mut direct.at_64 else {
         bail!("the 64-producer figures are missing (BENCH_PRODUCERS must include 64)");
     };
     println!(
         "mean insert_many batch with 64 producers: {}",
-        mean_batch_64.map_or("-".into(), |m| format!("{m:.1} events"))
+        direct
+            .mean_batch_64
+            .map_or("-".into(), |m| format!("{m:.1} events"))
     );
-    let bare_rate = bare.figures.rate().max(1.0);
+    let bare_rate = store.bare.figures.rate().max(1.0);
     println!(
         "ceiling: direct insert_many x1000 into the service's indexes {ceiling_rate:.0}/s \
          (into a bare collection {bare_rate:.0}/s: the indexes cost the store {:.0}%)",
         100.0 * (1.0 - ceiling_rate / bare_rate)
     );
+    print_single_event_targets(on, off, ceiling_rate, bare_rate);
+    if let Some(open) = direct.open.as_mut() {
+        let p99 = open.figures.percentile_ms(0.99);
+        println!(
+            "p99 in the open loop at half of peak: {p99:.1} ms (target <= 20 ms: {})",
+            verdict(p99 <= 20.0)
+        );
+    }
+    if let Some(b) = &direct.batch_post {
+        let share = b.figures.rate() / ceiling_rate;
+        println!(
+            "batch POST x{} vs the ceiling: {:.0}% (target >= 80%: {}); vs the bare collection: {:.0}%",
+            args.batch_events,
+            100.0 * share,
+            verdict(share >= 0.8),
+            100.0 * b.figures.rate() / bare_rate
+        );
+    }
+    if let Some(q) = queue {
+        print_queue_targets(on, q);
+    }
+    print_store_cpu_target(on, store);
+    Ok(())
+}
+
+/// The targets of single-event POSTs at 64 producers with group commit `on` (and `off`):
+/// against the ceiling, group commit's gain, and the service's CPU per request.
+fn print_single_event_targets(on: &Measured, off: &Measured, ceiling_rate: f64, bare_rate: f64) {
     let share = on.figures.rate() / ceiling_rate;
     println!(
         "64 producers vs the ceiling: {:.0}% (target >= 50%: {}); vs the bare collection: {:.0}%",
@@ -897,49 +1071,40 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             verdict(us <= 20.0)
         );
     }
-    if let Some(open) = open.as_mut() {
-        let p99 = open.figures.percentile_ms(0.99);
+}
+
+/// Queue mode's targets: p99 and throughput at 64 producers against direct mode's (`on`), and
+/// no producer error through the store outage.
+fn print_queue_targets(on: &mut Measured, mut q: QueueFigures) {
+    let direct_p99 = on.figures.percentile_ms(0.99);
+    if let Some(m) = q.at_64.as_mut() {
+        let p99 = m.figures.percentile_ms(0.99);
         println!(
-            "p99 in the open loop at half of peak: {p99:.1} ms (target <= 20 ms: {})",
-            verdict(p99 <= 20.0)
+            "queue mode p99 at 64 producers: {p99:.2} ms vs direct {direct_p99:.2} ms (target: no worse: {})",
+            verdict(p99 <= direct_p99)
         );
-    }
-    if let Some(b) = &batch_post {
-        let share = b.figures.rate() / ceiling_rate;
+        let share = m.figures.rate() / on.figures.rate().max(1.0);
         println!(
-            "batch POST x{} vs the ceiling: {:.0}% (target >= 80%: {}); vs the bare collection: {:.0}%",
-            args.batch_events,
+            "queue mode throughput at 64 producers: {:.0}% of direct (target >= 80%: {})",
             100.0 * share,
-            verdict(share >= 0.8),
-            100.0 * b.figures.rate() / bare_rate
+            verdict(share >= 0.8)
         );
     }
-    if let Some(mut q) = queue {
-        let direct_p99 = on.figures.percentile_ms(0.99);
-        if let Some(m) = q.at_64.as_mut() {
-            let p99 = m.figures.percentile_ms(0.99);
-            println!(
-                "queue mode p99 at 64 producers: {p99:.2} ms vs direct {direct_p99:.2} ms (target: no worse: {})",
-                verdict(p99 <= direct_p99)
-            );
-            let share = m.figures.rate() / on.figures.rate().max(1.0);
-            println!(
-                "queue mode throughput at 64 producers: {:.0}% of direct (target >= 80%: {})",
-                100.0 * share,
-                verdict(share >= 0.8)
-            );
-        }
-        if let Some((errors, seconds)) = q.outage_errors {
-            println!(
-                "producer errors through a {seconds} s store outage in queue mode: {errors} (target 0: {})",
-                verdict(errors == 0)
-            );
-        }
+    if let Some((errors, seconds)) = q.outage_errors {
+        println!(
+            "producer errors through a {seconds} s store outage in queue mode: {errors} (target 0: {})",
+            verdict(errors == 0)
+        );
     }
-    if let (Some(ours), Some(direct)) =
-        (on.per_event(|c| c.store), same_size.per_event(|c| c.store))
-    {
-        let ratio = ours / direct;
+}
+
+/// The store's CPU per event on the service path (`on`) against direct batches of the same size.
+fn print_store_cpu_target(on: &Measured, store: &StoreFigures) {
+    if let (Some(ours), Some(direct)) = (
+        on.per_event(|c| c.store),
+        store.same_size.per_event(|c| c.store),
+    ) {
+        let (ratio, mean) = (ours / direct, store.mean);
         println!(
             "store CPU per event, service path vs direct x{mean} (same indexes): {:.1} us vs {:.1} us = {ratio:.2}x (target <= 1.2x: {})",
             ours * 1e6,
@@ -947,7 +1112,6 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             verdict(ratio <= 1.2)
         );
     }
-    Ok(())
 }
 
 /// A key file of [`KEY_FILE_ENTRIES`] entries, the last granting [`SCOPED_KEY`] `ingest` over
@@ -1138,129 +1302,155 @@ async fn queue_mode(args: &Args, bin: &PathBuf, url: &str) -> anyhow::Result<Que
         at_64: None,
         outage_errors: None,
     };
-    let label = "single POST, queue mode";
     for &p in &args.queue_producers {
-        let before = histogram_buckets(&service, VISIBILITY).await;
-        let confirms_before = histogram_buckets(&service, CONFIRM).await;
-        let broker_before = args.broker_pid.and_then(|p| cpu_seconds(Some(p)));
-        let groups_before = service.published_groups().await;
-        let mut m = measure(
-            args,
-            &service,
-            closed_loop(&service.base, p, args.seconds, None),
-        )
-        .await;
-        m.print(label, &p.to_string());
-        if let (Some((e0, m0)), Some((e1, m1))) = (groups_before, service.published_groups().await)
-        {
-            println!(
-                "{:<30} {:>9} {:>10} {:>8} {:>8} {:>6}   {:.1} (RabbitMQ messages: {:.0})",
-                "  events per message",
-                p,
-                "",
-                "",
-                "",
-                "",
-                (e1 - e0) / (m1 - m0).max(1.0),
-                m1 - m0
-            );
-        }
-        let broker = args.broker_pid.and_then(|p| cpu_seconds(Some(p)));
-        if let (Some(b0), Some(b1)) = (broker_before, broker) {
-            // The drain's share is in it too: it drains while producers publish.
-            println!(
-                "{:<30} {:>9} {:>10} {:>8} {:>8} {:>6}   RabbitMQ: {:.3}",
-                "  RabbitMQ's CPU",
-                p,
-                "",
-                "",
-                "",
-                "",
-                (b1 - b0) * 1000.0 / m.figures.events.max(1) as f64
-            );
-        }
-        let confirms = buckets_since(
-            &histogram_buckets(&service, CONFIRM).await,
-            &confirms_before,
-        );
-        print_quantiles(
-            "  publish to confirm",
-            &p.to_string(),
-            &confirms,
-            "RabbitMQ's publish confirm",
-        );
-        // What this load published is stored once the queue is drained.
-        wait_drained(&service, Duration::from_secs(300)).await;
-        let after = histogram_buckets(&service, VISIBILITY).await;
-        let delta = buckets_since(&after, &before);
-        let count = delta.last().map_or(0.0, |b| b.1);
-        print_quantiles(
-            "  publish to visibility",
-            &p.to_string(),
-            &delta,
-            &format!("{count:.0} events"),
-        );
+        let m = queue_closed_loop(args, &service, p).await;
         if p == 64 {
             figures.at_64 = Some(m);
         }
     }
     if let Some(pid) = args.store_pid {
-        let outage = Duration::from_secs(args.outage_seconds);
-        // SIGSTOP: the store keeps its connections open and answers nothing, like a hung
-        // primary; SIGCONT brings it back with everything it had.
-        let control = tokio::spawn(async move {
-            tokio::time::sleep(OPEN_LOOP_WARM_UP + Duration::from_secs(5)).await;
-            signal(pid, "STOP")?;
-            tokio::time::sleep(outage).await;
-            signal(pid, "CONT")?;
-            Ok::<_, anyhow::Error>(Instant::now())
-        });
-        // Half the peak, as the direct open loop: at the full closed-loop rate an open loop
-        // runs with no headroom, and its queue grows on any hiccup, outage or not.
-        let rate = args.outage_rate.unwrap_or_else(|| {
-            (figures
-                .at_64
-                .as_ref()
-                .map_or(10_000.0, |m| m.figures.rate())
-                / 2.0)
-                .round()
-        });
-        let confirms_before = histogram_buckets(&service, CONFIRM).await;
-        let mut m = measure(
-            args,
-            &service,
-            open_loop(&service.base, rate, args.outage_seconds + 10),
-        )
-        .await;
-        let returned = control.await??;
-        let confirms = buckets_since(
-            &histogram_buckets(&service, CONFIRM).await,
-            &confirms_before,
-        );
-        let by_start = m.figures.latencies_us.clone();
-        m.print(
-            &format!("queue, {} s outage, {rate:.0}/s", args.outage_seconds),
-            "-",
-        );
-        print_quantiles(
-            "  publish to confirm",
-            "-",
-            &confirms,
-            "RabbitMQ's publish confirm",
-        );
-        print_worst_quarters(&by_start, rate, 50.0);
-        wait_drained(&service, Duration::from_secs(600)).await;
-        println!(
-            "  the drain caught up {:.1} s after the store returned",
-            returned.elapsed().as_secs_f64()
-        );
-        figures.outage_errors = Some((m.figures.errors, args.outage_seconds));
+        let errors = store_outage(args, &service, pid, figures.at_64.as_ref()).await?;
+        figures.outage_errors = Some((errors, args.outage_seconds));
     } else {
         println!("(queue-mode outage skipped: BENCH_STORE_PID is not set)");
     }
     drop(service);
     drop_database(args, db).await?;
     Ok(figures)
+}
+
+/// One closed loop of `p` producers in queue mode, then its events per RabbitMQ message,
+/// RabbitMQ's CPU, the publish-confirm time and, once the queue is drained, the
+/// publish-to-visibility time.
+async fn queue_closed_loop(args: &Args, service: &Service, p: usize) -> Measured {
+    let before = histogram_buckets(service, VISIBILITY).await;
+    let confirms_before = histogram_buckets(service, CONFIRM).await;
+    let broker_before = args.broker_pid.and_then(|p| cpu_seconds(Some(p)));
+    let groups_before = service.published_groups().await;
+    let mut m = measure(
+        args,
+        service,
+        closed_loop(&service.base, p, args.seconds, None),
+    )
+    .await;
+    m.print("single POST, queue mode", &p.to_string());
+    print_events_per_message(service, p, groups_before).await;
+    print_broker_cpu(args, p, broker_before, m.figures.events);
+    let confirms = buckets_since(&histogram_buckets(service, CONFIRM).await, &confirms_before);
+    print_quantiles(
+        "  publish to confirm",
+        &p.to_string(),
+        &confirms,
+        "RabbitMQ's publish confirm",
+    );
+    // What this load published is stored once the queue is drained.
+    wait_drained(service, Duration::from_secs(300)).await;
+    let after = histogram_buckets(service, VISIBILITY).await;
+    let delta = buckets_since(&after, &before);
+    let count = delta.last().map_or(0.0, |b| b.1);
+    print_quantiles(
+        "  publish to visibility",
+        &p.to_string(),
+        &delta,
+        &format!("{count:.0} events"),
+    );
+    m
+}
+
+/// The events per RabbitMQ message since `before` (from [`Service::published_groups`]).
+async fn print_events_per_message(service: &Service, p: usize, before: Option<(f64, f64)>) {
+    if let (Some((e0, m0)), Some((e1, m1))) = (before, service.published_groups().await) {
+        println!(
+            "{:<30} {:>9} {:>10} {:>8} {:>8} {:>6}   {:.1} (RabbitMQ messages: {:.0})",
+            "  events per message",
+            p,
+            "",
+            "",
+            "",
+            "",
+            (e1 - e0) / (m1 - m0).max(1.0),
+            m1 - m0
+        );
+    }
+}
+
+/// RabbitMQ's CPU seconds per 1000 of `events` since `before` (when `BENCH_BROKER_PID` is set).
+fn print_broker_cpu(args: &Args, p: usize, before: Option<f64>, events: u64) {
+    let broker = args.broker_pid.and_then(|p| cpu_seconds(Some(p)));
+    if let (Some(b0), Some(b1)) = (before, broker) {
+        // The drain's share is in it too: it drains while producers publish.
+        println!(
+            "{:<30} {:>9} {:>10} {:>8} {:>8} {:>6}   RabbitMQ: {:.3}",
+            "  RabbitMQ's CPU",
+            p,
+            "",
+            "",
+            "",
+            "",
+            (b1 - b0) * 1000.0 / events.max(1) as f64
+        );
+    }
+}
+
+/// The outage run: an open loop while the store (`pid`) is stopped for `BENCH_OUTAGE_SECONDS`,
+/// then where its latencies were worst and when the drain caught up; returns the producer
+/// errors.
+async fn store_outage(
+    args: &Args,
+    service: &Service,
+    pid: u32,
+    at_64: Option<&Measured>,
+) -> anyhow::Result<u64> {
+    let control = tokio::spawn(stop_store(pid, Duration::from_secs(args.outage_seconds)));
+    let rate = outage_rate(args, at_64);
+    let confirms_before = histogram_buckets(service, CONFIRM).await;
+    let mut m = measure(
+        args,
+        service,
+        open_loop(&service.base, rate, args.outage_seconds + 10),
+    )
+    .await;
+    let returned = control.await??;
+    let confirms = buckets_since(&histogram_buckets(service, CONFIRM).await, &confirms_before);
+    let by_start = m.figures.latencies_us.clone();
+    m.print(
+        &format!("queue, {} s outage, {rate:.0}/s", args.outage_seconds),
+        "-",
+    );
+    print_quantiles(
+        "  publish to confirm",
+        "-",
+        &confirms,
+        "RabbitMQ's publish confirm",
+    );
+    print_worst_quarters(&by_start, rate, 50.0);
+    wait_drained(service, Duration::from_secs(600)).await;
+    println!(
+        "  the drain caught up {:.1} s after the store returned",
+        returned.elapsed().as_secs_f64()
+    );
+    Ok(m.figures.errors)
+}
+
+/// Stops the store (`pid`) once the outage's open loop is warm, for `outage`; returns when it
+/// was let go again.
+async fn stop_store(pid: u32, outage: Duration) -> anyhow::Result<Instant> {
+    // SIGSTOP: the store keeps its connections open and answers nothing, like a hung
+    // primary; SIGCONT brings it back with everything it had.
+    tokio::time::sleep(OPEN_LOOP_WARM_UP + Duration::from_secs(5)).await;
+    signal(pid, "STOP")?;
+    tokio::time::sleep(outage).await;
+    signal(pid, "CONT")?;
+    Ok(Instant::now())
+}
+
+/// Events per second offered through the outage: `BENCH_OUTAGE_RATE`, or half the rate of
+/// queue mode's 64-producer closed loop (`at_64`).
+fn outage_rate(args: &Args, at_64: Option<&Measured>) -> f64 {
+    // Half the peak, as the direct open loop: at the full closed-loop rate an open loop
+    // runs with no headroom, and its queue grows on any hiccup, outage or not.
+    args.outage_rate
+        .unwrap_or_else(|| (at_64.map_or(10_000.0, |m| m.figures.rate()) / 2.0).round())
 }
 
 fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
