@@ -17,10 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use archiver_support::{event, hour_days_ago, insert, window_records, Archiver};
-use auditlog_service::keys::digest::digest;
 use chrono::Utc;
 use ops_support::ops;
-use service_support::{plain, start_service, Api, RestartableFerret};
+use service_support::{key_entry, plain, start_service, Api, RestartableFerret};
 use testcontainers_tests::binary::Spawn;
 use testcontainers_tests::free_port;
 use testcontainers_tests::mongo::test_mongo;
@@ -107,17 +106,6 @@ impl Drop for Started {
     }
 }
 
-/// One `[[key]]` entry granting `key` every right over every consumer.
-fn key_entry(name: &str, key: &str) -> String {
-    let sha: String = digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!(
-        "\n[[key]]\nname = {name:?}\nsha256 = \"{sha}\"\nrights = [\"ingest\", \"read\"]\nconsumers = [\"*\"]\n"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_sighup_while_mongodb_is_unreachable_at_start_neither_kills_it_nor_is_lost() {
     // A FerretDB that is not there yet: its port known, the process stopped.
@@ -125,7 +113,11 @@ async fn service_sighup_while_mongodb_is_unreachable_at_start_neither_kills_it_n
     ferret.pause();
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys.toml");
-    std::fs::write(&keys, key_entry("first", "first-key")).unwrap();
+    std::fs::write(
+        &keys,
+        key_entry("first", "first-key", &["ingest", "read"], &["*"], None),
+    )
+    .unwrap();
     let port = free_port();
     let mut env = ferret.env("exit_paths");
     env.extend([
@@ -144,7 +136,8 @@ async fn service_sighup_while_mongodb_is_unreachable_at_start_neither_kills_it_n
     tokio::time::sleep(Duration::from_millis(500)).await;
     std::fs::write(
         &keys,
-        key_entry("first", "first-key") + &key_entry("second", "second-key"),
+        key_entry("first", "first-key", &["ingest", "read"], &["*"], None)
+            + &key_entry("second", "second-key", &["ingest", "read"], &["*"], None),
     )
     .unwrap();
     service.signal(libc::SIGHUP);

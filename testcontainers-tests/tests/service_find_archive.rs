@@ -22,8 +22,7 @@ use testcontainers_tests::mongo::{test_mongo, TestMongo};
 use testcontainers_tests::tools::{hdfs_url, python, s3_endpoint};
 
 use archiver::{count_in_mongo, event, hour_days_ago, insert, window_records, Archiver};
-use auditlog_service::keys::digest::digest;
-use service::{metric_or_zero, start_service, Api, KEY};
+use service::{key_entry, metric_or_zero, start_service, Api, KEY};
 
 /// A reader key the tests' key file scopes to `consumer-1` and `consumer-3*`.
 const SCOPED_READER: &str = "scoped-reader-key-for-consumer-1-and-3";
@@ -238,12 +237,12 @@ async fn find_answers_the_same_before_and_after_events_move_to_the_archive() {
     let keys_file = dir.path().join("keys.toml");
     std::fs::write(
         &keys_file,
-        format!(
-            "[[key]]\nname = \"reader-1-3\"\nsha256 = \"{}\"\nrights = [\"read\"]\nconsumers = [\"consumer-1\", \"consumer-3*\"]\n",
-            digest(SCOPED_READER.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
+        key_entry(
+            "reader-1-3",
+            SCOPED_READER,
+            &["read"],
+            &["consumer-1", "consumer-3*"],
+            None,
         ),
     )
     .unwrap();

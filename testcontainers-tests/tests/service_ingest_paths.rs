@@ -14,9 +14,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
-use auditlog_service::keys::digest::digest;
 use serde_json::{json, Value};
-use support::{start_service_env, stored, with_mongodb_uri, Api, KEY};
+use support::{key_entry, start_service_env, stored, with_mongodb_uri, Api, KEY};
 use testcontainers_tests::mongo::{test_mongo, TestMongo};
 use testcontainers_tests::proxy::{Fault, Rule, WireProxy};
 use tokio::io::AsyncWriteExt;
@@ -242,29 +241,6 @@ impl Case {
 }
 
 /// One `[[key]]` entry of a key file granting `key`.
-fn key_entry(name: &str, key: &str, rights: &[&str], consumers: &[&str], rate: &str) -> String {
-    let list = |items: &[&str]| {
-        items
-            .iter()
-            .map(|s| format!("{s:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let sha256: String = digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let mut text = format!(
-        "\n[[key]]\nname = {name:?}\nsha256 = \"{sha256}\"\nrights = [{}]\nconsumers = [{}]\n",
-        list(rights),
-        list(consumers)
-    );
-    if !rate.is_empty() {
-        text.push_str(&format!("rate = {rate}\n"));
-    }
-    text
-}
-
 /// The service, connected to the test's store through a fault-injecting proxy.
 async fn proxied(
     mongo: &TestMongo,
@@ -291,15 +267,15 @@ async fn post_event_answers_alike_on_the_lean_path_and_the_openapi_operation() {
     std::fs::write(
         &keys,
         [
-            key_entry("reader", READER, &["read"], &["*"], ""),
-            key_entry("scoped", SCOPED, &["ingest"], &["mine"], ""),
+            key_entry("reader", READER, &["read"], &["*"], None),
+            key_entry("scoped", SCOPED, &["ingest"], &["mine"], None),
             // One event every 20 s.
             key_entry(
                 "limited",
                 LIMITED,
                 &["ingest"],
                 &["*"],
-                "{ events_per_second = 0.05, burst = 1 }",
+                Some("{ events_per_second = 0.05, burst = 1 }"),
             ),
         ]
         .concat(),

@@ -15,37 +15,13 @@ use std::time::{Duration, Instant};
 
 use auditlog_service::keys::digest::digest;
 use serde_json::{json, Value};
-use support::{metric, plain, start_service_env, stored, Answer, Api};
+use support::{hex, key_entry, metric, plain, start_service_env, stored, Answer, Api};
 use testcontainers_tests::binary::RunningBinary;
 use testcontainers_tests::mongo::{test_mongo, TestMongo};
 
 // ------------------------------------------------------- key files, the service, its answers
 
 /// One `[[key]]` entry granting `key`.
-fn entry(name: &str, key: &str, rights: &[&str], consumers: &[&str], rate: Option<&str>) -> String {
-    let list = |items: &[&str]| {
-        items
-            .iter()
-            .map(|s| format!("{s:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut text = format!(
-        "\n[[key]]\nname = {name:?}\nsha256 = \"{}\"\nrights = [{}]\nconsumers = [{}]\n",
-        hex(&digest(key.as_bytes())),
-        list(rights),
-        list(consumers)
-    );
-    if let Some(rate) = rate {
-        text.push_str(&format!("rate = {rate}\n"));
-    }
-    text
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A key file laid out as Kubernetes mounts a Secret: `keys.toml` is a symlink to
 /// `..data/keys.toml`, `..data` a symlink to a timestamped directory; an update writes a new
 /// directory and swaps `..data` with a rename, so the file's path never changes.
@@ -218,7 +194,7 @@ const ADMIN: &str = "admin-key-77d0e4";
 #[tokio::test]
 async fn a_producer_key_writes_only_its_consumers_alone_and_in_a_batch() {
     let mongo = test_mongo().await;
-    let file = KeyFile::new(&entry(
+    let file = KeyFile::new(&key_entry(
         "billing-producer",
         PRODUCER,
         &["ingest"],
@@ -306,7 +282,7 @@ async fn a_producer_key_writes_only_its_consumers_alone_and_in_a_batch() {
 #[tokio::test]
 async fn a_key_with_ingest_only_cannot_find() {
     let mongo = test_mongo().await;
-    let file = KeyFile::new(&entry("producer", PRODUCER, &["ingest"], &["*"], None));
+    let file = KeyFile::new(&key_entry("producer", PRODUCER, &["ingest"], &["*"], None));
     let service = start(&mongo, &[("AUDIT_API_KEYS_FILE", &file.path_str())]).await;
     let api = Api::new(&service);
     let (status, posted) = post_event(&api, PRODUCER, &event("c1")).await;
@@ -345,14 +321,14 @@ async fn a_reader_key_finds_only_its_consumers_by_pattern_and_by_name() {
     let mongo = test_mongo().await;
     let file = KeyFile::new(
         &[
-            entry(
+            key_entry(
                 "billing-reader",
                 READER,
                 &["read"],
                 &["billing-*", "invoices"],
                 None,
             ),
-            entry("dots-reader", DOTS, &["read"], &["a.b*"], None),
+            key_entry("dots-reader", DOTS, &["read"], &["a.b*"], None),
         ]
         .concat(),
     );
@@ -475,7 +451,7 @@ async fn a_key_file_change_takes_effect_without_a_restart() {
     let mongo = test_mongo().await;
     let old = "old-key-3b7e1f";
     let new = "new-key-c4a902";
-    let mut file = KeyFile::new(&entry("old", old, &["ingest", "read"], &["*"], None));
+    let mut file = KeyFile::new(&key_entry("old", old, &["ingest", "read"], &["*"], None));
     let service = start(
         &mongo,
         &[
@@ -489,7 +465,7 @@ async fn a_key_file_change_takes_effect_without_a_restart() {
     assert_eq!(post_event(&api, new, &event("c")).await.0, 401);
 
     // The Secret is updated: `old` revoked, `new` added.
-    file.swap(&entry("new", new, &["ingest", "read"], &["*"], None));
+    file.swap(&key_entry("new", new, &["ingest", "read"], &["*"], None));
     assert!(
         eventually(Duration::from_secs(10), || async {
             post_event(&api, new, &event("c")).await.0 == 201
@@ -528,7 +504,7 @@ async fn sighup_reloads_the_key_file() {
     let mongo = test_mongo().await;
     let first = "first-key-a18c44";
     let second = "second-key-9e03bd";
-    let file = KeyFile::new(&entry("first", first, &["ingest"], &["*"], None));
+    let file = KeyFile::new(&key_entry("first", first, &["ingest"], &["*"], None));
     // No polling: only SIGHUP reloads.
     let service = start(
         &mongo,
@@ -539,7 +515,7 @@ async fn sighup_reloads_the_key_file() {
     )
     .await;
     let api = Api::new(&service);
-    file.append(&entry("second", second, &["ingest"], &["*"], None));
+    file.append(&key_entry("second", second, &["ingest"], &["*"], None));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         post_event(&api, second, &event("c")).await.0,
@@ -569,7 +545,7 @@ async fn sighup_reloads_the_key_file() {
 async fn a_malformed_key_file_is_refused_and_the_keys_in_force_stay() {
     let mongo = test_mongo().await;
     let key = "steady-key-6d21f0";
-    let good = entry("steady", key, &["ingest"], &["*"], None);
+    let good = key_entry("steady", key, &["ingest"], &["*"], None);
     let mut file = KeyFile::new(&good);
     let service = start(
         &mongo,
@@ -651,14 +627,14 @@ async fn a_producer_over_its_rate_gets_429_with_retry_after() {
     let file = KeyFile::new(
         &[
             // One event every 5 s after a burst of 3.
-            entry(
+            key_entry(
                 "limited",
                 limited,
                 &["ingest"],
                 &["*"],
                 Some("{ events_per_second = 0.2, burst = 3 }"),
             ),
-            entry("free", free, &["ingest"], &["*"], None),
+            key_entry("free", free, &["ingest"], &["*"], None),
         ]
         .concat(),
     );
@@ -764,7 +740,7 @@ async fn the_service_refuses_to_start_without_keys_or_with_a_bad_key_file() {
     let bin = testcontainers_tests::binary::build("auditlog-service");
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, entry("a b", "k", &["read"], &["*"], None)).unwrap();
+    std::fs::write(&bad, key_entry("a b", "k", &["read"], &["*"], None)).unwrap();
     let missing = dir.path().join("missing.toml");
     for (env, expected) in [
         (
@@ -805,7 +781,7 @@ async fn the_service_refuses_to_start_without_keys_or_with_a_bad_key_file() {
 #[tokio::test]
 async fn a_key_from_keys_new_works_once_its_entry_is_appended() {
     let mongo = test_mongo().await;
-    let file = KeyFile::new(&entry("someone", ADMIN, &["read"], &["*"], None));
+    let file = KeyFile::new(&key_entry("someone", ADMIN, &["read"], &["*"], None));
     let service = start(
         &mongo,
         &[
@@ -913,7 +889,7 @@ async fn no_key_ever_shows_in_the_logs_or_the_metrics() {
     let mongo = test_mongo().await;
     let env_key = "env-secret-key-4b1d9a0c77";
     let file_key = "file-secret-key-e2f05b6613";
-    let good = entry(
+    let good = key_entry(
         "scoped-producer",
         file_key,
         &["ingest"],

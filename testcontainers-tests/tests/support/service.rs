@@ -15,6 +15,39 @@ pub const KEY: &str = "test-key";
 
 pub use testcontainers_tests::metric;
 
+/// Lower-case hexadecimal, as key files write SHA-256 digests.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One `[[key]]` entry of an API key file: `key`'s SHA-256, its rights over `consumers`,
+/// and its `rate` (TOML, e.g. `{ events_per_second = 0.05, burst = 1 }`) when given.
+pub fn key_entry(
+    name: &str,
+    key: &str,
+    rights: &[&str],
+    consumers: &[&str],
+    rate: Option<&str>,
+) -> String {
+    let list = |items: &[&str]| {
+        items
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let sha256 = hex(&auditlog_service::keys::digest::digest(key.as_bytes()));
+    let mut text = format!(
+        "\n[[key]]\nname = {name:?}\nsha256 = \"{sha256}\"\nrights = [{}]\nconsumers = [{}]\n",
+        list(rights),
+        list(consumers)
+    );
+    if let Some(rate) = rate {
+        text.push_str(&format!("rate = {rate}\n"));
+    }
+    text
+}
+
 /// [`metric`], 0 when the series is not there (a counter no event has touched yet).
 pub fn metric_or_zero(text: &str, series: &str) -> f64 {
     metric(text, series).unwrap_or(0.0)
