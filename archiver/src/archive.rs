@@ -197,16 +197,7 @@ impl Archiver {
         // The guard runs before anything is written, so a TTL about to expire unarchived events
         // is raised before the (possibly long) archive work.
         lease.check()?;
-        let before = guard::check(
-            &self.store,
-            self.server.supports_ttl(),
-            &self.settings,
-            &self.metrics,
-            oldest,
-            last_run_seconds,
-            true,
-        )
-        .await?;
+        let before = self.guard(oldest, last_run_seconds, true).await?;
         let mut report = self.archive(first, recorded, cursor_batch, lease).await?;
         self.metrics
             .due_windows
@@ -258,6 +249,16 @@ impl Archiver {
             .source
             .first_in(&Scope::unarchived(&recorded, None, len))
             .await?;
+        self.guard(oldest, last_run_seconds, act).await
+    }
+
+    /// The TTL guard on `oldest`, the oldest unarchived event (see [`guard::check`]).
+    async fn guard(
+        &self,
+        oldest: Option<DateTime<Utc>>,
+        last_run_seconds: Option<f64>,
+        act: bool,
+    ) -> Result<GuardReport> {
         guard::check(
             &self.store,
             self.server.supports_ttl(),

@@ -119,6 +119,30 @@ impl Rule {
         self.times = Some(n);
         self
     }
+
+    /// The events' inserts of `consumer` refused for good, each document once: a store's
+    /// DocumentValidationFailure (121), which no retry can mend.
+    pub fn refuse_consumer_for_good(consumer: &str) -> Self {
+        Rule::new(
+            "insert",
+            Fault::FailEachDocumentOnce {
+                consumer: consumer.into(),
+                code: 121,
+            },
+        )
+        .on("events")
+    }
+
+    /// Every find on the events answered from `collection` too, as from a second shard.
+    pub fn events_also_on_shard(collection: &str) -> Self {
+        Rule::new(
+            "find",
+            Fault::FindAlsoIn {
+                collection: collection.into(),
+            },
+        )
+        .on("events")
+    }
 }
 
 #[derive(Default)]

@@ -390,15 +390,7 @@ async fn a_retry_is_compared_with_its_own_consumers_copy_not_another_consumers_w
         .insert_many(others)
         .await
         .expect("store the other shard's events");
-    proxy.add(
-        Rule::new(
-            "find",
-            Fault::FindAlsoIn {
-                collection: OTHER_SHARD.into(),
-            },
-        )
-        .on("events"),
-    );
+    proxy.add(Rule::events_also_on_shard(OTHER_SHARD));
 
     // The producers retry the whole batch: each event meets its own copy as a duplicate, and
     // the read of the batch's copies (by `_id` and `consumer`, both consumers being in the

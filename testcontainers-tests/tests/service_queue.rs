@@ -13,19 +13,18 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 use load::Load;
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use serde_json::{json, Value};
 use support::{
-    all_docs, metric_or_zero, quick_visibility, start_service_env, unique_ids, with_mongodb_uri,
-    Api, RestartableFerret, KEY,
+    all_docs, amqp_channel, metric_or_zero, publish_group, publish_raw, quick_visibility,
+    start_service_env, unique_ids, with_mongodb_uri, Api, RestartableFerret, KEY,
 };
 use testcontainers_tests::binary::RunningBinary;
 use testcontainers_tests::mongo::{test_mongo, TestMongo};
-use testcontainers_tests::proxy::{Fault, Rule, WireProxy};
+use testcontainers_tests::proxy::{Rule, WireProxy};
 use testcontainers_tests::rabbitmq::RabbitMq;
 
 const QUEUE: &str = "auditlog.events";
@@ -333,10 +332,7 @@ async fn events_published_in_queue_mode_reach_mongodb_exactly_once() {
     // Every stored message was acknowledged: killed now, the service leaves nothing that
     // RabbitMQ would deliver again.
     drop(service);
-    let conn = Connection::connect(&rabbit.url(), ConnectionProperties::default())
-        .await
-        .expect("connect to RabbitMQ");
-    let channel = conn.create_channel().await.expect("channel");
+    let (_conn, channel) = amqp_channel(&rabbit.url()).await;
     let left = left_in_queue(&channel).await;
     assert_eq!(left, 0, "messages left unacknowledged by the drain");
 }
@@ -675,16 +671,7 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
     // Through a proxy that answers as a store refusing every event of consumer "refused" for
     // good: DocumentValidationFailure (121), which no retry can mend.
     let (proxy, uri) = WireProxy::in_front_of(&mongo.uri).await;
-    proxy.add(
-        Rule::new(
-            "insert",
-            Fault::FailEachDocumentOnce {
-                consumer: "refused".into(),
-                code: 121,
-            },
-        )
-        .on("events"),
-    );
+    proxy.add(Rule::refuse_consumer_for_good("refused"));
     let service = start_queue_service(
         with_mongodb_uri(mongo.env(), &uri),
         &queue_env(&rabbit, &[]),
@@ -693,43 +680,21 @@ async fn poison_messages_land_in_the_dead_letter_queue_with_their_reason() {
     let api = Api::new(&service);
 
     // Not an event at all, straight into the queue.
-    let conn = Connection::connect(&rabbit.url(), ConnectionProperties::default())
-        .await
-        .expect("connect to RabbitMQ");
-    let channel = conn.create_channel().await.unwrap();
-    channel
-        .basic_publish(
-            "".into(),
-            QUEUE.into(),
-            BasicPublishOptions::default(),
-            b"this is not BSON",
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let (_conn, channel) = amqp_channel(&rabbit.url()).await;
+    publish_raw(&channel, QUEUE, b"this is not BSON", None).await;
     // A group of events, as the service publishes them: one the store takes, one it refuses.
     // The refused one is dead-lettered alone; the other is stored and the group acknowledged.
     let (kept, refused_in_group) = (ObjectId::new(), ObjectId::new());
     let now = mongodb::bson::DateTime::now();
-    let group = doc! { "events": [
-        { "_id": kept, "type": "t", "consumer": "grouped", "created_at": now },
-        { "_id": refused_in_group, "type": "t", "consumer": "refused", "created_at": now },
-    ] };
-    channel
-        .basic_publish(
-            "".into(),
-            QUEUE.into(),
-            BasicPublishOptions::default(),
-            &mongodb::bson::to_vec(&group).unwrap(),
-            BasicProperties::default()
-                .with_content_type("application/vnd.auditlog.events+bson".into()),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_group(
+        &channel,
+        QUEUE,
+        vec![
+            doc! { "_id": kept, "type": "t", "consumer": "grouped", "created_at": now },
+            doc! { "_id": refused_in_group, "type": "t", "consumer": "refused", "created_at": now },
+        ],
+    )
+    .await;
     // The same producer id with other content: the second cannot be stored.
     let id = ObjectId::new().to_hex();
     let (status, body) = api
@@ -918,15 +883,7 @@ async fn a_redelivered_event_is_compared_with_its_own_consumers_copy_not_another
         .insert_many(others)
         .await
         .expect("store the other shard's events");
-    proxy.add(
-        Rule::new(
-            "find",
-            Fault::FindAlsoIn {
-                collection: OTHER_SHARD.into(),
-            },
-        )
-        .on("events"),
-    );
+    proxy.add(Rule::events_also_on_shard(OTHER_SHARD));
 
     // The producers send the same events again: the drain meets each one's own copy as a
     // duplicate; the read of a batch's copies returns the other shard's events too.

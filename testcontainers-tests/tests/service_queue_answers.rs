@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{doc, Document};
 use serde_json::json;
-use support::{start_service_env, with_mongodb_uri, Api, KEY};
+use support::{amqp_channel, publish_group, start_service_env, with_mongodb_uri, Api, KEY};
 use testcontainers_tests::binary::RunningBinary;
 use testcontainers_tests::mongo::test_mongo;
 use testcontainers_tests::proxy::{Fault, Rule, WireProxy};
@@ -44,32 +44,31 @@ async fn a_failed_retry_does_not_turn_a_queued_event_into_an_unknown_one() {
     let event = json!({"id": id, "type": "t", "consumer": "c"});
     let (status, body) = api.post_event(&event).await;
     assert_eq!(status, 202, "{body}");
-    let (status, body) = api.lookup_as(KEY, &id).await;
-    assert_eq!((status, body["status"].clone()), (202, json!("queued")));
+    assert_queued(&api, &id, "the first publish").await;
 
     // The producer retries (it did not hear the 202, say) while RabbitMQ has stopped
-    // answering: the retry is remembered, sent, and its confirm never comes — 503.
+    // answering: the retry is remembered, sent, and its confirm never comes — 503. The first
+    // publish was confirmed: the event is still queued, and says so.
     rabbit.freeze();
     let (status, body) = api.post_event(&event).await;
     assert_eq!(status, 503, "{body}");
-    // The first publish was confirmed: the event is still queued, and says so.
-    let (status, body) = api.lookup_as(KEY, &id).await;
-    assert_eq!(
-        (status, body["status"].clone()),
-        (202, json!("queued")),
-        "a failed retry made a queued event unknown: {body}"
-    );
+    assert_queued(&api, &id, "a retry whose confirm never came").await;
 
     // So too when RabbitMQ is gone (the retry is refused before it is sent).
     rabbit.thaw();
     rabbit.stop().await;
     let (status, body) = api.post_event(&event).await;
     assert_eq!(status, 503, "{body}");
-    let (status, body) = api.lookup_as(KEY, &id).await;
+    assert_queued(&api, &id, "a retry refused before it was sent").await;
+}
+
+/// `GET /v1/event/{id}` says the event is queued (202), after `what`.
+async fn assert_queued(api: &Api, id: &str, what: &str) {
+    let (status, body) = api.lookup_as(KEY, id).await;
     assert_eq!(
         (status, body["status"].clone()),
         (202, json!("queued")),
-        "a refused retry made a queued event unknown: {body}"
+        "after {what}, the event is not \"queued\": {body}"
     );
 }
 
@@ -102,16 +101,7 @@ async fn a_groups_dead_events_land_in_the_dead_letter_queue_once_each() {
     let (rabbit, mongo) = tokio::join!(RabbitMq::start(), test_mongo());
     // A store that refuses every event of consumer "refused" for good (121).
     let (proxy, uri) = WireProxy::in_front_of(&mongo.uri).await;
-    proxy.add(
-        Rule::new(
-            "insert",
-            Fault::FailEachDocumentOnce {
-                consumer: "refused".into(),
-                code: 121,
-            },
-        )
-        .on("events"),
-    );
+    proxy.add(Rule::refuse_consumer_for_good("refused"));
     // A dead-letter queue that takes one more message, then refuses publishes: the second of two
     // separate dead-letter publishes fails after the first succeeded. (A quorum queue takes
     // one message past its max-length before it refuses: a max-length of 0 takes exactly one.)
@@ -134,28 +124,17 @@ async fn a_groups_dead_events_land_in_the_dead_letter_queue_once_each() {
     // A group as the service publishes them: one event the store takes, two it refuses.
     let (kept, r1, r2) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
     let now = mongodb::bson::DateTime::now();
-    let group = doc! { "events": [
-        { "_id": kept, "type": "t", "consumer": "kept", "created_at": now },
-        { "_id": r1, "type": "t", "consumer": "refused", "created_at": now },
-        { "_id": r2, "type": "t", "consumer": "refused", "created_at": now },
-    ]};
-    let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
-        .await
-        .expect("connect to RabbitMQ");
-    let channel = conn.create_channel().await.unwrap();
-    channel
-        .basic_publish(
-            "".into(),
-            "auditlog.events".into(),
-            lapin::options::BasicPublishOptions::default(),
-            &mongodb::bson::to_vec(&group).unwrap(),
-            lapin::BasicProperties::default()
-                .with_content_type("application/vnd.auditlog.events+bson".into()),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let (_conn, channel) = amqp_channel(&url).await;
+    publish_group(
+        &channel,
+        "auditlog.events",
+        vec![
+            doc! { "_id": kept, "type": "t", "consumer": "kept", "created_at": now },
+            doc! { "_id": r1, "type": "t", "consumer": "refused", "created_at": now },
+            doc! { "_id": r2, "type": "t", "consumer": "refused", "created_at": now },
+        ],
+    )
+    .await;
 
     // The kept event is stored, and the group settled.
     let events = mongo.store().await.events();

@@ -347,3 +347,52 @@ pub fn plain(log: &str) -> String {
     }
     out
 }
+
+/// A channel on the RabbitMQ at `url`, with the connection it lives on.
+pub async fn amqp_channel(url: &str) -> (lapin::Connection, lapin::Channel) {
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .expect("connect to RabbitMQ");
+    let channel = conn.create_channel().await.expect("open a channel");
+    (conn, channel)
+}
+
+/// Publishes `body` straight into `queue` (the default exchange), as another producer than
+/// the service would, and waits until RabbitMQ has it.
+pub async fn publish_raw(
+    channel: &lapin::Channel,
+    queue: &str,
+    body: &[u8],
+    content_type: Option<&str>,
+) {
+    let mut properties = lapin::BasicProperties::default();
+    if let Some(content_type) = content_type {
+        properties = properties.with_content_type(content_type.into());
+    }
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            lapin::options::BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("RabbitMQ's confirm");
+}
+
+/// Publishes `events` into `queue` as one group, the way the service publishes the events that
+/// arrive together.
+pub async fn publish_group(channel: &lapin::Channel, queue: &str, events: Vec<Document>) {
+    let group = doc! { "events": events };
+    let body = mongodb::bson::to_vec(&group).expect("a BSON group");
+    publish_raw(
+        channel,
+        queue,
+        &body,
+        Some("application/vnd.auditlog.events+bson"),
+    )
+    .await;
+}
