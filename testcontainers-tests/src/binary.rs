@@ -32,6 +32,8 @@ pub struct Spawn<'a> {
     pub listen_env: &'a str,
     /// Path of the health endpoint that answers 200 once the binary is ready.
     pub health_path: &'a str,
+    /// The binary to run instead of the one cargo builds (a benchmark's release build).
+    pub path: Option<PathBuf>,
 }
 
 impl<'a> Spawn<'a> {
@@ -42,7 +44,20 @@ impl<'a> Spawn<'a> {
             env: vec![],
             listen_env: "AUDIT_LISTEN_ADDR",
             health_path: "/healthz",
+            path: None,
         }
+    }
+
+    /// Runs the binary at `path` instead of building `bin`.
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Waits for `path` to answer 200 instead of `/healthz` (e.g. `/readyz`).
+    pub fn health_path(mut self, path: &'a str) -> Self {
+        self.health_path = path;
+        self
     }
 
     pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -67,7 +82,7 @@ impl<'a> Spawn<'a> {
 
     /// Starts the binary and waits up to 60 s for its health endpoint.
     pub async fn start(self) -> RunningBinary {
-        let path = build(self.bin);
+        let path = self.path.clone().unwrap_or_else(|| build(self.bin));
         let port = free_port();
         let log = tempfile::NamedTempFile::new().expect("cannot create a log file");
         // One open file for both streams, so they share an offset instead of overwriting.

@@ -42,13 +42,14 @@
 //! In queue mode it also prints the events per RabbitMQ message (the service publishes the
 //! events that arrive together as one message).
 //!
-//! The harness's helpers (`free_port`, `metric`) are reused from `testcontainers-tests`.
+//! The harness's helpers are reused from `testcontainers-tests`: starting the service
+//! ([`Spawn`], here on the release binary) and reading a metric.
 //!
 //! Run through `benchmarks/ingest/run.sh`, which builds in release mode and starts a private
 //! FerretDB and a private RabbitMQ.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,7 +58,8 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use mongodb::bson::{doc, Document};
 use mongodb::options::WriteConcern;
-use testcontainers_tests::{free_port, metric};
+use testcontainers_tests::binary::{RunningBinary, Spawn};
+use testcontainers_tests::metric;
 
 /// Ingest benchmark of auditlog-service.
 #[derive(Debug, Parser)]
@@ -210,14 +212,16 @@ impl Figures {
     }
 }
 
+/// A running `auditlog-service` (the harness's [`RunningBinary`]: killed on drop, its log
+/// printed when the benchmark fails).
 struct Service {
-    child: Child,
+    running: RunningBinary,
     base: String,
 }
 
 impl Service {
     fn pid(&self) -> Option<u32> {
-        Some(self.child.id())
+        Some(self.running.pid())
     }
 
     /// The service's `/metrics` text (`None` when it does not answer).
@@ -256,13 +260,8 @@ impl Service {
     }
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// Starts the service binary `bin` on the benchmark's store, in database `db`, with the
+/// harness's [`Spawn`], and waits until it is ready.
 async fn start_service(
     args: &Args,
     bin: &PathBuf,
@@ -270,14 +269,17 @@ async fn start_service(
     group_commit: bool,
     extra: &[(&str, &str)],
 ) -> anyhow::Result<Service> {
-    let port = free_port();
-    let child = Command::new(bin)
-        .envs(extra.iter().copied())
-        .arg("run")
+    let mut spawn = Spawn::new("auditlog-service")
+        .binary(bin)
+        .health_path("/readyz")
+        .arg("run");
+    for (k, v) in extra {
+        spawn = spawn.env(*k, *v);
+    }
+    let running = spawn
         .env("MONGODB_URI", &args.mongodb_uri)
         .env("AUDIT_DB_NAME", db)
         .env("AUDIT_API_KEY", "bench")
-        .env("AUDIT_LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("AUDIT_GROUP_COMMIT", group_commit.to_string())
         .env("AUDIT_WRITE_CONCERN", &args.write_concern)
         .env("AUDIT_QUEUE_CAPACITY", "100000")
@@ -285,26 +287,10 @@ async fn start_service(
         // sorting the collection (16 s of its CPU at 300,000 events): a read that fell inside
         // a measurement measured that scan, not ingest.
         .env("AUDIT_ARCHIVE_WATCH_SECS", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    let service = Service {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{}/readyz", service.base)).send().await {
-            if r.status().is_success() {
-                return Ok(service);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("the service did not become ready")
+        .start()
+        .await;
+    let base = running.base_url.clone();
+    Ok(Service { running, base })
 }
 
 fn event(producer: usize, n: u64) -> serde_json::Value {
