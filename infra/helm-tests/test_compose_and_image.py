@@ -115,6 +115,17 @@ def test_queue_mode_is_opt_in_with_a_healthchecked_rabbitmq():
         assert "rabbitmq" not in (svc.get("depends_on") or {}), name
 
 
+def test_docker_waits_for_the_services_shutdown_in_either_mode():
+    # The service's default grace is 30 s (AUDIT_SHUTDOWN_GRACE_SECS, not set here); queue mode
+    # may use it three times (open requests, the drain, the writer), then 15 s to spare: the
+    # chart's terminationGracePeriodSeconds rule. Docker's default (10 s) would kill it inside.
+    env = SERVICES["service"]["environment"]
+    assert "AUDIT_SHUTDOWN_GRACE_SECS" not in env
+    grace = SERVICES["service"]["stop_grace_period"]
+    assert re.fullmatch(r"\d+s", grace), grace
+    assert int(grace[:-1]) >= 3 * 30 + 15
+
+
 def test_dockerfile_builds_the_three_binaries_into_a_small_non_root_image():
     text = (REPO / "Dockerfile").read_text()
     stages = re.findall(r"^FROM\s+(\S+)", text, re.M)

@@ -114,10 +114,7 @@ impl AppState {
                 find_max_time: Duration::from_millis(config.find_timeout_ms),
                 write_lag,
             },
-            body_budget: Arc::new(tokio::sync::Semaphore::new(
-                (config.max_inflight_body_bytes / 1024)
-                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
-            )),
+            body_budget: body_budget(config.max_inflight_body_bytes),
             archive,
             watermark,
         };
@@ -128,4 +125,15 @@ impl AppState {
 /// How long after its `created_at` a direct-mode write may still land (see [`Limits`]).
 pub fn write_lag(config: &Config, store: &Store) -> Duration {
     config.write_deadline() + store.server_selection_timeout + config.clock_skew()
+}
+
+/// The in-flight body budget of `bytes` (`AUDIT_MAX_INFLIGHT_BODY_BYTES`), in whole KiB
+/// rounded up as a body's share is: a budget equal to `AUDIT_MAX_BODY_BYTES` admits a body of
+/// that size whether or not it is a whole number of KiB.
+pub fn body_budget(bytes: usize) -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(
+        bytes
+            .div_ceil(1024)
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+    ))
 }

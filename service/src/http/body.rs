@@ -359,6 +359,23 @@ impl<'a> poem::FromRequest<'a> for OptionalFindBody {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_budget_equal_to_the_largest_body_admits_it_in_any_size() {
+        use crate::state::body_budget;
+        for max in [1024, 5000, 8 * 1024 * 1024 + 1] {
+            let budget = body_budget(max);
+            let mut share = BudgetShare::default();
+            assert!(
+                share.cover(&budget, max),
+                "a {max}-byte body in a {max}-byte budget"
+            );
+            assert!(
+                !BudgetShare::default().cover(&budget, 1),
+                "the budget is full"
+            );
+        }
+    }
+
     use super::*;
 
     fn media(ct: &str) -> Mime {
