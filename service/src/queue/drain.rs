@@ -184,8 +184,14 @@ async fn consume(
     tracing::info!(queue = %settings.queue, prefetch = settings.prefetch, "draining the queue into MongoDB");
     let mut settling = JoinSet::new();
     let mut acks = Acks::default();
-    let room = Arc::new(Room::for_writer(state));
-    let stopping = stop.clone();
+    let consuming = Arc::new(Consuming {
+        state: state.clone(),
+        queue: queue.clone(),
+        link: link.clone(),
+        channel: channel.clone(),
+        stop: stop.clone(),
+        room: Room::for_writer(state),
+    });
     let ended = loop {
         let mut settled = false;
         tokio::select! {
@@ -198,15 +204,7 @@ async fn consume(
                     let holds = decoded.as_ref().map_or_else(|_| Vec::new(), |(events, _)| {
                         events.iter().map(|e| tracker.hold_delivery(e.created_at.timestamp_millis())).collect()
                     });
-                    settling.spawn(settle(
-                        state.clone(),
-                        queue.clone(),
-                        link.clone(),
-                        channel.clone(),
-                        Delivered { delivery, decoded, holds },
-                        stopping.clone(),
-                        room.clone(),
-                    ));
+                    settling.spawn(settle(consuming.clone(), Delivered { delivery, decoded, holds }));
                 }
                 Some(Err(e)) => break Ended::Lost(e.to_string()),
                 None => break Ended::Lost("RabbitMQ cancelled the consumer".into()),
@@ -313,40 +311,44 @@ struct Delivered {
     holds: Vec<Hold>,
 }
 
-/// Writes one message's events and settles the message (see the module documentation).
-async fn settle(
+/// What every message taken on one consumer channel is settled with.
+struct Consuming {
     state: Arc<AppState>,
     queue: Arc<Queue>,
     link: Arc<Link>,
+    /// The channel the messages came on: they are acknowledged on it.
     channel: Channel,
-    delivered: Delivered,
     stop: watch::Receiver<bool>,
-    room: Arc<Room>,
-) -> (u64, Settled) {
+    room: Room,
+}
+
+/// Writes one message's events and settles the message (see the module documentation).
+async fn settle(consuming: Arc<Consuming>, delivered: Delivered) -> (u64, Settled) {
     let Delivered {
         delivery,
         decoded,
         holds,
     } = delivered;
-    let (tag, settled) =
-        settle_message(state, queue, link, channel, &delivery, decoded, stop, room).await;
+    let (tag, settled) = settle_message(&consuming, &delivery, decoded).await;
     if !matches!(settled, Settled::Left) {
         holds.into_iter().for_each(Hold::settle);
     }
     (tag, settled)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn settle_message(
-    state: Arc<AppState>,
-    queue: Arc<Queue>,
-    link: Arc<Link>,
-    channel: Channel,
+    consuming: &Consuming,
     delivery: &Delivery,
     decoded: Result<(Vec<NewEvent>, bool), String>,
-    stop: watch::Receiver<bool>,
-    room: Arc<Room>,
 ) -> (u64, Settled) {
+    let Consuming {
+        state,
+        queue,
+        link,
+        channel,
+        stop,
+        room,
+    } = consuming;
     let tag = delivery.delivery_tag;
     let metrics = &state.metrics;
     if delivery.redelivered {
@@ -356,7 +358,7 @@ async fn settle_message(
         Ok(decoded) => decoded,
         Err(why) => {
             dead_letter(
-                &link,
+                link,
                 queue.settings(),
                 metrics,
                 delivery,
@@ -378,7 +380,7 @@ async fn settle_message(
     let ends = futures::future::join_all(
         events
             .iter()
-            .map(|event| write_event(&state, &channel, &stop, event)),
+            .map(|event| write_event(state, channel, stop, event)),
     )
     .await;
     if ends.iter().any(|end| matches!(end, End::Left)) {
@@ -399,14 +401,14 @@ async fn settle_message(
     match dead.as_slice() {
         [] => (tag, Settled::Stored),
         [(_, reason, why)] if !grouped => {
-            dead_letter(&link, queue.settings(), metrics, delivery, *reason, why).await;
+            dead_letter(link, queue.settings(), metrics, delivery, *reason, why).await;
             (tag, Settled::Elsewhere)
         }
         _ => {
             // All of the group's dead events in one publish: either all are in `.dead` once,
             // or none is and the group is rejected whole (to `.dead` as well) — never some of
             // them twice.
-            if dead_letter_events(&link, queue.settings(), metrics, &dead)
+            if dead_letter_events(link, queue.settings(), metrics, &dead)
                 .await
                 .is_err()
             {
