@@ -6,10 +6,10 @@ CARGO ?= cargo
 # Helper tools (FerretDB, helm, venvs, Hadoop jars) live in <repo>/target/tools, whatever
 # CARGO_TARGET_DIR says; scripts ask cargo where our own binaries are.
 
-.PHONY: help run stop test tools test-rust test-helm test-browser test-mongodb lint fmt bench-ingest profile-ingest bench-archive bench-find-archive clean-data
+.PHONY: help run stop test tools test-rust test-helm test-browser test-mongodb test-k8s lint fmt bench-ingest profile-ingest bench-archive bench-find-archive clean-data
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 run: ## Start the service on 127.0.0.1:8080 (starts a local FerretDB unless MONGODB_URI is set)
 	@bash infra/dev/run.sh
@@ -34,6 +34,9 @@ test-browser: ## Open /docs in headless Chromium and check the operations render
 
 test-mongodb: ## Every Rust test, ignored ones included, against MONGODB_URI (a real mongod/mongos)
 	@bash infra/dev/test.sh mongodb
+
+test-k8s: ## The chart on a private local Kubernetes API server (kwok nodes): install, upgrade, rollback, uninstall
+	@bash infra/k8s-tests/run.sh
 
 lint: ## rustfmt check, clippy with warnings as errors, no import cycle between modules
 	@bash infra/dev/prereqs.sh lint
