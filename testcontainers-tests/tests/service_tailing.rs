@@ -87,6 +87,8 @@ impl Reader {
 
     /// Reads pages until one comes back empty; returns the last page's `complete_until`.
     async fn catch_up(&mut self, api: &Api) -> String {
+        // A reader that is refused for minutes has its answer: the test ends there, not hangs.
+        let mut refused_since: Option<Instant> = None;
         loop {
             let mut q: Vec<(&str, &str)> = vec![("limit", "1000")];
             if let Some(c) = &self.cursor {
@@ -96,9 +98,15 @@ impl Reader {
             // A reader retries what it is told to retry (FerretDB sorts in memory: a find can
             // exceed its time limit on a loaded machine).
             if status == 503 {
+                let since = *refused_since.get_or_insert_with(Instant::now);
+                assert!(
+                    since.elapsed() < Duration::from_secs(120),
+                    "every find answered 503 for 2 minutes; the last: {page}"
+                );
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
+            refused_since = None;
             assert_eq!(status, 200, "{page}");
             self.pages += 1;
             let events = page["events"].as_array().unwrap();
