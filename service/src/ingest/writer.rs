@@ -33,12 +33,12 @@ use mongodb::bson::{doc, RawDocumentBuf};
 use mongodb::error::ErrorKind;
 use mongodb::options::WriteConcern;
 use mongodb::Collection;
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
-use crate::task::StopHandle;
+use crate::task::{StopHandle, StopSignal};
 use crate::watermark::Hold;
 
 /// First wait before retrying a batch that failed as a whole.
@@ -274,7 +274,7 @@ impl LastWrite {
 /// A lone event, or one arriving after the wave, is written at once.
 async fn dispatch(
     mut rx: mpsc::Receiver<Pending>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: StopSignal,
     collection: Collection<RawDocumentBuf>,
     options: WriterOptions,
     metrics: Arc<Metrics>,

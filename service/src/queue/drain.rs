@@ -52,7 +52,7 @@ use crate::event::NewEvent;
 use crate::ingest::writer::{SubmitError, WriteOutcome};
 use crate::ingest::{refused, resolve_duplicate, Duplicate};
 use crate::state::AppState;
-use crate::task::StopHandle;
+use crate::task::{StopHandle, StopSignal};
 use crate::watermark::Hold;
 
 /// First and longest wait before a message whose write failed is submitted again.
@@ -126,7 +126,7 @@ enum Ended {
     Lost(String),
 }
 
-async fn run(state: Arc<AppState>, queue: Arc<Queue>, mut stop: watch::Receiver<bool>) {
+async fn run(state: Arc<AppState>, queue: Arc<Queue>, mut stop: StopSignal) {
     let mut links = queue.links().watch();
     loop {
         let current = links.borrow_and_update().clone();
@@ -318,7 +318,7 @@ struct Consuming {
     link: Arc<Link>,
     /// The channel the messages came on: they are acknowledged on it.
     channel: Channel,
-    stop: watch::Receiver<bool>,
+    stop: StopSignal,
     room: Room,
 }
 

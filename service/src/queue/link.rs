@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use super::contract::QueueSettings;
 use super::topology::{self, Depths};
 use crate::metrics::Metrics;
-use crate::task::StopHandle;
+use crate::task::{StopHandle, StopSignal};
 use crate::watermark::tracker::now_ms;
 use crate::watermark::Watermark;
 
@@ -151,7 +151,7 @@ async fn supervise(
     metrics: Arc<Metrics>,
     watermark: Arc<Watermark>,
     tx: watch::Sender<Option<Arc<Link>>>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: StopSignal,
 ) {
     let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
     let liveness = watermark.liveness_queue(settings.queue.as_str());

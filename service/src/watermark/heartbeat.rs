@@ -16,14 +16,13 @@ use futures::TryStreamExt;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use mongodb::bson::doc;
-use tokio::sync::watch;
 
 use super::record::{field, Mode, Record};
 use super::tracker::now_ms;
 use super::Watermark;
 use crate::metrics::Metrics;
 use crate::queue::link::Links;
-use crate::task::StopHandle;
+use crate::task::{StopHandle, StopSignal};
 
 /// How often the record is written and the others read.
 const EVERY: Duration = Duration::from_secs(1);
@@ -57,7 +56,7 @@ async fn run(
     wm: Arc<Watermark>,
     metrics: Arc<Metrics>,
     links: Option<Links>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: StopSignal,
 ) {
     let mut failing = false;
     let mut last_gc = tokio::time::Instant::now();
