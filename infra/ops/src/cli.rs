@@ -16,7 +16,8 @@ use crate::topology::ReplSetSpec;
 /// Exit codes: 0 done; 2 bad arguments; 3 bad configuration (unreadable keyfile, bad
 /// replica-set list); 4 the cluster did not become ready before the deadline or cannot be
 /// reached; 5 the server refused a command (authentication, permissions, conflicts);
-/// 6 the server lacks the feature asked for (e.g. TTL on FerretDB).
+/// 6 the server lacks the feature asked for (e.g. TTL on FerretDB); 7 a check refused because
+/// going on would strand data (`cluster check-shards`).
 #[derive(Debug, Parser)]
 #[command(name = "auditlog-ops", version, about, long_about)]
 pub struct Cli {
@@ -77,6 +78,29 @@ pub enum ClusterCommand {
     /// config-server and shard replica sets with all their members, creates the admin user,
     /// adds missing shards to mongos (`MONGODB_URI`), then runs `db setup`.
     Bootstrap(Box<BootstrapArgs>),
+    /// Exits 7 when mongos (`MONGODB_URI`) lists a shard that is not among the given ones: the
+    /// chart's `pre-rollback` hook, with the shards of the revision rolled back to, so that
+    /// `helm rollback` cannot delete a shard's StatefulSet while MongoDB still routes data to
+    /// it. Waits up to `--deadline` for mongos, then fails (exit 4): it never passes blind.
+    CheckShards(CheckShardsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckShardsArgs {
+    /// A shard the target keeps: its replica-set name, or `NAME/host:port,...` as
+    /// `cluster bootstrap` takes it. Repeat for each shard; in the environment variable
+    /// separate them with `;`.
+    #[arg(
+        long = "shard",
+        env = "AUDIT_SHARD_REPLSETS",
+        value_delimiter = ';',
+        required = true
+    )]
+    pub shards: Vec<String>,
+
+    /// How long to wait for mongos to answer (e.g. `2m`).
+    #[arg(long, env = "AUDIT_CHECK_DEADLINE", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub deadline: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]

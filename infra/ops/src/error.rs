@@ -27,6 +27,9 @@ pub enum OpsError {
     /// The server lacks what was asked for.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A check found that going on would lose or strand data.
+    #[error("refused: {0}")]
+    Unsafe(String),
     /// Shared storage code failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -46,6 +49,7 @@ impl OpsError {
             }
             OpsError::Refused { .. } | OpsError::Store(_) => 5,
             OpsError::Unsupported(_) => 6,
+            OpsError::Unsafe(_) => 7,
         }
     }
 }

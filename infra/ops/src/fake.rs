@@ -52,6 +52,9 @@ pub struct FakeCluster {
     state: Mutex<State>,
 }
 
+/// The key under which the router's up/down state is kept (members are keyed by host).
+const ROUTER: &str = "router";
+
 /// Commands that only read; everything else counts as a write.
 const READS: &[&str] = &[
     "hello",
@@ -175,6 +178,11 @@ impl FakeCluster {
     }
 
     /// The first `name` command fails as if the connection broke.
+    /// mongos itself never answers.
+    pub fn router_down(self) -> Self {
+        self.member_down(ROUTER)
+    }
+
     pub fn fail_once(self, name: &str) -> Self {
         self.with(|s| s.fail_once.push(name.into()))
     }
@@ -365,6 +373,9 @@ impl State {
                 self.roles.insert(name, privileges);
                 Ok(doc! { "ok": 1 })
             }
+            "listShards" if self.not_mongos => {
+                Err(err(59, "CommandNotFound", "no such command: 'listShards'"))
+            }
             "listShards" => Ok(doc! {
                 "shards": self.shards.iter().map(|(n, h)| Bson::Document(doc! { "_id": n, "host": h, "state": 1 })).collect::<Vec<_>>(),
                 "ok": 1,
@@ -460,6 +471,9 @@ impl Cluster for FakeCluster {
             return Err(CmdError::Unreachable(format!("{name}: connection reset")));
         }
         match target {
+            Target::Router if !s.is_up(ROUTER) => {
+                Err(CmdError::Unreachable("mongos: connection refused".into()))
+            }
             Target::Router => s.router(&command),
             Target::Member(h) => s.member(h, &command),
         }

@@ -12,6 +12,7 @@
 //! - [`status`]: `status` and `status --json`.
 //! - [`retention`]: `retention set`.
 //! - [`roles`]: the service's and the archiver's custom roles and users (least privilege).
+//! - [`shard_guard`]: `cluster check-shards`, the chart's pre-rollback guard.
 //! - [`error`]: typed errors and their exit codes.
 
 mod bootstrap;
@@ -23,6 +24,7 @@ mod retention;
 mod retry;
 mod roles;
 mod setup;
+mod shard_guard;
 mod status;
 mod steps;
 mod topology;
@@ -101,6 +103,21 @@ async fn command(cli: &Cli, cluster: &DriverCluster) -> Result<(), OpsError> {
             print_steps(&steps);
             result?;
             println!("cluster bootstrap complete");
+        }
+        Command::Cluster {
+            command: ClusterCommand::CheckShards(a),
+        } => {
+            // `NAME/host,...` or a bare name: only the name identifies a shard in listShards.
+            let keep: Vec<String> = a
+                .shards
+                .iter()
+                .map(|s| s.split('/').next().unwrap_or(s).to_owned())
+                .collect();
+            let steps = Steps::default();
+            let result =
+                shard_guard::check(cluster, &keep, Deadline::after(a.deadline), &steps).await;
+            print_steps(&steps);
+            result?;
         }
         Command::Db {
             command: DbCommand::Setup(s),
