@@ -11,6 +11,9 @@
 #                              (idempotent; the first time ~15 min of CPU, niced): etcd,
 #                              kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
 #                              (infra/dev/k8s/go.mod), kwok, and helm (infra/helm-tests/install-tools.sh)
+#   infra/dev/k8s.sh build-cluster   the same without helm: CI starts it in the background
+#                              early, while the Rust build and tests run (it never touches what
+#                              they use; helm comes from the chart checks' installer)
 #   infra/dev/k8s.sh start     build if needed; start a new cluster in $K8S_STATE_DIR (unless ours
 #                              runs there and is ready: then reuse it), create $K8S_NODES fake
 #                              nodes, wait until /readyz is ok and the nodes are Ready; print
@@ -32,9 +35,9 @@
 # controllers accept and do (validation, admission, RBAC, scheduling, PVC binding, hook order),
 # not what the pods do: kwok marks a pod Running and Ready at once whatever its probes say (so
 # `helm install --wait` passes here where a real cluster would wait for the service to be
-# Ready), completes only pods that a Job owns (a `helm test` Pod stays Running: `helm test`
-# times out), and there is no metrics API (an HPA reports FailedGetResourceMetric);
-# `kubectl logs/exec/port-forward` do not work.
+# Ready), completes only pods that a Job owns and `helm test` hook pods
+# (infra/dev/k8s/kwok-stages-extra.yaml), and there is no metrics API (an HPA reports
+# FailedGetResourceMetric); `kubectl logs/exec/port-forward` do not work.
 #
 # Settings (environment): K8S_STATE_DIR (<repo>/target/k8s), K8S_BIN_DIR (<repo>/target/tools/bin),
 # K8S_NODES (3: kwok-node-0..2, 8 CPU / 32Gi / 110 pods each), K8S_START_TIMEOUT (seconds a
@@ -44,7 +47,8 @@
 # default for it), built from the wrapper module infra/dev/k8s/go.mod, because k8s.io/kubernetes
 # cannot be `go install`ed (its go.mod replaces the k8s.io/* staging modules with local paths);
 # kwok v0.8.0 by `go install`, with its own "fast" stages (node-initialize,
-# node-heartbeat-with-lease, pod-ready, pod-complete, pod-delete) copied from its module.
+# node-heartbeat-with-lease, pod-ready, pod-complete, pod-delete) copied from its module, plus
+# infra/dev/k8s/kwok-stages-extra.yaml (a `helm test` hook pod completes, as a Job's pod does).
 set -euo pipefail
 
 K8S_VERSION="v1.37.2"
@@ -362,8 +366,9 @@ launch() {
     kwok)
       # HOME: kwok also reads ~/.kwok/kwok.yaml when it exists; this one must not.
       mkdir -p "$state/kwok-home"
+      { cat "$kwok_stages"; echo "---"; cat "$here/k8s/kwok-stages-extra.yaml"; } >"$state/kwok-stages.yaml"
       cmd=(env HOME="$state/kwok-home" "$bin_dir/kwok" --kubeconfig="$state/$c.kubeconfig"
-        --config="$kwok_stages" --manage-all-nodes=false
+        --config="$state/kwok-stages.yaml" --manage-all-nodes=false
         --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake
         --server-address="127.0.0.1:$KWOK_PORT" --node-lease-duration-seconds=40) ;;
   esac
@@ -501,11 +506,12 @@ env_cmd() {
 
 case "${1:-}" in
   build) build ;;
+  build-cluster) build_k8s; build_kwok ;;
   start) start ;;
   stop) stop ;;
   status) status ;;
   env) env_cmd ;;
   kubectl) shift; [ -x "$bin_dir/kubectl" ] || die "not built yet: $0 build"; exec "$bin_dir/kubectl" --kubeconfig="$kubeconfig" "$@" ;;
   bin-dir) build >&2; echo "$bin_dir" ;;
-  *) echo "usage: $0 {build|start|stop|status|env|kubectl ARGS...|bin-dir}" >&2; exit 2 ;;
+  *) echo "usage: $0 {build|build-cluster|start|stop|status|env|kubectl ARGS...|bin-dir}" >&2; exit 2 ;;
 esac

@@ -30,8 +30,15 @@ VALUE_SETS = (["default"] + sorted(p.stem for p in VALUES_DIR.glob("*.yaml"))
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job", "CronJob", "Pod"}
 
 
-def helm_template(values_file=None, sets=(), check=True):
+# Rendered as for a cluster with the Prometheus Operator's CRDs, unless a test says otherwise:
+# the chart creates those kinds only where the cluster serves them.
+MONITORING_APIS = ("monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule")
+
+
+def helm_template(values_file=None, sets=(), check=True, api_versions=MONITORING_APIS):
     cmd = [HELM, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION]
+    for a in api_versions:
+        cmd += ["--api-versions", a]
     if values_file:
         cmd += ["--values", str(values_file)]
     for s in sets:
@@ -183,6 +190,39 @@ def test_mongos_configdb_lists_every_config_member(value_set, sets):
     assert hosts.split(",") == members("auditlog-cfg", n, v["clusterDomain"])
 
 
+@pytest.mark.parametrize("value_set", ["default", "tls-3x3"])
+def test_pre_rollback_hook_checks_the_revisions_own_shards(value_set):
+    """helm rollback runs the target revision's pre-rollback hook before changing anything:
+    it must name exactly that revision's shards, reach mongos as bootstrap does, and be
+    deleted once it passes."""
+    docs = render(value_set)
+    job = one(docs, "Job", "auditlog-check-shards")
+    ann = job["metadata"]["annotations"]
+    assert ann["helm.sh/hook"] == "pre-rollback"
+    assert ann["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    assert job["spec"]["backoffLimit"] == 0
+    spec = pod_spec(job)
+    c = spec["containers"][0]
+    assert c["command"] == ["/usr/local/bin/auditlog-ops"] and c["args"][:2] == ["cluster", "check-shards"]
+    boot = pod_spec(one(docs, "Job", "auditlog-bootstrap"))["containers"][0]
+    shard_specs = lambda args, flag: [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")]
+    assert shard_specs(c["args"], "--shard") == shard_specs(boot["args"], "--shard-replset")
+    assert len(shard_specs(c["args"], "--shard")) == values_of(value_set)["mongodb"]["shards"]["count"]
+    assert env_of(c)["MONGODB_URI"] == env_of(boot)["MONGODB_URI"]
+    assert [a for a in c["args"] if a.startswith("--tls") or a.startswith("--keyfile")] == \
+        [a for a in boot["args"] if a.startswith("--tls") or a.startswith("--keyfile")]
+    assert spec.get("initContainers") == pod_spec(one(docs, "Job", "auditlog-bootstrap")).get("initContainers")
+    # The NetworkPolicies let the bootstrap component reach mongos; the check is one of it.
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "bootstrap"
+    more = render(value_set, ("mongodb.shards.count=3",))
+    assert len(shard_specs(pod_spec(one(more, "Job", "auditlog-check-shards"))["containers"][0]["args"], "--shard")) == 3
+
+
+def test_no_shard_check_with_an_external_mongodb():
+    assert [d for d in render("external-mongodb") if d["kind"] == "Job"
+            and d["metadata"]["name"] == "auditlog-check-shards"] == []
+
+
 @pytest.mark.parametrize("value_set", ["default", "tls-3x3", "archiver-cronjob-hdfs", "existing-secrets"])
 def test_bootstrap_job_gets_every_member_and_the_shard_key(value_set):
     v = values_of(value_set)
@@ -191,7 +231,8 @@ def test_bootstrap_job_gets_every_member_and_the_shard_key(value_set):
     job = one(docs, "Job", "auditlog-bootstrap")
     ann = job["metadata"]["annotations"]
     assert set(ann["helm.sh/hook"].split(",")) == {"post-install", "post-upgrade"}
-    assert ann["helm.sh/hook-delete-policy"] == "before-hook-creation"
+    # Deleted by helm once it succeeds (helm uninstall never deletes hooks); a failed one stays.
+    assert ann["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
     c = pod_spec(job)["containers"][0]
     assert c["command"] == ["/usr/local/bin/auditlog-ops"]
     assert c["args"][:2] == ["cluster", "bootstrap"]
@@ -736,6 +777,246 @@ def test_queue_mode_network_policy_lets_the_service_reach_rabbitmq():
         assert extra in rules
 
 
+# ------------------------------------------------------------- RabbitMQ from the chart
+
+RMQ = "queue-mode-rabbitmq"
+RMQ_ON = ("rabbitmq.enabled=true",)
+
+
+def rabbitmq_conf(docs):
+    """rabbitmq.conf of the chart's RabbitMQ as {key: value} (comments skipped)."""
+    text = one(docs, "ConfigMap", "auditlog-rabbitmq-config")["data"]["rabbitmq.conf"]
+    out = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            k, _, v = line.partition("=")
+            out[k.strip()] = v.strip()
+    return out
+
+
+def test_chart_rabbitmq_is_off_by_default_and_with_external_amqp():
+    for docs in (render("default"), render("queue-mode")):
+        assert not [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "rabbitmq"]
+        assert [d["metadata"]["name"] for d in of_kind(docs, "StatefulSet") if "rabbitmq" in d["metadata"]["name"]] == []
+
+
+def test_chart_rabbitmq_renders_its_objects():
+    docs = render(RMQ)
+    v = values_of(RMQ)["rabbitmq"]
+    sts = one(docs, "StatefulSet", "auditlog-rabbitmq")
+    assert sts["spec"]["replicas"] == v["replicas"] == 3
+    assert sts["spec"]["serviceName"] == "auditlog-rabbitmq-hl"
+    # 4.1+ peer discovery joins node -0 and retries: no node waits for another to be Ready.
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    assert re.fullmatch(r"rabbitmq:4\.\d+\.\d+", pod_spec(sts)["containers"][0]["image"])
+    hl = one(docs, "Service", "auditlog-rabbitmq-hl")
+    assert hl["spec"]["clusterIP"] == "None" and hl["spec"]["publishNotReadyAddresses"] is True
+    assert {p["port"] for p in hl["spec"]["ports"]} == {4369, 25672}
+    client = one(docs, "Service", "auditlog-rabbitmq")
+    assert {(p["name"], p["port"]) for p in client["spec"]["ports"]} >= {("amqp", 5672), ("prometheus", 15692)}
+    for svc in (hl, client):
+        assert svc["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
+    pdb = one(docs, "PodDisruptionBudget", "auditlog-rabbitmq")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"] == sts["spec"]["selector"]
+    # Its PDB and anti-affinity count RabbitMQ's pods only.
+    for w in docs:
+        if w["kind"] in ("Deployment", "StatefulSet") and w is not sts:
+            assert not selects(pdb["spec"]["selector"], pod_labels(w)), w["metadata"]["name"]
+    claim = sts["spec"]["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"]["resources"]["requests"]["storage"] == v["persistence"]["size"]
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    mounts = {m["mountPath"]: m["name"] for m in pod_spec(sts)["containers"][0]["volumeMounts"]}
+    assert mounts["/var/lib/rabbitmq/mnesia"] == "data" and mounts["/etc/rabbitmq"] == "config"
+    # No pod of the chart talks to the API server, RabbitMQ included: no RBAC at all.
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")]
+    assert pod_spec(sts)["automountServiceAccountToken"] is False
+
+
+def test_chart_rabbitmq_conf_has_k8s_discovery_quorum_default_and_the_alarms():
+    docs = render(RMQ)
+    v = values_of(RMQ)["rabbitmq"]
+    conf = rabbitmq_conf(docs)
+    assert conf["cluster_formation.peer_discovery_backend"] == "k8s"
+    assert conf["default_queue_type"] == "quorum"
+    assert conf["quorum_queue.continuous_membership_reconciliation.enabled"] == "true"
+    assert conf["quorum_queue.continuous_membership_reconciliation.target_group_size"] == "3"
+    assert conf["disk_free_limit.absolute"] == v["diskFreeLimit"]["absolute"] == "3GB"
+    assert conf["vm_memory_high_watermark.relative"] == str(v["memoryHighWatermark"]["relative"])
+    assert "vm_memory_high_watermark.absolute" not in conf
+    # The watermark is a share of the pod's memory limit, not of the host's memory.
+    # In bytes: RabbitMQ parses "2GiB" or "2G" but not Kubernetes' "2Gi", and would not start.
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9}
+    mem = re.fullmatch(r"(\d+)([A-Za-z]*)", str(v["resources"]["limits"]["memory"]))
+    assert conf["total_memory_available_override_value"] == str(int(mem.group(1)) * units.get(mem.group(2), 1))
+    assert re.fullmatch(r"\d+", conf["total_memory_available_override_value"])
+    for given, expected in (("1536Mi", 1536 * 2**20), ("3G", 3 * 10**9), ("1073741824", 2**30)):
+        c = rabbitmq_conf(render(RMQ, ("rabbitmq.resources.limits.memory=" + given,
+                                      "rabbitmq.resources.requests.memory=64Mi")))
+        assert c["total_memory_available_override_value"] == str(expected), given
+    plugins = one(docs, "ConfigMap", "auditlog-rabbitmq-config")["data"]["enabled_plugins"].strip()
+    assert plugins == "[rabbitmq_peer_discovery_k8s,rabbitmq_prometheus,rabbitmq_management]."
+    # An absolute watermark and extra lines replace or extend the chart's.
+    docs = render(RMQ, ("rabbitmq.memoryHighWatermark.absolute=700MiB", "rabbitmq.extraConfig=channel_max = 64"))
+    conf = rabbitmq_conf(docs)
+    assert conf["vm_memory_high_watermark.absolute"] == "700MiB" and "vm_memory_high_watermark.relative" not in conf
+    assert conf["channel_max"] == "64"
+    # A changed configuration rolls the nodes (rabbitmq.conf is read at boot only).
+    ann = lambda d: one(d, "StatefulSet", "auditlog-rabbitmq")["spec"]["template"]["metadata"]["annotations"]
+    assert ann(docs)["checksum/config"] != ann(render(RMQ))["checksum/config"]
+
+
+def test_chart_rabbitmq_nodes_are_named_for_k8s_peer_discovery():
+    c = pod_spec(one(render(RMQ), "StatefulSet", "auditlog-rabbitmq"))["containers"][0]
+    env = env_of(c)
+    assert env["MY_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["RABBITMQ_USE_LONGNAME"]["value"] == "true"
+    # rabbit@<sts>-<n>.<domain>: the plugin derives the seed rabbit@<sts>-0.<domain> from it.
+    assert env["RABBITMQ_NODENAME"]["value"] == "rabbit@$(MY_POD_NAME).auditlog-rabbitmq-hl.%s.svc.%s" % (
+        NAMESPACE, DOMAIN_DEFAULT)
+    assert list(env).index("MY_POD_NAME") < list(env).index("RABBITMQ_NODENAME")
+    for var, key in (("RABBITMQ_DEFAULT_USER", "username"), ("RABBITMQ_DEFAULT_PASS", "password")):
+        assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "auditlog-rabbitmq", "key": key}
+    # Cheap probes; readiness on AMQP, liveness on the distribution port (up from the start of
+    # boot, so a node waiting for its peers is not killed).
+    assert c["readinessProbe"]["tcpSocket"]["port"] == "amqp"
+    assert c["livenessProbe"]["tcpSocket"]["port"] == "cluster-links"
+    assert "exec" not in c["readinessProbe"] and "exec" not in c["livenessProbe"]
+    assert "await_online_quorum_plus_one" in c["lifecycle"]["preStop"]["exec"]["command"][-1]
+
+
+def test_chart_rabbitmq_secret_is_generated_once_and_kept():
+    docs = render(RMQ)
+    secret = one(docs, "Secret", "auditlog-rabbitmq")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert set(data) == {"username", "password", "erlang-cookie", "url"}
+    assert data["username"] == "auditlog"
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", data["password"])
+    assert re.fullmatch(r"[A-Za-z0-9]{64}", data["erlang-cookie"])
+    assert data["url"] == "amqp://auditlog:%s@auditlog-rabbitmq.%s.svc.%s:5672/%%2f" % (
+        data["password"], NAMESPACE, DOMAIN_DEFAULT)
+    # Offline each render generates; in a cluster the template reuses the Secret it finds.
+    src = (CHART / "templates" / "secrets.yaml").read_text()
+    start = src.index("{{- if and .Values.rabbitmq.enabled")
+    block = src[start:src.index("\n{{- end }}", start)]
+    assert re.search(r'lookup "v1" "Secret" \.Release\.Namespace \$name', block)
+    for key in ("username", "password", "erlang-cookie"):
+        assert 'get $old "%s"' % key in block, key
+    assert "randAlphaNum" in block and "helm.sh/resource-policy: keep" in block
+    # Only RabbitMQ's pods and the service read it.
+    for d in docs:
+        if d["kind"] in WORKLOAD_KINDS and "auditlog-rabbitmq" in secret_refs(d):
+            assert pod_labels(d)["app.kubernetes.io/component"] in {"rabbitmq", "service"}, d["metadata"]["name"]
+
+
+def test_chart_rabbitmq_existing_secret():
+    docs = render(RMQ, ("rabbitmq.auth.existingSecret=my-rabbitmq",))
+    assert not [d for d in of_kind(docs, "Secret") if "rabbitmq" in d["metadata"]["name"]]
+    env = service_env(docs)
+    assert env["AUDIT_AMQP_URL"]["valueFrom"]["secretKeyRef"] == {"name": "my-rabbitmq", "key": "url"}
+    spec = pod_spec(one(docs, "StatefulSet", "auditlog-rabbitmq"))
+    (cookie,) = [v for v in spec["volumes"] if v["name"] == "cookie"]
+    assert cookie["secret"]["secretName"] == "my-rabbitmq"
+
+
+def test_queue_mode_with_the_chart_rabbitmq_gets_its_url_from_the_chart_secret():
+    docs = render(RMQ)
+    env = service_env(docs)
+    assert env["AUDIT_INGEST_MODE"]["value"] == "queue"
+    assert env["AUDIT_AMQP_URL"]["valueFrom"]["secretKeyRef"] == {"name": "auditlog-rabbitmq", "key": "url"}
+    assert not [d for d in of_kind(docs, "Secret") if d["metadata"]["name"] == "auditlog-amqp"]
+    # Without queue mode RabbitMQ is rendered anyway (it can form before queue mode declares
+    # its queues) and the service stays in direct mode.
+    docs = render("default", RMQ_ON)
+    one(docs, "StatefulSet", "auditlog-rabbitmq")
+    env = service_env(docs)
+    assert "AUDIT_INGEST_MODE" not in env and "AUDIT_AMQP_URL" not in env
+
+
+@pytest.mark.parametrize("sets", [
+    ("externalAmqp.url=" + AMQP_URL,),
+    ("externalAmqp.existingSecret=auditlog-rabbitmq",),
+])
+def test_chart_rabbitmq_and_external_amqp_together_are_refused(sets):
+    for extra in ((), QUEUE_ON):
+        proc = helm_template(sets=RMQ_ON + extra + sets, check=False)
+        assert proc.returncode != 0
+        assert "rabbitmq.enabled=true and externalAmqp.url/externalAmqp.existingSecret are both set" in proc.stderr
+
+
+def test_chart_rabbitmq_memory_limit_must_be_readable_by_rabbitmq():
+    proc = helm_template(sets=RMQ_ON + ("rabbitmq.resources.limits.memory=1.5Gi",), check=False)
+    assert proc.returncode != 0 and 'rabbitmq.resources.limits.memory "1.5Gi"' in proc.stderr
+
+
+def test_chart_rabbitmq_anti_affinity_spreads_nodes_over_hosts():
+    hard = pod_spec(one(render(RMQ), "StatefulSet", "auditlog-rabbitmq"))["affinity"]["podAntiAffinity"]
+    (term,) = hard["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "rabbitmq"
+    soft = pod_spec(one(render("default", RMQ_ON), "StatefulSet", "auditlog-rabbitmq"))["affinity"]["podAntiAffinity"]
+    (pref,) = soft["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert pref["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_chart_rabbitmq_runs_restricted_with_the_cookie_copied_0600():
+    spec = pod_spec(one(render(RMQ), "StatefulSet", "auditlog-rabbitmq"))
+    sc = spec["securityContext"]
+    assert (sc["runAsUser"], sc["runAsGroup"], sc["fsGroup"]) == (999, 999, 999)
+    assert sc["runAsNonRoot"] is True and sc["seccompProfile"]["type"] == "RuntimeDefault"
+    for c in spec["initContainers"] + spec["containers"]:
+        csc = c["securityContext"]
+        assert csc["runAsUser"] == 999 and csc["readOnlyRootFilesystem"] is True, c["name"]
+        assert csc["allowPrivilegeEscalation"] is False and csc["capabilities"] == {"drop": ["ALL"]}, c["name"]
+        assert {"cpu", "memory"} <= set(c["resources"]["limits"]) and {"cpu", "memory"} <= set(c["resources"]["requests"])
+    (init,) = spec["initContainers"]
+    script = init["command"][-1]
+    assert "/var/lib/rabbitmq/.erlang.cookie" in script and "chmod 0600 /var/lib/rabbitmq/.erlang.cookie" in script
+    # The writable paths are volumes: HOME (the cookie), the data, the crash dumps, /tmp.
+    mounts = {m["mountPath"] for m in spec["containers"][0]["volumeMounts"] if not m.get("readOnly")}
+    assert mounts == {"/var/lib/rabbitmq", "/var/lib/rabbitmq/mnesia", "/var/log/rabbitmq", "/tmp"}
+
+
+def test_chart_rabbitmq_network_policies():
+    docs = render(RMQ)
+    policies = {d["metadata"]["name"]: d["spec"] for d in of_kind(docs, "NetworkPolicy")}
+    assert set(policies) == {"auditlog-mongos", "auditlog-mongodb", "auditlog-service-egress", "auditlog-rabbitmq"}
+    sts = one(docs, "StatefulSet", "auditlog-rabbitmq")
+    service = one(docs, "Deployment", "auditlog-service")
+
+    def ports(rule):
+        return {(p["protocol"], p["port"], p.get("endPort")) for p in rule["ports"]}
+
+    # The service's queue-mode egress reaches the chart's RabbitMQ pods, on AMQP only.
+    egress = policies["auditlog-service-egress"]["egress"]
+    (amqp,) = [r for r in egress if ports(r) == {("TCP", 5672, None)}]
+    (peer,) = amqp["to"]
+    assert selects(peer["podSelector"], pod_labels(sts)) and not selects(peer["podSelector"], pod_labels(service))
+    spec = policies["auditlog-rabbitmq"]
+    assert spec["policyTypes"] == ["Ingress"] and selects(spec["podSelector"], pod_labels(sts))
+    rules = {frozenset(ports(r)): r for r in spec["ingress"]}
+    client = rules[frozenset({("TCP", 5672, None)})]
+    (frm,) = client["from"]
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job", "CronJob")]
+    assert [w["metadata"]["name"] for w in workloads if selects(frm["podSelector"], pod_labels(w))] == ["auditlog-service"]
+    cluster = rules[frozenset({("TCP", 4369, None), ("TCP", 25672, None), ("TCP", 35672, 35682), ("TCP", 5672, None)})]
+    (frm,) = cluster["from"]
+    assert [w["metadata"]["name"] for w in workloads if selects(frm["podSelector"], pod_labels(w))] == ["auditlog-rabbitmq"]
+    metrics = rules[frozenset({("TCP", 15692, None)})]
+    assert "from" not in metrics  # networkPolicy.metricsFrom empty: any scraper in the cluster
+    assert len(spec["ingress"]) == 3
+    scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    docs = render(RMQ, ("networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring",))
+    spec = one(docs, "NetworkPolicy", "auditlog-rabbitmq")["spec"]
+    (metrics,) = [r for r in spec["ingress"] if ports(r) == {("TCP", 15692, None)}]
+    assert metrics["from"] == [scraper]
+    # Without the chart's MongoDB the RabbitMQ policy still renders.
+    docs = render(RMQ, ("mongodb.enabled=false", "externalMongodb.uri=mongodb://m:27017"))
+    one(docs, "NetworkPolicy", "auditlog-rabbitmq")
+
+
 # -------------------------------------------------------------------- the archiver
 
 def test_archiver_daemon_is_a_single_recreated_replica_with_a_pvc():
@@ -959,6 +1240,33 @@ def test_metrics_on_their_own_port_which_the_ingress_never_routes(value_set):
     assert all(p["backend"]["service"]["port"] == {"number": 8080} for p in paths), "the API port only"
 
 
+def test_monitoring_objects_skipped_where_the_cluster_lacks_their_crds(tmp_path):
+    sets = ("monitoring.serviceMonitor.enabled=true", "monitoring.prometheusRule.enabled=true")
+    args = [a for s in sets for a in ("--set", s)]
+    without = [d for d in yaml.safe_load_all(helm_template(None, sets, api_versions=()).stdout) if d]
+    assert of_kind(without, "ServiceMonitor") == [] and of_kind(without, "PrometheusRule") == []
+    assert one(without, "Deployment", "auditlog-service"), "the rest still renders"
+    notes = render_notes(tmp_path, args)
+    assert "Monitoring: ServiceMonitor, PrometheusRule not created" in notes, notes
+    # Only the kind the cluster lacks is skipped, and named.
+    only_sm = ("monitoring.coreos.com/v1/ServiceMonitor",)
+    docs = [d for d in yaml.safe_load_all(helm_template(None, sets, api_versions=only_sm).stdout) if d]
+    assert len(of_kind(docs, "ServiceMonitor")) == 2 and of_kind(docs, "PrometheusRule") == []
+    notes = render_notes(tmp_path, args + [a for v in only_sm for a in ("--api-versions", v)])
+    assert "Monitoring: PrometheusRule not created" in notes, notes
+    # With both CRDs, or monitoring off, no such line.
+    notes = render_notes(tmp_path, args + [a for v in MONITORING_APIS for a in ("--api-versions", v)])
+    assert "Monitoring:" not in notes and "Monitoring:" not in render_notes(tmp_path, [])
+
+
+def test_notes_say_how_to_check_the_charts_rabbitmq(tmp_path):
+    notes = render_notes(tmp_path, ["--values", str(values_file("queue-mode-rabbitmq"))])
+    assert "RabbitMQ: 3 nodes (statefulset/auditlog-rabbitmq)" in notes, notes
+    assert "exec auditlog-rabbitmq-0 -- rabbitmq-diagnostics cluster_status" in notes
+    assert "direct mode" not in notes
+    assert "RabbitMQ: " not in render_notes(tmp_path, [])
+
+
 def test_metrics_on_the_api_port_when_asked():
     docs = render("default", ("service.metricsPort=null", "service.ingress.enabled=true",
                               "monitoring.serviceMonitor.enabled=true"))
@@ -984,20 +1292,26 @@ def test_helm_test_pod_posts_and_finds_an_event():
     assert env_of(c)["AUDIT_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "auditlog-api-key"
 
 
-def test_notes_tell_how_to_reach_swagger_and_get_the_key(tmp_path):
-    # `helm template` skips NOTES.txt and `helm install --dry-run` wants a cluster: render a
-    # copy of the chart in which NOTES.txt is an ordinary template.
+def render_notes(tmp_path, args=()):
+    """NOTES.txt as `helm install` would print it, with extra `helm template` arguments.
+    `helm template` skips NOTES.txt and `helm install --dry-run` wants a cluster: render a
+    copy of the chart in which NOTES.txt is an ordinary template."""
     import shutil
     copy = tmp_path / "auditlog"
-    shutil.copytree(CHART, copy)
-    (copy / "templates" / "NOTES.txt").rename(copy / "notes-copy.txt")
-    (copy / "templates" / "notes-render.yaml").write_text(
-        'notes: {{ tpl (.Files.Get "notes-copy.txt") . | toJson }}\n')
+    if not copy.exists():
+        shutil.copytree(CHART, copy)
+        (copy / "templates" / "NOTES.txt").rename(copy / "notes-copy.txt")
+        (copy / "templates" / "notes-render.yaml").write_text(
+            'notes: {{ tpl (.Files.Get "notes-copy.txt") . | toJson }}\n')
     proc = subprocess.run([HELM, "template", RELEASE, str(copy), "--namespace", NAMESPACE,
-                           "--kube-version", KUBE_VERSION, "--show-only", "templates/notes-render.yaml"],
-                          capture_output=True, text=True)
+                           "--kube-version", KUBE_VERSION, "--show-only", "templates/notes-render.yaml"]
+                          + list(args), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    notes = yaml.safe_load(proc.stdout)["notes"]
+    return yaml.safe_load(proc.stdout)["notes"]
+
+
+def test_notes_tell_how_to_reach_swagger_and_get_the_key(tmp_path):
+    notes = render_notes(tmp_path)
     assert "port-forward svc/auditlog-service 8080:8080" in notes
     assert "http://127.0.0.1:8080/docs" in notes
     assert "get secret auditlog-api-key -o jsonpath='{.data.api-key}' | base64 -d" in notes
@@ -1024,6 +1338,13 @@ def test_notes_tell_how_to_reach_swagger_and_get_the_key(tmp_path):
     (["--set", "queue.name=amq.events"], "queue name in RabbitMQ's reserved amq. namespace"),
     (["--set", "externalAmqp.url=http://rabbitmq:15672"], "not an amqp:// URL"),
     (["--set", "networkPolicy.amqp.port=0"], "port out of range"),
+    (["--set", "rabbitmq.enable=true"], "misspelled rabbitmq key"),
+    (["--set", "rabbitmq.replicas=0"], "no RabbitMQ node"),
+    (["--set", "rabbitmq.auth.username=audit@log"], "username that would need percent-encoding in the URL"),
+    (["--set", "rabbitmq.diskFreeLimit.absolute=lots"], "disk limit RabbitMQ cannot read"),
+    (["--set", "rabbitmq.memoryHighWatermark.relative=1.5"], "memory watermark over the whole memory"),
+    (["--set", "rabbitmq.diskFreeLimit.absolute=2Gi"], "a Kubernetes unit RabbitMQ cannot parse"),
+    (["--set", "rabbitmq.memoryHighWatermark.absolute=1TB"], "a unit RabbitMQ does not have"),
     (["--set", "service.apiKeys.fil=x"], "misspelled key file value"),
     (["--set", "service.metricsPort=8080"], "metrics on the API's own container port"),
     (["--set", "service.metricsPort=70000"], "metrics port out of range"),
@@ -1066,11 +1387,13 @@ def test_schema_is_closed_at_the_top_and_for_the_main_sections():
     assert schema["additionalProperties"] is False
     props = schema["properties"]
     for section in ("image", "mongodb", "externalMongodb", "service", "archiver", "tests", "logging", "database",
-                    "queue", "externalAmqp", "networkPolicy"):
+                    "queue", "externalAmqp", "networkPolicy", "rabbitmq"):
         assert props[section]["additionalProperties"] is False, section
     for sub in ("apiKey", "apiKeys"):
         assert props["service"]["properties"][sub]["additionalProperties"] is False, sub
     assert props["networkPolicy"]["properties"]["amqp"]["additionalProperties"] is False
+    for sub in ("auth", "memoryHighWatermark", "diskFreeLimit"):
+        assert props["rabbitmq"]["properties"][sub]["additionalProperties"] is False, sub
     for sub in ("auth", "tls", "configsvr", "shards", "mongos", "metrics", "bootstrap"):
         assert props["mongodb"]["properties"][sub]["additionalProperties"] is False, sub
 

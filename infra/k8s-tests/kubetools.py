@@ -60,8 +60,11 @@ def log(msg):
 
 def api_warnings(stderr):
     """The warning lines the API server sent, as helm prints them (klog:
-    `warnings.go:NN] "Warning: ..."`) or kubectl does (`Warning: ...`)."""
-    return [line for line in stderr.splitlines() if re.search(r"\bwarning\b", line, re.I)]
+    `warnings.go:NN] "Warning: ..."`) or kubectl does (`Warning: ...`). Not client-go's own
+    log lines that happen to say "Warning" (a watch helm ends when a hook Job is deleted logs
+    `reflector.go:NN] "Warning: watch ended with error"`): those are not the server's."""
+    return [line for line in stderr.splitlines()
+            if re.search(r"warnings\.go:\d+\]", line) or re.match(r"\s*Warning:", line)]
 
 
 class Cluster:

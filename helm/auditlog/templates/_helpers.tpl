@@ -73,6 +73,21 @@ auditlog/replica-set: {{ . }}
 {{- end }}
 {{- end }}
 
+{{/* ---------------------------------------------------------------- RabbitMQ */}}
+
+{{- define "auditlog.rabbitmq.name" -}}
+{{- printf "%s-rabbitmq" (include "auditlog.fullname" .) }}
+{{- end }}
+
+{{/* The client Service, which the service's AMQP URL names. */}}
+{{- define "auditlog.rabbitmq.host" -}}
+{{- printf "%s.%s.svc.%s" (include "auditlog.rabbitmq.name" .) .Release.Namespace .Values.clusterDomain }}
+{{- end }}
+
+{{- define "auditlog.rabbitmqImage" -}}
+{{ printf "%s:%s" .Values.rabbitmq.image.repository .Values.rabbitmq.image.tag }}
+{{- end }}
+
 {{/* --------------------------------------------------------- MongoDB topology */}}
 
 {{- define "auditlog.configsvr.name" -}}
@@ -174,6 +189,19 @@ Comma-separated member list of one replica set:
 
 {{- define "auditlog.externalAmqp.secretKey" -}}
 {{- if .Values.externalAmqp.existingSecret }}{{ .Values.externalAmqp.existingSecretKey }}{{ else }}url{{ end }}
+{{- end }}
+
+{{/* The Secret and key AUDIT_AMQP_URL comes from: the chart's RabbitMQ, or the external one. */}}
+{{- define "auditlog.amqp.secretName" -}}
+{{- if .Values.rabbitmq.enabled }}{{ include "auditlog.rabbitmq.secretName" . }}{{ else }}{{ include "auditlog.externalAmqp.secretName" . }}{{ end }}
+{{- end }}
+
+{{- define "auditlog.amqp.secretKey" -}}
+{{- if .Values.rabbitmq.enabled }}url{{ else }}{{ include "auditlog.externalAmqp.secretKey" . }}{{ end }}
+{{- end }}
+
+{{- define "auditlog.rabbitmq.secretName" -}}
+{{- default (printf "%s-rabbitmq" (include "auditlog.fullname" .)) .Values.rabbitmq.auth.existingSecret }}
 {{- end }}
 
 {{- define "auditlog.tls.secretName" -}}
@@ -573,8 +601,18 @@ process, and what it was writing is written again only if a producer or RabbitMQ
 {{- fail "mongodb.enabled=false needs externalMongodb.uri or externalMongodb.existingSecret" }}
 {{- end }}
 {{- end }}
-{{- if and .Values.queue.enabled (not .Values.externalAmqp.url) (not .Values.externalAmqp.existingSecret) }}
-{{- fail "queue.enabled=true needs externalAmqp.url or externalAmqp.existingSecret (a Secret holding the amqp:// URL of RabbitMQ)" }}
+{{- if and .Values.queue.enabled (not .Values.rabbitmq.enabled) (not .Values.externalAmqp.url) (not .Values.externalAmqp.existingSecret) }}
+{{- fail "queue.enabled=true needs externalAmqp.url or externalAmqp.existingSecret (a Secret holding the amqp:// URL of RabbitMQ), or rabbitmq.enabled=true (RabbitMQ run by this chart)" }}
+{{- end }}
+{{- if .Values.rabbitmq.enabled }}
+{{- /* One URL reaches the service: with both, which RabbitMQ holds the queue would be a guess. */}}
+{{- if or .Values.externalAmqp.url .Values.externalAmqp.existingSecret }}
+{{- fail "rabbitmq.enabled=true and externalAmqp.url/externalAmqp.existingSecret are both set: the service connects to one RabbitMQ only. Unset externalAmqp.* to use the chart's RabbitMQ, or set rabbitmq.enabled=false to use your own" }}
+{{- end }}
+{{- $mem := toString ((.Values.rabbitmq.resources.limits | default dict).memory | default "") }}
+{{- if not (regexMatch "^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$" $mem) }}
+{{- fail (printf "rabbitmq.resources.limits.memory %q: give an integer with an optional unit (2Gi, 2048Mi, 2G): RabbitMQ reads it as its total memory, which its memory alarm is a share of" $mem) }}
+{{- end }}
 {{- end }}
 {{- /* terminationGracePeriodSeconds is derived from these; one set behind the chart's back
 would make it too short. */}}
