@@ -3,7 +3,8 @@
 # (test_chart_on_k8s.py) starts its own private control plane once (infra/dev/k8s.sh start in a
 # temporary K8S_STATE_DIR; kwok stands in for the nodes), installs every documented profile
 # under Pod Security `restricted`, upgrades, rolls back, uninstalls, and checks what the API
-# server says; it stops the cluster at the end. A few minutes; not part of `make test` or CI.
+# server says; test_rabbitmq_on_k8s.py then checks the chart's own RabbitMQ. It stops the cluster
+# at the end. A few minutes; CI (.ci/run) runs it after `make test`.
 #
 #   bash infra/k8s-tests/run.sh [PYTEST ARGS...]     e.g. -k uninstall, -x, -s
 #
@@ -37,5 +38,7 @@ trap finish EXIT
 
 cd "$here"
 rc=0
-"$py" -m pytest -v -rxXsf -p no:cacheprovider --durations=8 test_chart_on_k8s.py "$@" || rc=$?
+# test_chart_on_k8s.py first: its uninstall tests free the nodes before the RabbitMQ module
+# installs its own release.
+"$py" -m pytest -v -rxXsf -p no:cacheprovider --durations=8 test_chart_on_k8s.py test_rabbitmq_on_k8s.py "$@" || rc=$?
 exit "$rc"
