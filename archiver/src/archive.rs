@@ -23,9 +23,12 @@ use mongodb::bson;
 use tokio::time::Instant;
 
 use crate::config::Settings;
+use crate::digest;
 use crate::error::{ArchiveError, Result};
 use crate::export;
 use crate::guard::{self, GuardReport};
+use crate::integrity::{self, IntegrityReport};
+use crate::keys::{PublicKeys, Signer25519};
 use crate::metrics::Metrics;
 use crate::pass::{self, Passed, Written};
 use crate::plan::{Scope, MAX_RUNS, OPEN_END};
@@ -49,6 +52,8 @@ pub struct Archiver {
     sink: Sink,
     state: State,
     metrics: Metrics,
+    /// Signs each run's digest; `None`: the archive is not signed.
+    signer: Option<Signer25519>,
 }
 
 /// The outcome of archiving a list of windows.
@@ -68,6 +73,11 @@ impl Archiver {
     /// the runtime stops.
     pub async fn connect(settings: Settings, metrics: Metrics) -> Result<Self> {
         settings.validate()?;
+        let signer = settings
+            .signing_key_file
+            .as_deref()
+            .map(Signer25519::load)
+            .transpose()?;
         let sink = Sink::open(&settings)?;
         let store = Store::connect(&settings.mongo, "auditlog-archiver").await?;
         let server = match store.server_info().await {
@@ -80,6 +90,15 @@ impl Archiver {
         tracing::info!(server = %server.describe(), "connected to MongoDB");
         let source = Source::new(&store);
         let state = State::new(&store);
+        match &signer {
+            Some(s) => {
+                tracing::info!(key_id = %s.id(), "each run's digest is signed (docs/integrity.md)")
+            }
+            None => tracing::warn!(
+                "the archive is not signed: set AUDIT_ARCHIVE_SIGNING_KEY_FILE to make edits, \
+                 deletions and insertions in it detectable (docs/integrity.md)"
+            ),
+        }
         Ok(Archiver {
             settings,
             store,
@@ -88,6 +107,7 @@ impl Archiver {
             sink,
             state,
             metrics,
+            signer,
         })
     }
 
@@ -135,6 +155,15 @@ impl Archiver {
             dry_run,
         )
         .await
+    }
+
+    /// `verify --public-key`: the signed archive against its digests and the archive state.
+    pub async fn integrity(
+        &self,
+        keys: &PublicKeys,
+        range: integrity::Range,
+    ) -> Result<IntegrityReport> {
+        integrity::check(&self.state, &self.sink, keys, range).await
     }
 
     /// `once` (and every firing of `run`): guard, archive every due window, and guard again on
@@ -413,6 +442,12 @@ impl Archiver {
             later.extend(self.passes_after(&scope, to_redo, stopped_at));
         }
         books.progress.finish();
+        // Signed, every window this run (or a crashed one before it) recorded is listed in the
+        // chain's next digest before the run counts as done.
+        if let Some(signer) = &self.signer {
+            lease.check()?;
+            digest::seal(&self.state, &self.sink, signer, self.source.name(), lease).await?;
+        }
         Ok(books.report)
     }
 
@@ -608,6 +643,7 @@ impl Archiver {
             verified_at: None,
             purged_at: None,
             purged_rows: None,
+            digest_sequence: None,
         };
         // The lease may have been lost since the files were published: then another archiver
         // may be rewriting the same names, and only it may record the window.

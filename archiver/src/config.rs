@@ -14,8 +14,10 @@
 //! `AUDIT_ARCHIVE_ROW_GROUP_ROWS`, `AUDIT_ARCHIVE_ROW_GROUP_BYTES`,
 //! `AUDIT_ARCHIVE_MAX_FILE_ROWS`, `AUDIT_ARCHIVE_LEASE_TTL`, `AUDIT_S3_ENDPOINT`,
 //! `AUDIT_S3_REGION`, `AUDIT_S3_ACCESS_KEY_ID`, `AUDIT_S3_SECRET_ACCESS_KEY`,
-//! `AUDIT_S3_ALLOW_HTTP`, `AUDIT_S3_VIRTUAL_HOSTED`, `AUDIT_HDFS_CONFIG`.
+//! `AUDIT_S3_ALLOW_HTTP`, `AUDIT_S3_VIRTUAL_HOSTED`, `AUDIT_HDFS_CONFIG`,
+//! `AUDIT_ARCHIVE_SIGNING_KEY_FILE`, `AUDIT_ARCHIVE_PUBLIC_KEYS`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use auditlog_common::archive_store::{
@@ -52,12 +54,36 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Re-reads the recorded windows' files and compares row counts and checksums (and
-    /// MongoDB's count where the events still exist); exits 6 on any mismatch.
+    /// Without --public-key: re-reads the recorded windows' files and compares row counts and
+    /// checksums (and MongoDB's count where the events still exist); exits 6 on any mismatch.
+    /// With --public-key: checks the signed archive (docs/integrity.md) — every digest's
+    /// signature and the chain up to the head MongoDB names, every listed file's size and
+    /// SHA-256, no unlisted file, no recorded window left out; exits 1 with one line per
+    /// problem (modified, missing, unlisted, chain broken, bad signature, unknown key, gap).
     Verify {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Public keys (SPKI PEM) the digests may be signed with; a directory stands for its
+        /// *.pub and *.pem files. Repeat for several keys (rotation).
+        #[arg(
+            long = "public-key",
+            env = "AUDIT_ARCHIVE_PUBLIC_KEYS",
+            value_delimiter = ','
+        )]
+        public_keys: Vec<PathBuf>,
+        /// Check only the files of windows ending after this instant (signatures and the chain
+        /// are always checked whole). RFC 3339 or a date.
+        #[arg(long, value_parser = parse_instant, requires = "public_keys")]
+        from: Option<DateTime<Utc>>,
+        /// Check only the files of windows starting before this instant.
+        #[arg(long, value_parser = parse_instant, requires = "public_keys")]
+        to: Option<DateTime<Utc>>,
+    },
+    /// Signing keys for the archive's digests (no MongoDB needed).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Archives the windows overlapping [--from, --to) regardless of age. Windows already
     /// archived are skipped (no duplicates); windows that have not ended yet are refused.
@@ -79,6 +105,23 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Writes a new Ed25519 key pair: DIR/archive-signing.key (PKCS#8 PEM, mode 0600) and
+    /// DIR/archive-signing.pub (SPKI PEM); prints the key id. Never overwrites.
+    New {
+        /// Directory to write the pair into (created if needed).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Prints the public key (SPKI PEM) of a private key file, and its id on stderr.
+    Public {
+        /// The private key (PKCS#8 PEM).
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
 /// Settings shared by every command.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
@@ -87,8 +130,14 @@ pub struct Settings {
 
     /// Where the Parquet files go: a local path or `file:///abs/path`, `s3://bucket/prefix`,
     /// or `hdfs://namenode:port/path`. Files land under `<db>/<collection>/dt=…/hour=…/`.
-    #[arg(long, env = "AUDIT_ARCHIVE_URL", default_value = "./archive", value_parser = ArchiveUrl::parse)]
+    #[arg(long, alias = "archive", global = true, env = "AUDIT_ARCHIVE_URL", default_value = "./archive", value_parser = ArchiveUrl::parse)]
     pub archive_url: ArchiveUrl,
+
+    /// Ed25519 private key (PKCS#8 PEM, `auditlog-archiver keys new`) to sign each run's
+    /// digest with (docs/integrity.md). Unset: the archive is not signed, and the archiver says
+    /// so once at start.
+    #[arg(long, env = "AUDIT_ARCHIVE_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
 
     /// Age at which events are archived (e.g. `24h`, `90m`, `2d`, `1h 30m`).
     #[arg(long, env = "AUDIT_ARCHIVE_AFTER", default_value = "24h", value_parser = parse_span)]

@@ -48,6 +48,15 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
+/// Earliest and latest `created_at` of a batch of [`schema`], epoch milliseconds.
+pub fn created_at_range(batch: &RecordBatch) -> Option<(i64, i64)> {
+    let col = batch
+        .column_by_name(COL_CREATED_AT_MS)?
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()?;
+    Some((arrow::compute::min(col)?, arrow::compute::max(col)?))
+}
+
 /// False-positive rate of the bloom filters on `consumer` and `type`: a reader looking for a
 /// value a row group lacks skips it 99 times in 100. The filters are sized for a row group's
 /// rows and folded down to the values actually present when the row group is written, so

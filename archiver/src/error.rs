@@ -6,7 +6,8 @@
 //! | code | meaning                                                                   |
 //! |------|---------------------------------------------------------------------------|
 //! | 0    | success                                                                   |
-//! | 1    | unexpected failure (storage, MongoDB, I/O), or the lease was lost mid-run  |
+//! | 1    | unexpected failure (storage, MongoDB, I/O), or the lease was lost mid-run; |
+//! |      | `verify --public-key` found the archive tampered with (one line each)      |
 //! | 2    | invalid settings or arguments                                             |
 //! | 3    | one or more windows failed to archive (the others are archived)           |
 //! | 4    | TTL guard: an unarchived event may expire before the next run archives it |
@@ -86,6 +87,11 @@ pub enum ArchiveError {
     },
     #[error("verify found {0} mismatching windows")]
     VerifyFailed(usize),
+    /// The digest chain cannot be extended as it stands (another writer moved its head).
+    #[error("archive digest chain: {0}")]
+    DigestChain(String),
+    #[error("the archive's integrity check found {0} problems")]
+    IntegrityFailed(usize),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("{0}")]

@@ -118,6 +118,8 @@ struct OpenFile {
     written_at: Path,
     writer: AsyncArrowWriter<HashingWriter>,
     rows: u64,
+    /// Earliest and latest `created_at` written, epoch milliseconds.
+    created_ms: Option<(i64, i64)>,
 }
 
 impl<'a> WindowWriter<'a> {
@@ -158,6 +160,7 @@ impl<'a> WindowWriter<'a> {
         if let Some(f) = self.current.as_mut() {
             f.writer.write(batch).await?;
             f.rows += batch.num_rows() as u64;
+            f.created_ms = widen(f.created_ms, encode::created_at_range(batch));
             if f.writer.in_progress_size() >= row_group_bytes {
                 f.writer.flush().await?;
             }
@@ -196,6 +199,7 @@ impl<'a> WindowWriter<'a> {
             written_at,
             writer,
             rows: 0,
+            created_ms: None,
         })
     }
 
@@ -214,6 +218,7 @@ impl<'a> WindowWriter<'a> {
                 rows: f.rows,
                 bytes: hashing.bytes,
                 sha256: hex::encode(hashing.hasher.finalize()),
+                created_ms: f.created_ms,
             },
         });
         Ok(())
@@ -223,6 +228,13 @@ impl<'a> WindowWriter<'a> {
     pub async fn finish(mut self) -> Result<Vec<Pending>> {
         self.close_current().await?;
         Ok(self.done)
+    }
+}
+
+fn widen(a: Option<(i64, i64)>, b: Option<(i64, i64)>) -> Option<(i64, i64)> {
+    match (a, b) {
+        (Some((lo, hi)), Some((l, h))) => Some((lo.min(l), hi.max(h))),
+        (x, None) | (None, x) => x,
     }
 }
 

@@ -24,22 +24,28 @@
 //!   read again, recording and `_SUCCESS` markers.
 //! - [`guard`]: the TTL guard: the oldest unarchived event must outlive the next scheduled run.
 //! - [`status`], [`verify`], [`purge`]: the read-only report, the re-check, the deletion.
+//! - [`keys`]: the Ed25519 signing key and the public keys `verify` accepts, by key id.
+//! - [`digest`]: the signed, chained digest each run writes under `_digests/`.
+//! - [`integrity`]: `verify --public-key`, the archive against its digests.
 //! - [`daemon`]: `run` — scheduler, `/healthz`, `/metrics`, graceful shutdown.
 //! - [`metrics`], [`progress`]: Prometheus metrics; progress bar or log lines.
 //! - [`error`]: typed errors and their exit codes.
 //!
 //! Dependencies point one way: in this order, each module uses only modules before it —
-//! `error`, `schedule`, `metrics`, `window`, `plan`, `config`, `encode`, `progress`, `sink`,
-//! `source`, `stream`, `state`, `export`, `pass`, `tally`, `guard`, `purge`, `status`,
-//! `verify`, `archive`, `daemon`.
+//! `error`, `schedule`, `metrics`, `window`, `plan`, `config`, `encode`, `progress`, `keys`,
+//! `sink`, `source`, `stream`, `state`, `export`, `pass`, `tally`, `guard`, `purge`, `status`,
+//! `verify`, `digest`, `integrity`, `archive`, `daemon`.
 
 pub mod archive;
 pub mod config;
 pub mod daemon;
+pub mod digest;
 pub mod encode;
 pub mod error;
 pub mod export;
 pub mod guard;
+pub mod integrity;
+pub mod keys;
 pub mod metrics;
 pub mod pass;
 pub mod plan;

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use auditlog_archiver::archive::Archiver;
-use auditlog_archiver::config::{Cli, Command};
+use auditlog_archiver::config::{Cli, Command, KeysCommand};
 use auditlog_archiver::error::ArchiveError;
+use auditlog_archiver::integrity;
+use auditlog_archiver::keys::{self, PublicKeys, Signer25519};
 use auditlog_archiver::metrics::Metrics;
 use auditlog_archiver::{daemon, status};
 use clap::Parser;
@@ -35,6 +37,10 @@ fn main() -> ExitCode {
 }
 
 async fn execute(cli: Cli) -> anyhow::Result<()> {
+    // Key handling needs neither MongoDB nor the archive.
+    if let Command::Keys { command } = &cli.command {
+        return keys_command(command);
+    }
     let metrics = Metrics::new().map_err(ArchiveError::from)?;
     let archiver = Arc::new(Archiver::connect(cli.settings, metrics).await?);
     let result = command(&archiver, cli.command).await;
@@ -73,7 +79,31 @@ async fn command(archiver: &Arc<Archiver>, command: Command) -> anyhow::Result<(
                 print!("{}", status::render(&r));
             }
         }
-        Command::Verify { json } => {
+        Command::Keys { command } => keys_command(&command)?,
+        Command::Verify {
+            json,
+            public_keys,
+            from,
+            to,
+        } if !public_keys.is_empty() => {
+            let keys = PublicKeys::load(&public_keys)?;
+            let r = archiver
+                .integrity(&keys, integrity::Range { from, to })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else if r.ok {
+                println!("{}", r.summary());
+            } else {
+                for p in &r.problems {
+                    println!("{p}");
+                }
+            }
+            if !r.ok {
+                return Err(ArchiveError::IntegrityFailed(r.problems.len()).into());
+            }
+        }
+        Command::Verify { json, .. } => {
             let r = archiver.verify().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
@@ -90,6 +120,23 @@ async fn command(archiver: &Arc<Archiver>, command: Command) -> anyhow::Result<(
         Command::Purge { dry_run } => {
             let r = archiver.purge(dry_run).await?;
             println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+    }
+    Ok(())
+}
+
+fn keys_command(command: &KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::New { out } => {
+            let (id, private, public) = keys::write_new(out)?;
+            println!("private key: {}", private.display());
+            println!("public key:  {}", public.display());
+            println!("key id: {id}");
+        }
+        KeysCommand::Public { key } => {
+            let signer = Signer25519::load(key)?;
+            print!("{}", signer.public_pem()?);
+            eprintln!("key id: {}", signer.id());
         }
     }
     Ok(())

@@ -1,7 +1,9 @@
 //! `purge`: where the server has no TTL index, events leave MongoDB only here, and only when
 //! their window is archived, its files still read back with the recorded row count, MongoDB
 //! still holds exactly that many events for the window, and the window is older than
-//! `AUDIT_RETENTION_DAYS`. Anything else is skipped with a reason, never deleted.
+//! `AUDIT_RETENTION_DAYS`. When the archive is signed, the window must also be listed in a
+//! digest of the chain: events leave MongoDB only once their files are under a signature.
+//! Anything else is skipped with a reason, never deleted.
 
 use chrono::Utc;
 use mongodb::bson::{self, doc};
@@ -41,9 +43,34 @@ pub async fn purge(
         tracing::info!("this server has TTL indexes; purge only removes what TTL has not yet");
     }
     let lease = state.acquire_lease(settings.lease_ttl).await?;
-    let result = purge_locked(source, state, sink, metrics, retention, dry_run, &lease).await;
+    // Signed: the archiver holds a key, so every window it archived goes into the chain.
+    let digested_up_to = if settings.signing_key_file.is_some() {
+        Some(state.digest_head().await?.map_or(0, |h| h.sequence))
+    } else {
+        None
+    };
+    let result = purge_locked(
+        source,
+        state,
+        sink,
+        metrics,
+        Limits {
+            retention_seconds: retention,
+            digested_up_to,
+        },
+        dry_run,
+        &lease,
+    )
+    .await;
     lease.release().await;
     result
+}
+
+/// What a window must satisfy beyond its own checks.
+struct Limits {
+    retention_seconds: i64,
+    /// Signed archive: the chain's head sequence; a window must be listed at or before it.
+    digested_up_to: Option<i64>,
 }
 
 async fn purge_locked(
@@ -51,11 +78,11 @@ async fn purge_locked(
     state: &State,
     sink: &Sink,
     metrics: &Metrics,
-    retention_seconds: i64,
+    limits: Limits,
     dry_run: bool,
     lease: &Lease,
 ) -> Result<PurgeReport> {
-    let horizon = Utc::now() - chrono::Duration::seconds(retention_seconds);
+    let horizon = Utc::now() - chrono::Duration::seconds(limits.retention_seconds);
     let mut report = PurgeReport {
         dry_run,
         ..PurgeReport::default()
@@ -64,6 +91,15 @@ async fn purge_locked(
         let w = rec.window();
         if rec.purged_at.is_some() || w.end > horizon {
             continue;
+        }
+        if let Some(head) = limits.digested_up_to {
+            if rec.digest_sequence.is_none_or(|s| s > head) {
+                report.skipped.push(format!(
+                    "{}: no signed digest lists it yet (the next archive run writes one)",
+                    w.id()
+                ));
+                continue;
+            }
         }
         let mut file_rows = 0i64;
         let mut unreadable = None;

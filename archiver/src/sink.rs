@@ -53,6 +53,8 @@ pub struct FileFacts {
     pub bytes: u64,
     /// SHA-256 of the file's bytes, hex.
     pub sha256: String,
+    /// Earliest and latest `created_at` in the file, epoch milliseconds (for the digest).
+    pub created_ms: Option<(i64, i64)>,
 }
 
 impl Sink {
@@ -164,6 +166,75 @@ impl Sink {
             hasher.update(&chunk);
         }
         Ok(hex::encode(hasher.finalize()))
+    }
+}
+
+/// Access by paths relative to the archive root, for what lives beside the collections' trees
+/// (the digests under `_digests/`) and for `verify`, which names files from the root.
+impl Sink {
+    /// `<db>/<collection>` of this sink, as a root-relative prefix.
+    pub fn base(&self) -> &str {
+        self.base.as_ref()
+    }
+
+    /// A root-relative path.
+    pub fn root_path(relative: &str) -> Path {
+        Path::from_iter(relative.split('/').filter(|s| !s.is_empty()))
+    }
+
+    pub async fn put_root(&self, relative: &str, body: Vec<u8>) -> Result<()> {
+        self.store
+            .put(&Self::root_path(relative), PutPayload::from(body))
+            .await?;
+        Ok(())
+    }
+
+    /// The whole object (digests are small); `None` when it does not exist.
+    pub async fn get_root(&self, relative: &str) -> Result<Option<bytes::Bytes>> {
+        match self.store.get(&Self::root_path(relative)).await {
+            Ok(r) => Ok(Some(r.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every object under a root-relative prefix, recursively: (path, size).
+    pub async fn list_root(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let prefix = Self::root_path(prefix);
+        let mut out = vec![];
+        let mut listing = self.store.list(Some(&prefix));
+        loop {
+            match listing.try_next().await {
+                Ok(Some(meta)) => out.push((meta.location.to_string(), meta.size)),
+                Ok(None) => break,
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Size and SHA-256 of a root-relative file, streamed; `None` when it does not exist.
+    /// `progress` is told of every chunk's length.
+    pub async fn size_and_sha256(
+        &self,
+        relative: &str,
+        progress: impl Fn(u64),
+    ) -> Result<Option<(u64, String)>> {
+        let mut stream = match self.store.get(&Self::root_path(relative)).await {
+            Ok(r) => r.into_stream(),
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.try_next().await? {
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            progress(chunk.len() as u64);
+        }
+        Ok(Some((size, hex::encode(hasher.finalize()))))
     }
 }
 

@@ -11,7 +11,8 @@
 //!   holds it, every further write is refused with [`ArchiveError::LeaseLost`].
 //! - `archive_runs`: one document per archived collection describing the last successful run
 //!   (end, duration, the schedule and its next firing), for the service's alerts and the TTL
-//!   guard's expected run time.
+//!   guard's expected run time; and, when the archive is signed, `digest_head`: the latest
+//!   digest of the chain ([`DigestHead`]), so `verify` notices a deleted tail.
 
 use auditlog_common::store::number;
 use std::collections::BTreeSet;
@@ -61,6 +62,10 @@ pub struct WindowRecord {
     pub purged_at: Option<bson::DateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purged_rows: Option<i64>,
+    /// The sequence number of the signed digest that lists this window (see [`crate::digest`]).
+    /// A record is replaced whole when a window is archived again, which clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_sequence: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -69,6 +74,11 @@ pub struct FileRecord {
     pub rows: i64,
     pub bytes: i64,
     pub sha256: String,
+    /// Earliest and latest `created_at` in the file (absent in records older than digests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_created_at: Option<bson::DateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_created_at: Option<bson::DateTime>,
 }
 
 impl From<&FileFacts> for FileRecord {
@@ -78,6 +88,8 @@ impl From<&FileFacts> for FileRecord {
             rows: i64::try_from(f.rows).unwrap_or(i64::MAX),
             bytes: i64::try_from(f.bytes).unwrap_or(i64::MAX),
             sha256: f.sha256.clone(),
+            min_created_at: f.created_ms.map(|(lo, _)| bson::DateTime::from_millis(lo)),
+            max_created_at: f.created_ms.map(|(_, hi)| bson::DateTime::from_millis(hi)),
         }
     }
 }
@@ -100,6 +112,21 @@ pub fn window_checksum(files: &[FileRecord]) -> String {
     }
     hex::encode(h.finalize())
 }
+
+/// The latest digest of the archive's chain, as the run that wrote it recorded it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DigestHead {
+    pub sequence: i64,
+    /// Relative to the archive root.
+    pub path: String,
+    pub sha256: String,
+    /// Standard base64 of the digest's signature.
+    pub signature: String,
+    pub key_id: String,
+    pub written_at: bson::DateTime,
+}
+
+const DIGEST_HEAD: &str = "digest_head";
 
 /// Access to the archiver's state collections.
 #[derive(Debug, Clone)]
@@ -259,6 +286,70 @@ impl State {
             .upsert(true)
             .await
             .map_err(ArchiveError::mongo("record run"))?;
+        Ok(())
+    }
+
+    /// The chain's latest digest, if the archive was ever signed.
+    pub async fn digest_head(&self) -> Result<Option<DigestHead>> {
+        let found = self
+            .runs
+            .find_one(doc! { "_id": &self.lease_key })
+            .projection(doc! { DIGEST_HEAD: 1 })
+            .await
+            .map_err(ArchiveError::mongo("read digest head"))?;
+        let Some(head) = found.and_then(|d| d.get_document(DIGEST_HEAD).ok().cloned()) else {
+            return Ok(None);
+        };
+        bson::from_document(head).map(Some).map_err(|e| {
+            ArchiveError::Config(format!(
+                "unreadable {DIGEST_HEAD} in the archive state: {e}"
+            ))
+        })
+    }
+
+    /// Moves the head from `previous` (sequence; 0: none yet) to `head`. Refused when the head
+    /// is no longer `previous`: only the lease holder writes digests, so another head means
+    /// another writer, and a chain must not fork.
+    pub async fn advance_digest_head(&self, previous: i64, head: &DigestHead) -> Result<()> {
+        let seq = format!("{DIGEST_HEAD}.sequence");
+        let filter = if previous == 0 {
+            doc! { "_id": &self.lease_key, DIGEST_HEAD: { "$exists": false } }
+        } else {
+            doc! { "_id": &self.lease_key, seq: previous }
+        };
+        let head_doc = bson::to_document(head)
+            .map_err(|e| ArchiveError::Config(format!("cannot encode the digest head: {e}")))?;
+        let r = self
+            .runs
+            .update_one(filter, doc! { "$set": { DIGEST_HEAD: head_doc } })
+            .upsert(previous == 0)
+            .await;
+        match r {
+            Ok(r) if r.matched_count == 1 || r.upserted_id.is_some() => Ok(()),
+            Ok(_) => Err(ArchiveError::DigestChain(format!(
+                "the chain's head moved past sequence {previous} while this run wrote {}",
+                head.sequence
+            ))),
+            // The upsert of a first head collides with a runs document that has one already.
+            Err(e) if server_error_code(&e) == Some(codes::DUPLICATE_KEY) => {
+                Err(ArchiveError::DigestChain(format!(
+                    "a chain head appeared while this run wrote the first digest ({})",
+                    head.path
+                )))
+            }
+            Err(e) => Err(ArchiveError::mongo("advance digest head")(e)),
+        }
+    }
+
+    /// Records that digest `sequence` lists these windows.
+    pub async fn mark_digested(&self, starts: &[bson::DateTime], sequence: i64) -> Result<()> {
+        self.windows
+            .update_many(
+                doc! { fields::START: { "$in": starts } },
+                doc! { "$set": { "digest_sequence": sequence } },
+            )
+            .await
+            .map_err(ArchiveError::mongo("mark windows digested"))?;
         Ok(())
     }
 
@@ -510,6 +601,7 @@ mod tests {
             verified_at: None,
             purged_at: None,
             purged_rows: None,
+            digest_sequence: None,
         };
         let d = bson::to_document(&rec).unwrap();
         assert_eq!(d.get_datetime(fields::START).unwrap(), &rec.start);

@@ -41,3 +41,49 @@ async fn archiver_round_trip_hdfs_read_back_by_parquet_hadoop() {
     let status = archiver.run(&["status", "--json"]).expect_code(0).json();
     assert_eq!(status["due_windows"], 0);
 }
+
+/// docs/integrity.md on HDFS: a signed archive of two runs verifies clean with its public key,
+/// and with another key each digest is named as signed by an unknown key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiver_signed_archive_on_hdfs_verifies() {
+    let url = hdfs_url();
+    let mongo = test_mongo().await;
+    let keys = tempfile::tempdir().unwrap();
+    let archive = format!("{url}/auditlog-signed-{}", mongo.db_name);
+    let archiver = Archiver::new(&mongo, &archive);
+    archiver
+        .run(&["keys", "new", "--out", keys.path().to_str().unwrap()])
+        .expect_code(0);
+    let key = keys.path().join("archive-signing.key");
+    let public = keys.path().join("archive-signing.pub");
+    let archiver = archiver.env("AUDIT_ARCHIVE_SIGNING_KEY_FILE", key.to_str().unwrap());
+    for days in [4, 3] {
+        insert(&mongo, &[event(hour_days_ago(days), "login", "web", None)]).await;
+        archiver.run(&["once"]).expect_code(0);
+    }
+    let ok = archiver
+        .run(&["verify", "--public-key", public.to_str().unwrap()])
+        .expect_code(0)
+        .stdout();
+    assert!(ok.starts_with("ok: 2 digests"), "{ok}");
+    // Another key is not the archive's: every digest is named.
+    let other = tempfile::tempdir().unwrap();
+    archiver
+        .run(&["keys", "new", "--out", other.path().to_str().unwrap()])
+        .expect_code(0);
+    let out = archiver
+        .run(&[
+            "verify",
+            "--public-key",
+            other.path().join("archive-signing.pub").to_str().unwrap(),
+        ])
+        .expect_code(1)
+        .stdout();
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("unknown key: "))
+            .count(),
+        2,
+        "{out}"
+    );
+}

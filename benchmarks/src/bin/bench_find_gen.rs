@@ -238,6 +238,9 @@ fn write_window(
         rows: rows as i64,
         bytes: bytes.len() as i64,
         sha256: hex::encode(Sha256::digest(&bytes)),
+        // Only digests read these, and the generated archive is not signed.
+        min_created_at: None,
+        max_created_at: None,
     })
 }
 
@@ -284,6 +287,7 @@ async fn record_window(
             verified_at: None,
             purged_at: Some(now),
             purged_rows: Some(rows),
+            digest_sequence: None,
         })
         .await?;
     Ok(())
