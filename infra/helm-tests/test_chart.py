@@ -1135,6 +1135,194 @@ def test_service_mounts_a_shared_file_archive_read_only():
     assert {"name": "archive", "persistentVolumeClaim": {"claimName": "auditlog-archiver", "readOnly": True}} in volumes
 
 
+# ------------------------------------------------------- the archive's integrity (signing)
+
+SIGNING = "archive-signing"
+SIGNING_DIR = "/etc/auditlog/signing"
+PUBLIC_KEYS_DIR = "/etc/auditlog/public-keys"
+# PKCS#8 PrivateKeyInfo of an Ed25519 key up to the 32-byte seed (RFC 8410): what
+# `openssl genpkey -algorithm ed25519` writes and the archiver reads.
+ED25519_PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
+
+
+def archiver_workload(docs):
+    (w,) = [d for d in docs if d["kind"] in ("Deployment", "CronJob") and d["metadata"]["name"] == "auditlog-archiver"]
+    return w
+
+
+def verify_cronjob(docs):
+    return one(docs, "CronJob", "auditlog-archive-verify")
+
+
+def test_archive_signing_and_verify_are_off_by_default():
+    docs = render("default")
+    assert "auditlog-archive-signing" not in {d["metadata"]["name"] for d in of_kind(docs, "Secret")}
+    assert not [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"] == "auditlog-archive-public-keys"]
+    assert not [d for d in of_kind(docs, "CronJob") if d["metadata"]["name"] == "auditlog-archive-verify"]
+    c = pod_spec(archiver_workload(docs))["containers"][0]
+    assert "AUDIT_ARCHIVE_SIGNING_KEY_FILE" not in env_of(c)
+    assert SIGNING_DIR not in [m["mountPath"] for m in c["volumeMounts"]]
+
+
+def test_archive_signing_key_is_generated_once_as_ed25519_pkcs8_and_kept():
+    secret = one(render(SIGNING), "Secret", "auditlog-archive-signing")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert set(secret["data"]) == {"archive-signing.key"}
+    pem = base64.b64decode(secret["data"]["archive-signing.key"]).decode()
+    m = re.fullmatch(r"-----BEGIN PRIVATE KEY-----\n([A-Za-z0-9+/=\n]+)-----END PRIVATE KEY-----\n?", pem)
+    assert m, pem
+    der = base64.b64decode(m.group(1))
+    assert len(der) == 48 and der.startswith(ED25519_PKCS8_PREFIX), der.hex()
+    # Offline every render generates; in a cluster the template reads the existing Secret first.
+    src = (CHART / "templates" / "secrets.yaml").read_text()
+    block = src[src.index('include "auditlog.archiveSigning.secretName"'):]
+    block = block[:block.index("{{- end }}")]
+    assert re.search(r'lookup "v1" "Secret" \.Release\.Namespace \$name', block)
+    assert 'get $old "archive-signing.key"' in block and 'genPrivateKey "ed25519"' in block
+    assert "helm.sh/resource-policy: keep" in block
+
+
+@pytest.mark.parametrize("mode", ["daemon", "cronjob"])
+def test_the_archiver_mounts_its_signing_key_read_only_in_both_modes(mode):
+    docs = render(SIGNING, ("archiver.mode=%s" % mode,))
+    w = archiver_workload(docs)
+    assert w["kind"] == {"daemon": "Deployment", "cronjob": "CronJob"}[mode]
+    spec = pod_spec(w)
+    c = spec["containers"][0]
+    assert env_of(c)["AUDIT_ARCHIVE_SIGNING_KEY_FILE"]["value"] == SIGNING_DIR + "/archive-signing.key"
+    assert {"name": "signing", "mountPath": SIGNING_DIR, "readOnly": True} in c["volumeMounts"]
+    (vol,) = [v for v in spec["volumes"] if v["name"] == "signing"]
+    assert vol["secret"] == {"secretName": "auditlog-archive-signing", "defaultMode": 0o440,
+                             "items": [{"key": "archive-signing.key", "path": "archive-signing.key"}]}
+    assert spec["securityContext"]["fsGroup"] == 65532  # 0440 + fsGroup: readable by the archiver only
+    # The private key reaches the archiver and nothing else: not the verify Job, not the service.
+    for d in docs:
+        if d["kind"] in WORKLOAD_KINDS and d is not w:
+            assert "auditlog-archive-signing" not in secret_refs(d), d["metadata"]["name"]
+            for _, other in containers(d):
+                assert "AUDIT_ARCHIVE_SIGNING_KEY_FILE" not in env_of(other), d["metadata"]["name"]
+
+
+def test_archive_signing_key_from_an_existing_secret():
+    docs = render(SIGNING, ("archiver.signing.existingSecret=archive-key",
+                            "archiver.signing.existingSecretKey=ed25519.pem"))
+    assert "auditlog-archive-signing" not in {d["metadata"]["name"] for d in of_kind(docs, "Secret")}
+    spec = pod_spec(archiver_workload(docs))
+    assert env_of(spec["containers"][0])["AUDIT_ARCHIVE_SIGNING_KEY_FILE"]["value"] == SIGNING_DIR + "/ed25519.pem"
+    (vol,) = [v for v in spec["volumes"] if v["name"] == "signing"]
+    assert vol["secret"]["secretName"] == "archive-key"
+    assert vol["secret"]["items"] == [{"key": "ed25519.pem", "path": "ed25519.pem"}]
+
+
+def test_public_keys_become_a_configmap_of_pub_files():
+    v = values_of(SIGNING)["archiver"]["signing"]["publicKeys"]
+    cm = one(render(SIGNING), "ConfigMap", "auditlog-archive-public-keys")
+    assert cm["data"] == {"%s.pub" % k: pem for k, pem in v.items()}
+    assert all(pem.startswith("-----BEGIN PUBLIC KEY-----\n") for pem in cm["data"].values())
+
+
+def test_verify_cronjob_checks_with_the_public_keys_and_the_archivers_settings():
+    docs = render(SIGNING)
+    cj = verify_cronjob(docs)
+    assert cj["spec"]["schedule"] == values_of(SIGNING)["archiver"]["verify"]["schedule"]
+    assert cj["spec"]["timeZone"] == "Etc/UTC"
+    assert cj["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cj["spec"]["failedJobsHistoryLimit"] >= 1
+    spec = pod_spec(cj)
+    (c,) = spec["containers"]
+    assert c["command"] == ["/usr/local/bin/auditlog-archiver"]
+    assert c["args"] == ["verify", "--public-key", PUBLIC_KEYS_DIR, "--json"]
+    assert {"name": "public-keys", "mountPath": PUBLIC_KEYS_DIR, "readOnly": True} in c["volumeMounts"]
+    assert {"name": "public-keys", "configMap": {"name": "auditlog-archive-public-keys"}} in spec["volumes"]
+    # The archive as the archiver sees it, read-only; MongoDB as the archiver's own user.
+    archiver = pod_spec(archiver_workload(docs))["containers"][0]
+    env, aenv = env_of(c), env_of(archiver)
+    for name in ARCHIVE_ENV + ("MONGODB_USERNAME", "MONGODB_PASSWORD", "MONGODB_URI", "AUDIT_DB_NAME",
+                               "AUDIT_COLLECTION"):
+        assert env.get(name) == aenv.get(name), name
+    assert env["MONGODB_USERNAME"]["valueFrom"]["secretKeyRef"]["name"] == "auditlog-mongodb-archiver"
+    assert {"name": "archive", "mountPath": "/archive", "readOnly": True} in c["volumeMounts"]
+    assert {"name": "archive", "persistentVolumeClaim": {"claimName": "auditlog-archiver", "readOnly": True}} in spec["volumes"]
+    assert "/tmp" in [m["mountPath"] for m in c["volumeMounts"]]
+    # No signing key: checking needs none.
+    assert "AUDIT_ARCHIVE_SIGNING_KEY_FILE" not in env
+    assert SIGNING_DIR not in [m["mountPath"] for m in c["volumeMounts"]]
+    # A ReadWriteOnce archive volume is on the daemon's node: the verify pod goes there too.
+    (term,) = spec["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert selects(term["labelSelector"], pod_labels(archiver_workload(docs)))
+    assert pod_labels(cj)["app.kubernetes.io/component"] == "archive-verify"
+    assert spec["restartPolicy"] == "Never"
+
+
+def test_verify_cronjob_reads_s3_and_hdfs_archives_without_a_volume():
+    docs = render(SIGNING, ("archiver.url=s3://audit-archive/prod", "archiver.s3.existingSecret=s3-creds",
+                            "archiver.s3.region=eu-west-1"))
+    spec = pod_spec(verify_cronjob(docs))
+    env = env_of(spec["containers"][0])
+    assert env["AUDIT_ARCHIVE_URL"]["value"] == "s3://audit-archive/prod"
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+    assert env["AUDIT_S3_REGION"]["value"] == "eu-west-1"
+    assert "archive" not in [v["name"] for v in spec["volumes"]]
+    assert "affinity" not in spec
+    docs = render("archiver-cronjob-hdfs", ("archiver.verify.enabled=true",
+                                            "archiver.signing.publicKeys.k1=-----BEGIN PUBLIC KEY-----\nx\n"))
+    spec = pod_spec(verify_cronjob(docs))
+    c = spec["containers"][0]
+    assert env_of(c)["HADOOP_CONF_DIR"]["value"] == "/etc/hadoop/conf"
+    assert {"name": "hadoop-conf", "mountPath": "/etc/hadoop/conf", "readOnly": True} in c["volumeMounts"]
+    assert "affinity" not in spec
+
+
+def test_verify_cronjob_reaches_a_tls_mongodb_and_passes_the_network_policy():
+    docs = render("tls-3x3", ("archiver.verify.enabled=true", "networkPolicy.enabled=true",
+                              "archiver.signing.publicKeys.k1=-----BEGIN PUBLIC KEY-----\nx\n"))
+    spec = pod_spec(verify_cronjob(docs))
+    c = spec["containers"][0]
+    assert "tlsCAFile=/etc/mongodb/tls/ca.crt" in env_of(c)["MONGODB_URI"]["value"]
+    assert {"name": "tls", "mountPath": "/etc/mongodb/tls", "readOnly": True} in c["volumeMounts"]
+    policy = one(docs, "NetworkPolicy", "auditlog-mongos")["spec"]
+    mongo_rule = next(r for r in policy["ingress"] if r["ports"][0]["port"] == 27017)
+    (peer,) = mongo_rule["from"]
+    assert "archive-verify" in peer["podSelector"]["matchExpressions"][0]["values"]
+
+
+def test_verify_cronjob_name_fits_a_cronjob_with_a_long_release_name():
+    long_name = "a" * 40
+    docs = [d for d in yaml.safe_load_all(helm_template(values_file(SIGNING), ("fullnameOverride=%s" % long_name,)).stdout) if d]
+    (cj,) = [d for d in of_kind(docs, "CronJob") if d["metadata"]["name"].endswith("-archive-verify")]
+    assert len(cj["metadata"]["name"]) <= 52
+
+
+def test_verify_alert_fires_on_the_newest_failed_job_only_when_verify_runs():
+    rule = one(render(SIGNING, ("monitoring.prometheusRule.enabled=true",)), "PrometheusRule", "auditlog")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    alert = alerts["AuditlogArchiveVerifyFailed"]
+    expr = alert["expr"]
+    jobs = 'namespace="audit", job_name=~"auditlog-archive-verify-.+"'
+    assert 'kube_job_failed{%s, condition="true"}' % jobs in expr
+    # Only the newest Job counts: a kept failed Job must not fire after a later success.
+    assert "max by (namespace) (kube_job_created{%s})" % jobs in expr
+    assert alert["labels"]["severity"] == "critical"
+    assert "kube-state-metrics" in alert["annotations"]["description"]
+    rule = one(render("default", ("monitoring.prometheusRule.enabled=true",)), "PrometheusRule", "auditlog")
+    assert "AuditlogArchiveVerifyFailed" not in {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+
+
+def test_notes_say_how_to_print_the_public_key(tmp_path):
+    signing = ["--values", str(values_file(SIGNING))]
+    notes = render_notes(tmp_path, signing)
+    assert ("kubectl -n audit exec deploy/auditlog-archiver -- /usr/local/bin/auditlog-archiver keys public "
+            "--key /etc/auditlog/signing/archive-signing.key") in notes, notes
+    assert "create job --from=cronjob/auditlog-archive-verify" in notes
+    notes = render_notes(tmp_path, signing + ["--set", "archiver.mode=cronjob"])
+    assert "in a pod that mounts the Secret" in notes, notes
+    assert ("get secret auditlog-archive-signing -o jsonpath='{.data.archive-signing\\.key}' | base64 -d "
+            "| openssl pkey -pubout") in notes, notes
+    notes = render_notes(tmp_path)
+    assert "keys public" not in notes and "signed" not in notes and "archive-verify" not in notes
+
+
 # ------------------------------------------------------------------ PDBs and labels
 
 def selects(selector, labels):
@@ -1350,6 +1538,11 @@ def test_notes_tell_how_to_reach_swagger_and_get_the_key(tmp_path):
     (["--set", "service.metricsPort=70000"], "metrics port out of range"),
     (["--set", "service.shutdownGraceSecs=-1"], "negative shutdown grace"),
     (["--set-string", "service.writeDeadlineSecs=15"], "string for the write deadline"),
+    (["--set", "archiver.signing.publicKeys.k=ssh-ed25519 AAAA"], "a public key that is not a PEM SPKI key"),
+    (["--set", "archiver.signing.publicKeys.k/1=-----BEGIN PUBLIC KEY-----"], "a key name that is no ConfigMap key"),
+    (["--set", "archiver.verify.failedJobsHistoryLimit=0"], "failed verify Jobs the alert cannot see"),
+    (["--set", "archiver.verify.schedule=daily"], "not a 5-field cron"),
+    (["--set", "archiver.signing.enable=true"], "misspelled signing key"),
 ])
 def test_schema_rejects_bad_values(args, why):
     cmd = [HELM, "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION] + args
@@ -1375,6 +1568,10 @@ def test_schema_rejects_bad_values(args, why):
      "service.extraEnv sets AUDIT_SHUTDOWN_GRACE_SECS: set service.shutdownGraceSecs instead"),
     (["service.extraEnv[0].name=AUDIT_INGEST_MODE", "service.extraEnv[0].value=queue"],
      "service.extraEnv sets AUDIT_INGEST_MODE: set queue.enabled instead"),
+    # verify checks signatures: without a public key it could only fail.
+    (["archiver.verify.enabled=true"], "archiver.verify.enabled needs archiver.signing.publicKeys"),
+    (["archiver.verify.enabled=true", "archiver.signing.publicKeys.k=-----BEGIN PUBLIC KEY-----",
+      "archiver.persistence.enabled=false"], "archiver.verify.enabled with a file:// archive needs archiver.persistence.enabled"),
 ])
 def test_template_refuses_incomplete_settings(sets, message):
     proc = helm_template(sets=sets, check=False)
@@ -1391,6 +1588,8 @@ def test_schema_is_closed_at_the_top_and_for_the_main_sections():
         assert props[section]["additionalProperties"] is False, section
     for sub in ("apiKey", "apiKeys"):
         assert props["service"]["properties"][sub]["additionalProperties"] is False, sub
+    for sub in ("signing", "verify"):
+        assert props["archiver"]["properties"][sub]["additionalProperties"] is False, sub
     assert props["networkPolicy"]["properties"]["amqp"]["additionalProperties"] is False
     for sub in ("auth", "memoryHighWatermark", "diskFreeLimit"):
         assert props["rabbitmq"]["properties"][sub]["additionalProperties"] is False, sub

@@ -8,6 +8,7 @@ The profiles are the chart's documented value sets, found as infra/helm-tests/ru
   external-mongodb            no MongoDB in the release: an external URI
   queue-mode                  queue mode with an external RabbitMQ URL, NetworkPolicies
   existing-secrets            every credential from Secrets made outside the chart
+  archive-signing             a signed archive: generated signing key, public keys, verify CronJob
   example-scoped-api-keys     helm/auditlog/examples/scoped-api-keys.yaml
 
 What this checks is what the API server and the controllers accept and do — validation,
@@ -34,7 +35,8 @@ FULLNAME = kt.RELEASE  # the release is named like the chart, so <fullname> is "
 # The Secrets helm/auditlog/README.md ("Secrets" table: "generated? once ... keep leaves it on
 # uninstall") and docs/deployment.md §3/§6 ("the generated Secrets are kept") say survive
 # `helm uninstall`, when the chart renders them.
-DOCUMENTED_KEPT_SECRETS = [FULLNAME + s for s in ("-mongodb", "-mongodb-service", "-mongodb-archiver", "-api-key", "-rabbitmq")]
+DOCUMENTED_KEPT_SECRETS = [FULLNAME + s for s in ("-mongodb", "-mongodb-service", "-mongodb-archiver", "-api-key", "-rabbitmq",
+                                                   "-archive-signing")]
 
 
 def helm_output_ok(proc, what):
@@ -429,8 +431,9 @@ def lifecycle(cluster, tmp_path_factory):
     helm_output_ok(inst.proc, "helm install (lifecycle)")
     kt.assert_settled(cluster, LIFECYCLE_NS)
     generated = sorted(kt.rendered_names(inst.docs, "Secret") & set(DOCUMENTED_KEPT_SECRETS))
-    # Every kept Secret the defaults generate (the RabbitMQ one only comes with rabbitmq.enabled).
-    assert generated == sorted(n for n in DOCUMENTED_KEPT_SECRETS if not n.endswith("-rabbitmq"))
+    # Every kept Secret the defaults generate (the RabbitMQ one only comes with rabbitmq.enabled,
+    # the archive's signing key with archiver.signing.enabled).
+    assert generated == sorted(n for n in DOCUMENTED_KEPT_SECRETS if not n.endswith(("-rabbitmq", "-archive-signing")))
     return {
         "values": {}, "dir": tmp_path_factory.mktemp("lifecycle"), "broken": None,
         "claims": {c[3] for c in kt.claims(inst.docs)},

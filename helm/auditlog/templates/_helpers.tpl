@@ -622,6 +622,15 @@ would make it too short. */}}
 {{- fail (printf "service.extraEnv sets %s: set %s instead (the pods' terminationGracePeriodSeconds is derived from it)" .name (get $owned (toString .name))) }}
 {{- end }}
 {{- end }}
+{{- $a := .Values.archiver }}
+{{- if and $a.enabled $a.verify.enabled }}
+{{- if not $a.signing.publicKeys }}
+{{- fail "archiver.verify.enabled needs archiver.signing.publicKeys (name: PEM): the public keys verify checks the digests' signatures with (print the archive's with `auditlog-archiver keys public`)" }}
+{{- end }}
+{{- if and (include "auditlog.archiver.usesFile" .) (not $a.persistence.enabled) }}
+{{- fail "archiver.verify.enabled with a file:// archive needs archiver.persistence.enabled: without the PVC the archive is an emptyDir of the archiver's pod, which the verify Job cannot read" }}
+{{- end }}
+{{- end }}
 {{- if and (not .Values.service.apiKey.enabled) (not (include "auditlog.apiKeys.enabled" .)) }}
 {{- fail "service.apiKey.enabled=false needs service.apiKeys.file or service.apiKeys.existingSecret: the service needs at least one API key" }}
 {{- end }}
@@ -708,6 +717,10 @@ containers:
         value: {{ . | quote }}
       {{- end }}
       {{- include "auditlog.archiveStoreEnv" $ctx | nindent 6 }}
+      {{- if $a.signing.enabled }}
+      - name: AUDIT_ARCHIVE_SIGNING_KEY_FILE
+        value: {{ include "auditlog.archiveSigning.keyFile" $ctx | quote }}
+      {{- end }}
       {{- with $a.extraEnv }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
@@ -735,47 +748,112 @@ containers:
     resources:
       {{- toYaml $a.resources | nindent 6 }}
     volumeMounts:
-      - name: tmp
-        mountPath: /tmp
-      {{- if include "auditlog.archiver.usesFile" $ctx }}
-      - name: archive
-        mountPath: {{ $a.persistence.mountPath }}
-      {{- end }}
-      {{- if $a.hdfs.configMap }}
-      - name: hadoop-conf
-        mountPath: /etc/hadoop/conf
-        readOnly: true
-      {{- end }}
-      {{- if and $ctx.Values.mongodb.enabled $ctx.Values.mongodb.tls.enabled }}
-      - name: tls
-        mountPath: /etc/mongodb/tls
+      {{- include "auditlog.archiver.storeVolumeMounts" (dict "ctx" $ctx) | nindent 6 }}
+      {{- if $a.signing.enabled }}
+      - name: signing
+        mountPath: {{ include "auditlog.archiveSigning.dir" $ctx }}
         readOnly: true
       {{- end }}
 volumes:
-  - name: tmp
-    emptyDir:
-      sizeLimit: 256Mi
-  {{- if include "auditlog.archiver.usesFile" $ctx }}
-  - name: archive
-    {{- if $a.persistence.enabled }}
-    persistentVolumeClaim:
-      claimName: {{ include "auditlog.archiver.claimName" $ctx }}
-    {{- else }}
-    emptyDir: {}
-    {{- end }}
-  {{- end }}
-  {{- if $a.hdfs.configMap }}
-  - name: hadoop-conf
-    configMap:
-      name: {{ $a.hdfs.configMap }}
-  {{- end }}
-  {{- if and $ctx.Values.mongodb.enabled $ctx.Values.mongodb.tls.enabled }}
-  - name: tls
+  {{- include "auditlog.archiver.storeVolumes" (dict "ctx" $ctx) | nindent 2 }}
+  {{- if $a.signing.enabled }}
+  - name: signing
     secret:
-      secretName: {{ include "auditlog.tls.secretName" $ctx }}
+      secretName: {{ include "auditlog.archiveSigning.secretName" $ctx }}
       defaultMode: 0440
       items:
-        - key: ca.crt
-          path: ca.crt
+        - key: {{ include "auditlog.archiveSigning.secretKey" $ctx }}
+          path: {{ include "auditlog.archiveSigning.secretKey" $ctx }}
   {{- end }}
+{{- end }}
+
+{{/*
+What the archiver's pods need to reach the archive and MongoDB: /tmp, the archive's PVC
+(file://), the Hadoop client configuration, MongoDB's CA. (dict "ctx" $ "readOnly" true) for
+the verify Job, which reads the archive and must never write it.
+*/}}
+{{- define "auditlog.archiver.storeVolumeMounts" -}}
+{{- $ctx := .ctx -}}
+{{- $a := $ctx.Values.archiver -}}
+- name: tmp
+  mountPath: /tmp
+{{- if include "auditlog.archiver.usesFile" $ctx }}
+- name: archive
+  mountPath: {{ $a.persistence.mountPath }}
+  {{- if .readOnly }}
+  readOnly: true
+  {{- end }}
+{{- end }}
+{{- if $a.hdfs.configMap }}
+- name: hadoop-conf
+  mountPath: /etc/hadoop/conf
+  readOnly: true
+{{- end }}
+{{- if and $ctx.Values.mongodb.enabled $ctx.Values.mongodb.tls.enabled }}
+- name: tls
+  mountPath: /etc/mongodb/tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "auditlog.archiver.storeVolumes" -}}
+{{- $ctx := .ctx -}}
+{{- $a := $ctx.Values.archiver -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 256Mi
+{{- if include "auditlog.archiver.usesFile" $ctx }}
+- name: archive
+  {{- if $a.persistence.enabled }}
+  persistentVolumeClaim:
+    claimName: {{ include "auditlog.archiver.claimName" $ctx }}
+    {{- if .readOnly }}
+    readOnly: true
+    {{- end }}
+  {{- else }}
+  emptyDir: {}
+  {{- end }}
+{{- end }}
+{{- if $a.hdfs.configMap }}
+- name: hadoop-conf
+  configMap:
+    name: {{ $a.hdfs.configMap }}
+{{- end }}
+{{- if and $ctx.Values.mongodb.enabled $ctx.Values.mongodb.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ include "auditlog.tls.secretName" $ctx }}
+    defaultMode: 0440
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- end }}
+
+{{/* ------------------------------------------------------- the archive's integrity */}}
+
+{{- define "auditlog.archiveSigning.secretName" -}}
+{{- default (printf "%s-archive-signing" (include "auditlog.fullname" .)) .Values.archiver.signing.existingSecret }}
+{{- end }}
+
+{{- define "auditlog.archiveSigning.secretKey" -}}
+{{- if .Values.archiver.signing.existingSecret }}{{ .Values.archiver.signing.existingSecretKey }}{{ else }}archive-signing.key{{ end }}
+{{- end }}
+
+{{- define "auditlog.archiveSigning.dir" -}}/etc/auditlog/signing{{- end }}
+
+{{/* AUDIT_ARCHIVE_SIGNING_KEY_FILE: the private key as the archiver's pods see it. */}}
+{{- define "auditlog.archiveSigning.keyFile" -}}
+{{- printf "%s/%s" (include "auditlog.archiveSigning.dir" .) (include "auditlog.archiveSigning.secretKey" .) }}
+{{- end }}
+
+{{- define "auditlog.archivePublicKeys.name" -}}
+{{- printf "%s-archive-public-keys" (include "auditlog.fullname" .) }}
+{{- end }}
+
+{{- define "auditlog.archivePublicKeys.dir" -}}/etc/auditlog/public-keys{{- end }}
+
+{{/* The verify CronJob: a CronJob's name has at most 52 characters (its Jobs append 11). */}}
+{{- define "auditlog.archiveVerify.name" -}}
+{{- printf "%s-archive-verify" (include "auditlog.fullname" . | trunc 37 | trimSuffix "-") }}
 {{- end }}
