@@ -178,11 +178,23 @@ async fn queue_mode_tailing_through_a_40_s_write_outage_sees_every_acknowledged_
     reader.tail(&api_a, Duration::from_secs(5)).await;
     let (tally_a, tally_b) = tokio::join!(on_a.stop(), on_b.stop());
 
-    // Every event created before this marker is complete once the reader passed it.
-    let (status, marker) = api_a
-        .post_event(&json!({"type": "marker", "consumer": "marker", "payload": {"seq": 0}}))
-        .await;
-    assert_eq!(status, 202, "{marker}");
+    // Every event created before this marker is complete once the reader passed it. A replica
+    // still re-linking to RabbitMQ after the outage answers 503 queue_unavailable, which tells
+    // a producer to retry (docs/api.md): so does this one, for up to a minute.
+    let posted = Instant::now();
+    loop {
+        let (status, marker) = api_a
+            .post_event(&json!({"type": "marker", "consumer": "marker", "payload": {"seq": 0}}))
+            .await;
+        if status == 202 {
+            break;
+        }
+        assert!(
+            status == 503 && posted.elapsed() < Duration::from_secs(60),
+            "the marker was refused: {status} {marker}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let deadline = Instant::now() + Duration::from_secs(180);
     while !reader.seen.contains_key(&("marker".to_owned(), 0)) {
         assert!(
