@@ -27,7 +27,8 @@ work = os.environ["BENCH_DIR"]
 compression = os.environ["BENCH_COMPRESSION"]
 archiver = os.environ["ARCHIVER_BIN"]
 server_pid = int(os.environ.get("BENCH_SERVER_PID") or 0)
-only = os.environ.get("BENCH_SCENARIOS", "day,backlog").split(",")
+only = os.environ.get("BENCH_SCENARIOS", "day,backlog,integrity").split(",")
+integrity_events = int(os.environ.get("BENCH_INTEGRITY_EVENTS", "500000"))
 TICK = os.sysconf("SC_CLK_TCK")
 
 # Whole UTC days ending three days ago: every hourly window is due for the archiver.
@@ -167,6 +168,54 @@ def scenario(key, title, n, days):
     return {"title": title, "n": n, "days": days, "ours": ours, "peer": peer}
 
 
+def integrity():
+    """The signed archive's costs: one day archived with signing off and on (twice each,
+    alternating, the faster of each pair kept), then `verify --public-key` over the signed
+    archive against `sha256sum` over the same Parquet files."""
+    db = "bench_integrity"
+    start = load(db, integrity_events, 1)
+    client = MongoClient(uri)
+    keys = os.path.join(work, "integrity-keys")
+    shutil.rmtree(keys, ignore_errors=True)
+    subprocess.run([archiver, "keys", "new", "--out", keys], check=True, stdout=subprocess.DEVNULL)
+    runs = {"off": [], "on": []}
+    for signing in ("off", "on", "off", "on"):
+        for c in ("archive_windows", "archive_lease", "archive_runs"):
+            client[db][c].drop()
+        out = os.path.join(work, f"archive-integrity-{signing}")
+        shutil.rmtree(out, ignore_errors=True)
+        env = dict(os.environ, AUDIT_DB_NAME=db, AUDIT_ARCHIVE_URL=out,
+                   AUDIT_ARCHIVE_COMPRESSION=compression, AUDIT_LOG_FORMAT="json",
+                   AUDIT_RETENTION_DAYS="30")
+        if signing == "on":
+            env["AUDIT_ARCHIVE_SIGNING_KEY_FILE"] = os.path.join(keys, "archive-signing.key")
+        log(f"integrity: auditlog-archiver once, signing {signing}")
+        runs[signing].append(measure(f"archiver-signing-{signing}", [archiver, "once"], env))
+    signed = os.path.join(work, "archive-integrity-on")
+    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(signed) for f in fs if f.endswith(".parquet"))
+    size = sum(os.path.getsize(f) for f in files)
+    env = dict(os.environ, AUDIT_DB_NAME=db, AUDIT_ARCHIVE_URL=signed, AUDIT_LOG_FORMAT="json")
+    log("integrity: verify --public-key, then sha256sum over the same files")
+    verify = measure("verify", [archiver, "verify", "--public-key",
+                                os.path.join(keys, "archive-signing.pub")], env)
+    sha = measure("sha256sum", ["sha256sum", *files])
+    off = min(runs["off"], key=lambda r: r["s"])
+    on = min(runs["on"], key=lambda r: r["s"])
+    return {"n": integrity_events, "files": len(files), "size": size, "off": off, "on": on,
+            "verify": verify, "sha": sha}
+
+
+def integrity_table(r):
+    mib = r["size"] / 1048576
+    print(f"\nintegrity: {r['n']:,} events in 24 hourly windows, {r['files']} Parquet files, "
+          f"{mib:.1f} MiB")
+    print(f"  archive run, signing off: {r['off']['s']:.2f} s (client CPU {r['off']['cpu']:.2f} s)")
+    print(f"  archive run, signing on:  {r['on']['s']:.2f} s (client CPU {r['on']['cpu']:.2f} s)")
+    print(f"  verify --public-key:      {r['verify']['s']:.2f} s = {mib / r['verify']['s']:.0f} MiB/s "
+          f"(client CPU {r['verify']['cpu']:.2f} s, peak RSS {r['verify']['rss']:.0f} MiB)")
+    print(f"  sha256sum, same files:    {r['sha']['s']:.2f} s = {mib / r['sha']['s']:.0f} MiB/s")
+
+
 def table(r):
     o, p = r["ours"], r["peer"]
     print(f"\n{r['title']}: {r['n']:,} events in {24 * r['days']} hourly windows "
@@ -191,12 +240,18 @@ def main():
         results["day"] = scenario("day", "one day", day_events, 1)
     if "backlog" in only:
         results["backlog"] = scenario("backlog", "7-day backlog", week_events, 7)
+    if "integrity" in only:
+        results_integrity = integrity()
+    else:
+        results_integrity = None
     print()
     print(f"archive benchmark: one day = {day_events:,} events; 7-day backlog = "
           f"{week_events:,} events" + ("" if week_events == 7 * day_events else
                                        f" (scaled down from {7 * day_events:,})"))
     for r in results.values():
         table(r)
+    if results_integrity:
+        integrity_table(results_integrity)
     print("\ntargets:")
     if "day" in results:
         o, p = results["day"]["ours"], results["day"]["peer"]
@@ -216,6 +271,13 @@ def main():
         print(f"  7-day backlog costs <= 7.5x one day (wall, scaled to 7x one day's events): "
               f"{wall:.2f}x -> {verdict(wall <= 7.5)}  (client CPU: {cpu:.2f}x; peer's wall: "
               f"{w['peer']['s'] / d['peer']['s'] * scale:.2f}x)")
+
+    if results_integrity:
+        r = results_integrity
+        speed = r["sha"]["s"] / r["verify"]["s"]
+        cost = r["on"]["s"] / r["off"]["s"] - 1
+        print(f"  verify at >= 0.80x sha256sum's rate:      {speed:.2f}x -> {verdict(speed >= 0.8)}")
+        print(f"  signing adds < 2% to an archive run:     {cost * 100:+.1f}% -> {verdict(cost < 0.02)}")
 
 
 main()

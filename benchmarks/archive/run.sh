@@ -14,7 +14,9 @@
 #   BENCH_BACKLOG_EVENTS  events of the 7-day backlog (default 2000000: 7,000,000 would take
 #                       FerretDB most of an hour to load and sort; the output says which ran
 #                       and compares costs per event)
-#   BENCH_SCENARIOS     day,backlog (default) or one of them
+#   BENCH_SCENARIOS     day,backlog,integrity (default) or some of them; integrity: an archive
+#                       run with signing off and on, and verify --public-key against sha256sum
+#   BENCH_INTEGRITY_EVENTS  events of the integrity scenario (default 500000)
 #   BENCH_PORT          FerretDB port for the benchmark (default: a free port; own data dir)
 #   BENCH_DIR           scratch directory (default <repo>/data/bench-archive; wiped each run)
 #   BENCH_KEEP_DATA=1   reuse loaded events when the count matches (faster re-runs)
