@@ -196,12 +196,7 @@ pub async fn seal(
 ) -> Result<Option<Sealed>> {
     let head = state.digest_head().await?;
     let head_seq = head.as_ref().map_or(0, |h| h.sequence);
-    let pending: Vec<WindowRecord> = state
-        .all()
-        .await?
-        .into_iter()
-        .filter(|r| r.digest_sequence.is_none_or(|s| s > head_seq))
-        .collect();
+    let pending = state.undigested(head_seq).await?;
     if pending.is_empty() {
         return Ok(None);
     }

@@ -341,6 +341,23 @@ impl State {
         }
     }
 
+    /// The recorded windows no digest at or before sequence `head` lists, oldest first: those
+    /// the chain's next digest must list. Asked of MongoDB, so a run reads only these, not the
+    /// whole history.
+    pub async fn undigested(&self, head: i64) -> Result<Vec<WindowRecord>> {
+        self.windows
+            .find(doc! { "$or": [
+                { "digest_sequence": { "$exists": false } },
+                { "digest_sequence": { "$gt": head } },
+            ] })
+            .sort(doc! { fields::START: 1 })
+            .await
+            .map_err(ArchiveError::mongo("list undigested windows"))?
+            .try_collect()
+            .await
+            .map_err(ArchiveError::mongo("list undigested windows"))
+    }
+
     /// Records that digest `sequence` lists these windows.
     pub async fn mark_digested(&self, starts: &[bson::DateTime], sequence: i64) -> Result<()> {
         self.windows

@@ -70,3 +70,8 @@ Each is called with the root context and renders nothing without the chart's Mon
         {{- end }}
       {{- end }}
 {{- end }}
+
+{{- /* mongos, as the ops Jobs reach it: keyfile auth needs no credentials in the URI. */}}
+{{- define "auditlog.opsJob.routerUri" -}}
+{{- printf "mongodb://%s:%d/%s" (include "auditlog.mongos.host" .) (int .Values.mongodb.mongos.service.port) (ternary "?tls=true&tlsCAFile=/etc/mongodb/tls/ca.crt" "" .Values.mongodb.tls.enabled) }}
+{{- end }}
