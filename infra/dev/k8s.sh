@@ -130,8 +130,13 @@ build_k8s() (
     k8s.io/kubernetes/cmd/kube-scheduler \
     k8s.io/kubernetes/cmd/kubectl)
   mv "$tmp/server" "$tmp/etcd"
-  "$tmp/kube-apiserver" --version | grep -qx "Kubernetes $K8S_VERSION" || die "built kube-apiserver says: $("$tmp/kube-apiserver" --version)"
-  "$tmp/etcd" --version | grep -q "etcd Version: ${ETCD_VERSION#v}" || die "built etcd says: $("$tmp/etcd" --version | head -1)"
+  # Each version is read whole before it is matched: `etcd --version | grep -q` under pipefail
+  # fails at random, when grep quits before etcd has written its later lines (SIGPIPE).
+  local apiserver_version etcd_version
+  apiserver_version="$("$tmp/kube-apiserver" --version)"
+  etcd_version="$("$tmp/etcd" --version)"
+  [ "$apiserver_version" = "Kubernetes $K8S_VERSION" ] || die "built kube-apiserver says: $apiserver_version"
+  [[ "$etcd_version" == *"etcd Version: ${ETCD_VERSION#v}"* ]] || die "built etcd says: ${etcd_version%%$'\n'*}"
   for b in "${K8S_BINARIES[@]}"; do mv -f "$tmp/$b" "$bin_dir/$b"; done
   k8s_stamp >"$bin_dir/.k8s-version"
   log "built Kubernetes $K8S_VERSION and etcd $ETCD_VERSION in $((SECONDS - local_start))s"

@@ -34,9 +34,13 @@ srv_alive() {
 }
 
 # Is $1 the pid of our server (or of the command about to exec it)?
+# The command line is read whole before it is matched: `tr | grep -q` under pipefail fails at
+# random when grep quits before tr has written a long command line (SIGPIPE).
 srv_is_ours() {
-  [ -n "${1:-}" ] && srv_alive "$1" && [ -r "/proc/$1/cmdline" ] &&
-    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$SRV_MATCH"
+  [ -n "${1:-}" ] && srv_alive "$1" && [ -r "/proc/$1/cmdline" ] || return 1
+  local cmdline
+  cmdline="$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmdline" == *"$SRV_MATCH"* ]]
 }
 
 srv_pid() {
