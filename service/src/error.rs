@@ -32,6 +32,10 @@ pub enum ApiError {
     /// The JSON is well-formed but the event is not acceptable (names the field or key path).
     #[error("{0}")]
     InvalidEvent(String),
+    /// A CloudEvent's envelope breaks the CloudEvents 1.0 rules (a required attribute missing,
+    /// another `specversion`, a bad attribute name or value); names the attribute.
+    #[error("{0}")]
+    InvalidCloudEvent(String),
     /// The JSON is well-formed but is not a find body (not an object, or an unknown field).
     #[error("{0}")]
     InvalidQuery(String),
@@ -113,7 +117,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson(_) | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::MalformedJson(_) | ApiError::BadQuery(_) | ApiError::InvalidCloudEvent(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::InvalidEvent(_) | ApiError::InvalidQuery(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -146,6 +152,7 @@ impl ApiError {
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::BadQuery(_) => "bad_query",
             ApiError::InvalidEvent(_) => "invalid_event",
+            ApiError::InvalidCloudEvent(_) => "invalid_cloudevent",
             ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::TooManyEvents { .. } | ApiError::BatchOverBurst { .. } => "too_many_events",
@@ -212,7 +219,8 @@ pub struct ErrorDetail {
 #[derive(Debug, ApiResponse)]
 #[oai(bad_request_handler = "bad_request")]
 pub enum ErrorResponse {
-    /// Malformed JSON, bad query parameter, bad datetime or cursor.
+    /// Malformed JSON, bad query parameter, bad datetime or cursor; a CloudEvent that breaks
+    /// the CloudEvents 1.0 rules (`invalid_cloudevent`).
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
     /// Missing or wrong `X-Api-Key`.

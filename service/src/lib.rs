@@ -19,6 +19,7 @@
 //!   rule over the records.
 //! - [`config`]: every setting, from flags and environment variables.
 //! - [`event`]: validating incoming events and converting them to and from BSON.
+//! - [`cloudevents`]: CloudEvents 1.0 to and from our events (decode, encode, their OpenAPI).
 //! - [`state`]: what the handlers share.
 //! - [`task`]: the one stop handle of the background tasks.
 //! - [`metrics`]: Prometheus metrics.
@@ -29,7 +30,8 @@
 //!
 //! Dependencies point one way, file by file; `make lint` fails on a cycle
 //! (`infra/dev/module_cycles.py`). From the bottom up:
-//! - `error`, `metrics`, `task` (leaves: they import no module of this crate), then `event`;
+//! - `error`, `metrics`, `task` (leaves: they import no module of this crate), then `event`,
+//!   then `cloudevents`;
 //! - `watermark`'s tracker and record, `ingest::writer`; `keys` (digest, rate, scope, file,
 //!   ring, reload, command); `config`, `find::query`, `http::auth`;
 //! - `find::archive` (its error, merge, plan, records, parquet_read); the publishing side of
@@ -43,6 +45,7 @@
 //! `http`'s auth below `state`, its server at the top.
 
 pub mod archive_watch;
+pub mod cloudevents;
 pub mod config;
 pub mod error;
 pub mod event;

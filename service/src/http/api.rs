@@ -5,10 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem::web::Data;
+use poem::Request;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Json, PlainText};
-use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, Tags};
+use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, ResponseContent, Tags};
 
+use crate::cloudevents::openapi::CloudEventsBatch;
+use crate::cloudevents::{self, decode, encode};
 use crate::error::{ApiError, ErrorResponse, LookupErrorResponse, OpsErrorResponse};
 use crate::event::EventIn;
 use crate::find::archive::{FindError, Finder};
@@ -66,6 +69,54 @@ enum GetEventResponse {
     Unknown(Json<EventStatus>),
 }
 
+/// A page of find, in the media type the reader asked for.
+#[derive(ResponseContent)]
+enum FindContent {
+    Json(Json<FindResponse>),
+    CloudEvents(CloudEventsBatch),
+}
+
+#[derive(ApiResponse)]
+enum FindAnswer {
+    /// One page: a `FindResponse`; or, with `Accept: application/cloudevents-batch+json`, the
+    /// page's events as a JSON array of CloudEvents, with the page's `next_cursor` and
+    /// `complete_until` in the headers `X-Next-Cursor` and `X-Complete-Until`.
+    #[oai(status = 200)]
+    Page(
+        FindContent,
+        /// CloudEvents answer only: the page's `next_cursor`, when more events may follow.
+        #[oai(header = "X-Next-Cursor")]
+        Option<String>,
+        /// CloudEvents answer only: the page's `complete_until`.
+        #[oai(header = "X-Complete-Until")]
+        Option<String>,
+    ),
+}
+
+impl FindAnswer {
+    /// The page in the media type `req` accepts: CloudEvents when its `Accept` names
+    /// `application/cloudevents-batch+json`, else our JSON.
+    fn negotiate(req: &Request, page: FindResponse) -> Self {
+        let wants_cloudevents = req
+            .headers()
+            .get_all(poem::http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|range| range.split(';').next())
+            .any(|media| media.trim().eq_ignore_ascii_case(cloudevents::BATCH));
+        if !wants_cloudevents {
+            return FindAnswer::Page(FindContent::Json(Json(page)), None, None);
+        }
+        let events = page.events.iter().map(encode::to_cloudevent).collect();
+        FindAnswer::Page(
+            FindContent::CloudEvents(CloudEventsBatch(events)),
+            page.next_cursor,
+            Some(page.complete_until),
+        )
+    }
+}
+
 #[derive(Debug, Object)]
 struct Readiness {
     /// `ready`
@@ -90,6 +141,13 @@ impl Api {
     /// make retries safe: the same event again answers 200 with the stored `id`/`created_at`;
     /// a different event with that `id` answers 409. In queue mode the answer is 202 once
     /// RabbitMQ confirmed the event (stored later; see `GET /v1/event/{id}`).
+    ///
+    /// A CloudEvent 1.0 is accepted too, in structured mode (`application/cloudevents+json`)
+    /// or binary mode (its attributes in `ce-*` headers, the body its data): `source` becomes
+    /// `consumer`, the stored `id` is derived from `source` and `id` (so a retried CloudEvent
+    /// is stored once, and the same `source` and `id` with other content answers 409), and
+    /// the payload keeps every attribute and the data (docs/api.md, "CloudEvents"). A
+    /// CloudEvent that breaks the specification's rules answers 400 `invalid_cloudevent`.
     #[oai(path = "/v1/event", method = "post", tag = "Tag::Ingest")]
     async fn post_event(
         &self,
@@ -97,7 +155,25 @@ impl Api {
         state: Data<&Arc<AppState>>,
         body: JsonBody<EventIn>,
     ) -> Result<PostEventResponse, ErrorResponse> {
-        match ingest::ingest_one(&state, &auth.0, body).await? {
+        let accepted = match body.format.clone() {
+            BodyFormat::CloudEvent => {
+                ingest::ingest_one_with(&state, &auth.0, move || {
+                    let value = serde_json::from_slice(&body.bytes).map_err(|e| {
+                        ApiError::MalformedJson(format!("request body is not valid JSON: {e}"))
+                    })?;
+                    decode::structured(value)
+                })
+                .await?
+            }
+            BodyFormat::CloudEventBinary(headers) => {
+                ingest::ingest_one_with(&state, &auth.0, move || {
+                    decode::binary(&headers, &body.bytes)
+                })
+                .await?
+            }
+            _ => ingest::ingest_one(&state, &auth.0, body).await?,
+        };
+        match accepted {
             Accepted::Created(ack) => Ok(PostEventResponse::Created(Json(ack))),
             Accepted::AlreadyStored(ack) => Ok(PostEventResponse::AlreadyStored(Json(ack))),
             Accepted::Queued(ack) => Ok(PostEventResponse::Queued(Json(ack))),
@@ -143,6 +219,9 @@ impl Api {
     /// result: 403 `consumer_not_allowed`); the others are stored. With a rate, the batch costs
     /// the key its number of events (429 for the whole batch when they do not fit now, 413
     /// when they exceed the key's burst).
+    ///
+    /// A batch of CloudEvents (`application/cloudevents-batch+json`, a JSON array of
+    /// structured CloudEvents) is taken the same way, each mapped as `POST /v1/event` maps one.
     #[oai(path = "/v1/events", method = "post", tag = "Tag::Ingest")]
     async fn post_events(
         &self,
@@ -150,10 +229,20 @@ impl Api {
         state: Data<&Arc<AppState>>,
         body: JsonBody<Vec<EventIn>>,
     ) -> Result<Json<BatchResponse>, ErrorResponse> {
-        let ndjson = body.format == BodyFormat::Ndjson;
-        Ok(Json(
-            ingest::ingest_many(&state, &auth.0, body, ndjson).await?,
-        ))
+        let answer = match body.format {
+            BodyFormat::CloudEventBatch => {
+                let max_events = state.limits.max_batch_events;
+                ingest::ingest_many_with(&state, &auth.0, move || {
+                    decode::batch(&body.bytes, max_events)
+                })
+                .await?
+            }
+            _ => {
+                let ndjson = body.format == BodyFormat::Ndjson;
+                ingest::ingest_many(&state, &auth.0, body, ndjson).await?
+            }
+        };
+        Ok(Json(answer))
     }
 
     /// Find events.
@@ -176,6 +265,11 @@ impl Api {
     ///
     /// Needs the `read` right. A `consumer` outside the API key's consumers is refused (403);
     /// without `consumer`, only events of the key's consumers are returned.
+    ///
+    /// With `Accept: application/cloudevents-batch+json` the page is a JSON array of
+    /// CloudEvents instead (`next_cursor` and `complete_until` in the `X-Next-Cursor` and
+    /// `X-Complete-Until` headers): events that came in as CloudEvents as they were sent,
+    /// others with their consumer as `source` and `created_at` as `time`.
     #[allow(clippy::too_many_arguments)]
     #[oai(path = "/v1/find", method = "get", tag = "Tag::Query")]
     async fn find_get(
@@ -201,7 +295,8 @@ impl Api {
         /// visible but may still be joined by older ones being written (default false).
         include_incomplete: Query<Option<bool>>,
         body: OptionalFindBody,
-    ) -> Result<Json<FindResponse>, ErrorResponse> {
+        req: &Request,
+    ) -> Result<FindAnswer, ErrorResponse> {
         let from_query = FindRequest {
             kind: kind.0,
             consumer: consumer.0,
@@ -217,7 +312,8 @@ impl Api {
         } else {
             query::merge(from_query, FindRequest::from_json(&body.bytes)?)?
         };
-        Ok(Json(find(&state, &auth.0, request).await?))
+        let page = find(&state, &auth.0, request).await?;
+        Ok(FindAnswer::negotiate(req, page))
     }
 
     /// Find events (JSON body).
@@ -230,9 +326,11 @@ impl Api {
         auth: ApiKeyAuth,
         state: Data<&Arc<AppState>>,
         body: JsonBody<FindRequest>,
-    ) -> Result<Json<FindResponse>, ErrorResponse> {
+        req: &Request,
+    ) -> Result<FindAnswer, ErrorResponse> {
         let request = FindRequest::from_json(&body.bytes)?;
-        Ok(Json(find(&state, &auth.0, request).await?))
+        let page = find(&state, &auth.0, request).await?;
+        Ok(FindAnswer::negotiate(req, page))
     }
 
     /// Liveness: the process is up. Makes no database call.

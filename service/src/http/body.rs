@@ -10,7 +10,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use mime::Mime;
-use poem::http::header;
+use poem::http::{header, HeaderMap};
 use poem::{Request, RequestBody};
 use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
@@ -18,6 +18,8 @@ use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::cloudevents::openapi::CloudEventDoc;
+use crate::cloudevents::{self, BATCH, BINARY_MARKER_HEADER, STRUCTURED};
 use crate::error::ApiError;
 use crate::event::EventIn;
 use crate::find::query::FindRequest;
@@ -231,28 +233,63 @@ pub(crate) fn wrong_type(req: &Request, expected: &str) -> ApiError {
     }
 }
 
+/// Which CloudEvents content modes a body may be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloudEventsModes {
+    None,
+    /// One event: structured (`application/cloudevents+json`) or binary (`ce-*` headers).
+    Single,
+    /// Batched (`application/cloudevents-batch+json`).
+    Batch,
+}
+
 /// What a [`JsonBody`] is declared as in the OpenAPI document.
 pub trait BodySchema: Type {
     /// Whether the body may also be NDJSON (`application/x-ndjson`, one element per line).
     const NDJSON: bool = false;
+    /// Which CloudEvents content modes it may be in.
+    const CLOUDEVENTS: CloudEventsModes = CloudEventsModes::None;
 }
 
-/// `POST /v1/event`: one event.
-impl BodySchema for EventIn {}
+/// `POST /v1/event`: one event, or one CloudEvent.
+impl BodySchema for EventIn {
+    const CLOUDEVENTS: CloudEventsModes = CloudEventsModes::Single;
+}
 
-/// `POST /v1/events`: a JSON array of events, or NDJSON.
+/// `POST /v1/events`: a JSON array of events, NDJSON, or a batch of CloudEvents.
 impl BodySchema for Vec<EventIn> {
     const NDJSON: bool = true;
+    const CLOUDEVENTS: CloudEventsModes = CloudEventsModes::Batch;
 }
 
 /// `POST /v1/find`: the filters as a JSON object.
 impl BodySchema for FindRequest {}
 
 /// How a [`JsonBody`] was sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyFormat {
     Json,
     Ndjson,
+    /// A structured-mode CloudEvent.
+    CloudEvent,
+    /// A batch of structured CloudEvents.
+    CloudEventBatch,
+    /// A binary-mode CloudEvent: its attributes are in these headers (`ce-*`, `Content-Type`).
+    CloudEventBinary(HeaderMap),
+}
+
+/// Whether a request is a CloudEvent in binary mode: it has `ce-specversion`.
+pub(crate) fn is_binary_cloudevent(req: &Request) -> bool {
+    req.headers().contains_key(BINARY_MARKER_HEADER)
+}
+
+/// The CloudEvents media type of the body, if it has one (`application/cloudevents+json` or
+/// `application/cloudevents-batch+json`; either is also `+json`, so it is asked first).
+pub(crate) fn cloudevents_media(media: &Mime) -> Option<&'static str> {
+    let essence = media.essence_str();
+    [STRUCTURED, BATCH]
+        .into_iter()
+        .find(|ce| essence.eq_ignore_ascii_case(ce))
 }
 
 /// A request body declared as `T` in the OpenAPI document: the media type checked and the
@@ -278,6 +315,9 @@ impl<'a, T: BodySchema> ApiExtractor<'a> for JsonBody<T> {
 
     fn register(registry: &mut Registry) {
         T::register(registry);
+        if T::CLOUDEVENTS != CloudEventsModes::None {
+            CloudEventDoc::register(registry);
+        }
     }
 
     fn request_meta() -> Option<MetaRequest> {
@@ -293,6 +333,17 @@ impl<'a, T: BodySchema> ApiExtractor<'a> for JsonBody<T> {
                 ))),
             });
         }
+        match T::CLOUDEVENTS {
+            CloudEventsModes::None => {}
+            CloudEventsModes::Single => content.push(MetaMediaType {
+                content_type: cloudevents::STRUCTURED,
+                schema: CloudEventDoc::schema_ref(),
+            }),
+            CloudEventsModes::Batch => content.push(MetaMediaType {
+                content_type: cloudevents::BATCH,
+                schema: <Vec<CloudEventDoc>>::schema_ref(),
+            }),
+        }
         Some(MetaRequest {
             description: None,
             content,
@@ -305,13 +356,45 @@ impl<'a, T: BodySchema> ApiExtractor<'a> for JsonBody<T> {
         body: &mut RequestBody,
         _: ExtractParamOptions<()>,
     ) -> poem::Result<Self> {
-        let format = match media_type(req) {
-            Some(m) if is_json(&m) => BodyFormat::Json,
-            Some(m) if T::NDJSON && is_ndjson(&m) => BodyFormat::Ndjson,
-            _ if T::NDJSON => {
-                return Err(wrong_type(req, "application/json or application/x-ndjson").into())
+        let media = media_type(req);
+        let ce_media = media.as_ref().and_then(cloudevents_media);
+        let format = match (T::CLOUDEVENTS, ce_media) {
+            (CloudEventsModes::Single, _) if is_binary_cloudevent(req) => {
+                BodyFormat::CloudEventBinary(req.headers().clone())
             }
-            _ => return Err(wrong_type(req, "application/json").into()),
+            (CloudEventsModes::Single, Some(STRUCTURED)) => BodyFormat::CloudEvent,
+            (CloudEventsModes::Batch, Some(BATCH)) => BodyFormat::CloudEventBatch,
+            (CloudEventsModes::Single, Some(_)) => {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "a batch of CloudEvents ({BATCH}) goes to POST /v1/events; here send one event ({STRUCTURED}, binary mode, or application/json)"
+                ))
+                .into())
+            }
+            (CloudEventsModes::Batch, Some(_)) => {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "one CloudEvent ({STRUCTURED}) goes to POST /v1/event; here send a batch ({BATCH}, application/json or application/x-ndjson)"
+                ))
+                .into())
+            }
+            _ => match media {
+                Some(m) if is_json(&m) => BodyFormat::Json,
+                Some(m) if T::NDJSON && is_ndjson(&m) => BodyFormat::Ndjson,
+                _ if T::NDJSON => {
+                    return Err(wrong_type(
+                        req,
+                        "application/json, application/x-ndjson or application/cloudevents-batch+json",
+                    )
+                    .into())
+                }
+                _ if T::CLOUDEVENTS == CloudEventsModes::Single => {
+                    return Err(wrong_type(
+                        req,
+                        "application/json, application/cloudevents+json or a binary-mode CloudEvent (ce-* headers)",
+                    )
+                    .into())
+                }
+                _ => return Err(wrong_type(req, "application/json").into()),
+            },
         };
         let ReadBody { bytes, share } = read_body(req, body, state(req)?).await?;
         Ok(JsonBody {

@@ -9,7 +9,8 @@
 //! queue mode the publish to RabbitMQ (202) — so the same status codes and bodies. The key
 //! comes from the server's request layer, which looked it up once for the log line and the
 //! metrics. The operation stays, for the OpenAPI document and for what this path passes on:
-//! requests with a compressed body, which the compression layer must decode. The end-to-end
+//! requests with a compressed body, which the compression layer must decode, and CloudEvents.
+//! The end-to-end
 //! test `service_ingest_paths` holds the two to the same answers, refusals included.
 
 use std::sync::Arc;
@@ -19,7 +20,9 @@ use poem::web::Json;
 use poem::{IntoResponse, Request, RequestBody, Response};
 
 use crate::error::ApiError;
-use crate::http::body::{is_json, media_type, read_body, wrong_type};
+use crate::http::body::{
+    cloudevents_media, is_binary_cloudevent, is_json, media_type, read_body, wrong_type,
+};
 use crate::ingest::{self, Accepted};
 use crate::keys::Key;
 use crate::state::AppState;
@@ -28,7 +31,8 @@ use crate::state::AppState;
 pub const PATH: &str = "/v1/event";
 
 /// Whether this path answers the request: `POST /v1/event` with an uncompressed body (no
-/// `Content-Encoding`, or `identity` in any case: content codings are case-insensitive).
+/// `Content-Encoding`, or `identity` in any case: content codings are case-insensitive) that
+/// is not a CloudEvent (the operation translates those).
 pub fn takes(req: &Request) -> bool {
     req.method() == Method::POST
         && req.uri().path() == PATH
@@ -36,6 +40,8 @@ pub fn takes(req: &Request) -> bool {
             .headers()
             .get(header::CONTENT_ENCODING)
             .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"))
+        && !is_binary_cloudevent(req)
+        && media_type(req).is_none_or(|m| cloudevents_media(&m).is_none())
 }
 
 /// Answers a request [`takes`] took; `key` is the key it presented, if one in force. An error

@@ -102,13 +102,26 @@ pub struct BatchResponse {
 pub async fn ingest_one(
     state: &AppState,
     key: &Key,
-    body: impl AsRef<[u8]>,
+    body: impl AsRef<[u8]> + Send,
+) -> Result<Accepted, ApiError> {
+    ingest_one_with(state, key, move || {
+        serde_json::from_slice(body.as_ref())
+            .map_err(|e| ApiError::MalformedJson(format!("request body is not valid JSON: {e}")))
+    })
+    .await
+}
+
+/// [`ingest_one`] for a body in another form (a CloudEvent): `translate` turns it into the
+/// JSON of one of our events, after the key's right and rate are checked, as our own JSON is
+/// parsed then; the body goes with the closure, dropped once translated.
+pub async fn ingest_one_with(
+    state: &AppState,
+    key: &Key,
+    translate: impl FnOnce() -> Result<Value, ApiError> + Send,
 ) -> Result<Accepted, ApiError> {
     key.require(Right::Ingest)?;
     key.spend(1).inspect_err(|e| rate_limited(state, e, 1))?;
-    let value: Value = serde_json::from_slice(body.as_ref())
-        .map_err(|e| ApiError::MalformedJson(format!("request body is not valid JSON: {e}")))?;
-    drop(body);
+    let value = translate()?;
     ingest_value(state, key, value).await
 }
 
@@ -118,12 +131,25 @@ pub async fn ingest_one(
 pub async fn ingest_many(
     state: &AppState,
     key: &Key,
-    body: impl AsRef<[u8]>,
+    body: impl AsRef<[u8]> + Send,
     ndjson: bool,
 ) -> Result<BatchResponse, ApiError> {
+    let max_events = state.limits.max_batch_events;
+    ingest_many_with(state, key, move || {
+        split_batch(body.as_ref(), ndjson, max_events)
+    })
+    .await
+}
+
+/// [`ingest_many`] for a batch in another form (CloudEvents): `split` turns it into the JSON
+/// of each event (or the error of each that cannot be one), at most `AUDIT_MAX_BATCH_EVENTS`.
+pub async fn ingest_many_with(
+    state: &AppState,
+    key: &Key,
+    split: impl FnOnce() -> Result<Vec<Result<Value, ApiError>>, ApiError> + Send,
+) -> Result<BatchResponse, ApiError> {
     key.require(Right::Ingest)?;
-    let items = split_batch(body.as_ref(), ndjson, state.limits.max_batch_events)?;
-    drop(body);
+    let items = split()?;
     key.spend(items.len())
         .inspect_err(|e| rate_limited(state, e, items.len()))?;
     Ok(ingest_batch(state, key, items).await)
