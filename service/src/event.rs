@@ -44,8 +44,9 @@ pub struct NewEvent {
     pub producer_id: bool,
 }
 
-/// What `POST /v1/event` accepts (documentation only: parsing is done by [`parse_event`]
-/// so that every mistake gets a precise message).
+// Documentation only: parsing is done by `parse_event`, so that every mistake gets a precise
+// message.
+/// An event as a producer sends it to `POST /v1/event` (or, in an array, `POST /v1/events`).
 #[derive(Debug, Clone, Object)]
 #[oai(rename = "EventIn", deny_unknown_fields)]
 pub struct EventIn {

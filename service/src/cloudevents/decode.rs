@@ -184,9 +184,11 @@ fn into_event(mut attributes: Map<String, Value>, data: Option<Data>) -> Result<
                 return Err(invalid(format!("attribute `{name}` must not be empty")))
             }
             Some(_) => return Err(invalid(format!("attribute `{name}` must be a string"))),
-            None => return Err(invalid(format!(
+            None => {
+                return Err(invalid(format!(
                 "attribute `{name}` is missing; a CloudEvent has specversion, id, source and type"
-            ))),
+            )))
+            }
         }
     }
     for name in OPTIONAL {

@@ -1,6 +1,7 @@
-//! How CloudEvents appear in the OpenAPI document — the `CloudEvent` schema of the ingest
-//! operations' `application/cloudevents+json` and `application/cloudevents-batch+json`
-//! bodies — and the find answer in `application/cloudevents-batch+json`.
+//! How CloudEvents appear in the OpenAPI document — the `CloudEvent` schema, which the ingest
+//! operations' text names for their `application/cloudevents+json` and
+//! `application/cloudevents-batch+json` bodies — and the find answer in
+//! `application/cloudevents-batch+json`.
 
 use poem::{IntoResponse, Response};
 use poem_openapi::payload::Payload;
@@ -30,7 +31,7 @@ pub struct CloudEventDoc {
     #[oai(rename = "type")]
     pub kind: String,
     pub subject: Option<String>,
-    /// RFC 3339; kept as sent (`created_at` is the server's time).
+    /// RFC 3339; kept as the instant sent, written in UTC (`created_at` is the server's time).
     pub time: Option<String>,
     pub datacontenttype: Option<String>,
     pub dataschema: Option<String>,

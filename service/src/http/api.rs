@@ -143,12 +143,18 @@ impl Api {
     /// RabbitMQ confirmed the event (stored later; see `GET /v1/event/{id}`).
     ///
     /// A CloudEvent 1.0 is accepted too, in structured mode (`application/cloudevents+json`)
-    /// or binary mode (its attributes in `ce-*` headers, the body its data): `source` becomes
+    /// or binary mode (its attributes in `ce-*` headers, the body its data; schema
+    /// `CloudEvent`): `source` becomes
     /// `consumer`, the stored `id` is derived from `source` and `id` (so a retried CloudEvent
     /// is stored once, and the same `source` and `id` with other content answers 409), and
     /// the payload keeps every attribute and the data (docs/api.md, "CloudEvents"). A
     /// CloudEvent that breaks the specification's rules answers 400 `invalid_cloudevent`.
-    #[oai(path = "/v1/event", method = "post", tag = "Tag::Ingest")]
+    #[oai(
+        path = "/v1/event",
+        method = "post",
+        operation_id = "postEvent",
+        tag = "Tag::Ingest"
+    )]
     async fn post_event(
         &self,
         auth: ApiKeyAuth,
@@ -192,7 +198,12 @@ impl Api {
     /// Either right will do. A stored event of a consumer outside the API key's consumers reads
     /// `unknown`, as if it were not there; a key without the `read` right gets `id`, `status`
     /// and `created_at` only, not the event's content.
-    #[oai(path = "/v1/event/:id", method = "get", tag = "Tag::Ingest")]
+    #[oai(
+        path = "/v1/event/:id",
+        method = "get",
+        operation_id = "getEvent",
+        tag = "Tag::Ingest"
+    )]
     async fn get_event(
         &self,
         auth: ApiKeyAuth,
@@ -221,8 +232,13 @@ impl Api {
     /// when they exceed the key's burst).
     ///
     /// A batch of CloudEvents (`application/cloudevents-batch+json`, a JSON array of
-    /// structured CloudEvents) is taken the same way, each mapped as `POST /v1/event` maps one.
-    #[oai(path = "/v1/events", method = "post", tag = "Tag::Ingest")]
+    /// `CloudEvent`) is taken the same way, each mapped as `POST /v1/event` maps one.
+    #[oai(
+        path = "/v1/events",
+        method = "post",
+        operation_id = "postEvents",
+        tag = "Tag::Ingest"
+    )]
     async fn post_events(
         &self,
         auth: ApiKeyAuth,
@@ -271,7 +287,12 @@ impl Api {
     /// `X-Complete-Until` headers): events that came in as CloudEvents as they were sent,
     /// others with their consumer as `source` and `created_at` as `time`.
     #[allow(clippy::too_many_arguments)]
-    #[oai(path = "/v1/find", method = "get", tag = "Tag::Query")]
+    #[oai(
+        path = "/v1/find",
+        method = "get",
+        operation_id = "findEvents",
+        tag = "Tag::Query"
+    )]
     async fn find_get(
         &self,
         auth: ApiKeyAuth,
@@ -320,7 +341,12 @@ impl Api {
     ///
     /// The same fields as the query parameters of `GET /v1/find`, as a JSON object, and the
     /// same rules for the API key: the `read` right, and the key's consumers only.
-    #[oai(path = "/v1/find", method = "post", tag = "Tag::Query")]
+    #[oai(
+        path = "/v1/find",
+        method = "post",
+        operation_id = "findEventsPost",
+        tag = "Tag::Query"
+    )]
     async fn find_post(
         &self,
         auth: ApiKeyAuth,
@@ -334,14 +360,24 @@ impl Api {
     }
 
     /// Liveness: the process is up. Makes no database call.
-    #[oai(path = "/healthz", method = "get", tag = "Tag::Operations")]
+    #[oai(
+        path = "/healthz",
+        method = "get",
+        operation_id = "healthz",
+        tag = "Tag::Operations"
+    )]
     async fn healthz(&self) -> PlainText<&'static str> {
         PlainText("ok")
     }
 
     /// Readiness: the database answers within 2 s (else 503). In queue mode RabbitMQ instead:
     /// connected, and it answered within 2 s — producers need RabbitMQ, not MongoDB.
-    #[oai(path = "/readyz", method = "get", tag = "Tag::Operations")]
+    #[oai(
+        path = "/readyz",
+        method = "get",
+        operation_id = "readyz",
+        tag = "Tag::Operations"
+    )]
     async fn readyz(&self, state: Data<&Arc<AppState>>) -> Result<ReadyResponse, OpsErrorResponse> {
         if let Some(queue) = &state.queue {
             queue.ready(READY_TIMEOUT).map_err(ApiError::from)?;
@@ -366,7 +402,12 @@ impl Api {
     ///
     /// When `AUDIT_METRICS_LISTEN_ADDR` is set, served there instead, and 404 here (so an
     /// Ingress in front of this port does not expose them).
-    #[oai(path = "/metrics", method = "get", tag = "Tag::Operations")]
+    #[oai(
+        path = "/metrics",
+        method = "get",
+        operation_id = "metrics",
+        tag = "Tag::Operations"
+    )]
     async fn metrics(
         &self,
         state: Data<&Arc<AppState>>,

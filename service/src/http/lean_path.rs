@@ -22,6 +22,7 @@ use poem::{IntoResponse, Request, RequestBody, Response};
 use crate::error::ApiError;
 use crate::http::body::{
     cloudevents_media, is_binary_cloudevent, is_json, media_type, read_body, wrong_type,
+    ONE_EVENT_MEDIA,
 };
 use crate::ingest::{self, Accepted};
 use crate::keys::Key;
@@ -66,7 +67,7 @@ async fn post_event(
 ) -> Result<Accepted, ApiError> {
     let key = key.ok_or(ApiError::Unauthorized)?;
     if !media_type(req).is_some_and(|m| is_json(&m)) {
-        return Err(wrong_type(req, "application/json"));
+        return Err(wrong_type(req, ONE_EVENT_MEDIA));
     }
     let mut body = RequestBody::new(req.take_body());
     let body = read_body(req, &mut body, state).await?;
