@@ -8,7 +8,13 @@ use std::path::{Path, PathBuf};
 use testcontainers_tests::repo_root;
 
 /// The sources of the shipped binaries (their `src/` trees, tests excluded).
-const SHIPPED: [&str; 4] = ["common/src", "service/src", "archiver/src", "infra/ops/src"];
+const SHIPPED: [&str; 5] = [
+    "common/src",
+    "service/src",
+    "archiver/src",
+    "infra/ops/src",
+    "cli/src",
+];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
