@@ -42,7 +42,7 @@ lint: ## rustfmt check, clippy with warnings as errors, no import cycle between 
 	@bash infra/dev/prereqs.sh lint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	python3 infra/dev/module_cycles.py common/src service/src archiver/src infra/ops/src testcontainers-tests/src
+	python3 infra/dev/module_cycles.py common/src service/src archiver/src infra/ops/src testcontainers-tests/src client/src cli/src
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -4,14 +4,16 @@
 //! - [`config`]: settings, defaults, metrics hooks;
 //! - [`batch`]: held events, batches and request bodies;
 //! - [`worker`]: the batching task;
-//! - [`retry`]: delivering one batch, with retries.
+//! - [`retry`]: delivering one batch, with retries;
+//! - [`shared`]: what the handles and the task share (the client, the settings, the counts).
 
 mod batch;
 mod config;
 mod retry;
+mod shared;
 mod worker;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -24,6 +26,7 @@ use crate::http::Client;
 use crate::id::new_event_id;
 use crate::types::NewEvent;
 use batch::Item;
+use shared::{Counters, Shared};
 use worker::Msg;
 
 /// Why `send` did not take an event.
@@ -56,22 +59,6 @@ pub struct ProducerStats {
     pub buffered: u64,
     /// `POST /v1/events` requests made, retries included.
     pub batches: u64,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub sent: AtomicU64,
-    pub delivered: AtomicU64,
-    pub failed: AtomicU64,
-    pub retries: AtomicU64,
-    pub batches: AtomicU64,
-}
-
-/// What the producer's handles and its tasks share.
-pub(crate) struct Shared {
-    pub client: Client,
-    pub config: ProducerConfig,
-    pub counters: Counters,
 }
 
 /// A batching producer ([`Client::producer`]). Clones share the same buffer and task; any of

@@ -11,7 +11,7 @@ use crate::error::{is_transient_status, Error};
 use crate::types::{BatchResponse, ErrorDetail};
 
 use super::batch::{body, Item};
-use super::Shared;
+use super::shared::Shared;
 
 /// Delivers `items` (one batch) and returns once each is delivered or failed; the counters and
 /// the metrics hooks are updated on the way.

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 
 use super::batch::{Batch, Item};
 use super::retry::deliver;
-use super::Shared;
+use super::shared::Shared;
 
 /// What goes through the buffer: events, and `flush` markers, which are ordered after every
 /// event sent before them.
@@ -124,7 +124,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>, close:
     }
 }
 
-fn start_batch(current: &mut Batch, item: Item, cfg: &super::ProducerConfig) {
+fn start_batch(current: &mut Batch, item: Item, cfg: &super::config::ProducerConfig) {
     current.deadline = Some(tokio::time::Instant::now() + cfg.linger);
     current.push(item);
 }
