@@ -34,28 +34,46 @@ impl Pager {
     }
 }
 
+/// Tries of one page of `find` before a transient error is yielded: a reader paging through
+/// a long answer should not lose its place to one 503, nor wait forever on a service that
+/// stays down (`tail`, which follows forever, retries without end).
+const FIND_PAGE_TRIES: u32 = 5;
+
 /// Every event of `query`, page after page, until a page comes without `next_cursor` or with
 /// no events. An ascending query open at the end (no `created_to` in the past) always gets a
 /// cursor — new events may still come — so the stream ends at the first empty page: the
-/// events visible now. An error is yielded once and ends the stream.
+/// events visible now. A transient error (429, 502–504, no answer) is retried with the same
+/// cursor, honouring `Retry-After`, up to [`FIND_PAGE_TRIES`] times; an error is then yielded
+/// once and ends the stream.
 pub(crate) fn find(client: Client, query: FindQuery) -> impl Stream<Item = Result<Event, Error>> {
-    futures::stream::unfold(Pager::new(client, query), |mut p| async move {
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let state = (Pager::new(client, query), backoff);
+    futures::stream::unfold(state, |(mut p, mut backoff)| async move {
+        let mut tries = 0;
         loop {
             if let Some(ev) = p.events.pop_front() {
-                return Some((Ok(ev), p));
+                return Some((Ok(ev), (p, backoff)));
             }
             if p.done {
                 return None;
             }
             match p.client.find_page(&p.query, p.cursor.as_deref()).await {
                 Ok(page) => {
+                    backoff.reset();
+                    tries = 0;
                     p.done = page.next_cursor.is_none() || page.events.is_empty();
                     p.cursor = page.next_cursor;
                     p.events.extend(page.events);
                 }
+                Err(e) if e.is_transient() && tries + 1 < FIND_PAGE_TRIES => {
+                    tries += 1;
+                    let delay = backoff.next_delay(e.retry_after());
+                    tracing::debug!(error = %e, ?delay, "find: retrying the page");
+                    tokio::time::sleep(delay).await;
+                }
                 Err(e) => {
                     p.done = true;
-                    return Some((Err(e), p));
+                    return Some((Err(e), (p, backoff)));
                 }
             }
         }
@@ -115,7 +133,8 @@ pub(crate) fn tail(
 
 impl Client {
     /// Every event of `query`, across pages (see the module's `find`): ends at a page without
-    /// `next_cursor`, or at the first empty page.
+    /// `next_cursor`, or at the first empty page; a page that meets a transient error is asked
+    /// again (5 tries in all, honouring `Retry-After`).
     pub fn find(
         &self,
         query: FindQuery,

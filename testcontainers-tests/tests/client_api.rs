@@ -160,3 +160,50 @@ async fn an_unreachable_server_is_a_one_line_transport_error() {
         Err(Error::InvalidUrl(_))
     ));
 }
+
+#[tokio::test]
+async fn find_asks_a_page_again_after_a_transient_error() {
+    use testcontainers_tests::proxy::{Fault, Rule, WireProxy};
+    let mongo = test_mongo().await;
+    let (proxy, uri) = WireProxy::in_front_of(&mongo.uri).await;
+    let service = start_service_env(support::with_mongodb_uri(mongo.env(), &uri), &[]).await;
+    let client = Client::new(&service.base_url, KEY).expect("client");
+    for n in 0..5 {
+        let event = NewEvent::new("retry", "c-find").payload(json!({"n": n}));
+        client.post_event(&event).await.expect("post");
+    }
+    // The events query fails twice (no retryable label: the driver does not retry it), so
+    // the service answers 503 with Retry-After twice; the stream asks the same page again.
+    proxy.add(
+        Rule::new(
+            "find",
+            Fault::CommandError {
+                code: 2,
+                code_name: "BadValue".into(),
+                labels: vec![],
+            },
+        )
+        .on("events")
+        .times(2),
+    );
+    let query = FindQuery {
+        consumer: Some("c-find".into()),
+        limit: Some(2),
+        order: Some(Order::Desc),
+        ..FindQuery::default()
+    };
+    let found: Vec<_> = client.find(query).collect().await;
+    let events: Vec<_> = found
+        .into_iter()
+        .map(|r| r.expect("no error reaches the reader"))
+        .collect();
+    let ns: Vec<_> = events
+        .iter()
+        .map(|e| e.payload.clone().unwrap()["n"].clone())
+        .collect();
+    assert_eq!(ns, vec![json!(4), json!(3), json!(2), json!(1), json!(0)]);
+    assert!(
+        proxy.seen_on("find", "events") >= 2 + 3,
+        "two refused asks, then the three pages"
+    );
+}
