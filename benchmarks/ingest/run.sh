@@ -19,6 +19,10 @@
 #   BENCH_ONLY=open benchmarks/ingest/run.sh                    # only the open loop at half of peak
 #   BENCH_ONLY=pairs BENCH_PAIRS=6 benchmarks/ingest/run.sh     # direct and queue mode at 64
 #                                                           # producers, pair after pair
+#   BENCH_ONLY=producer benchmarks/ingest/run.sh                # auditlog-client's batching
+#                                                           # producer against single-event
+#                                                           # producers and the batch POST
+#                                                           # (no RabbitMQ started)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -60,7 +64,8 @@ if [ -z "${MONGODB_URI:-}" ]; then
   echo "FerretDB $("$ferretdb" --version 2>/dev/null | sed -n 's/^version:[[:space:]]*//p' | sed -n 1p) on 127.0.0.1:$FERRETDB_SCRATCH_PORT (SQLite in $FERRETDB_SCRATCH_DIR)"
 fi
 
-if [ -z "${BENCH_AMQP_URL:-}" ]; then
+# The producer figures are direct mode only: no RabbitMQ beside them, taking its share of CPU.
+if [ -z "${BENCH_AMQP_URL:-}" ] && [ "${BENCH_ONLY:-}" != producer ]; then
   bash infra/dev/rabbitmq.sh install
   rport="$(srv_free_port)"
   rdist="$(srv_free_port)"

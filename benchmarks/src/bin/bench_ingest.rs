@@ -39,11 +39,20 @@
 //! pair (`BENCH_PAIRS`), each on a fresh service, and prints each pair's p99 ratio, how many
 //! met the goal and the median: on a noisy machine one pair is one sample.
 //!
+//! The batching producer (`auditlog-client`'s `Producer`), at the end of the full run or alone with
+//! `--only producer`, measures on one service 64 single-event producers, the batch POST (the
+//! ceiling an application sending batches of its own reaches), then 64 application tasks calling
+//! `Producer::send` in a loop for the same time, counting events delivered per second from the
+//! first `send` until `close` returns (the buffer drained). The goals: at least 5x the single-event
+//! rate, and at least 80 % of the batch POST's.
+//!
 //! In queue mode it also prints the events per RabbitMQ message (the service publishes the
 //! events that arrive together as one message).
 //!
 //! The harness's helpers are reused from `testcontainers-tests`: starting the service
-//! ([`Spawn`], here on the release binary) and reading a metric.
+//! ([`Spawn`], here on the release binary) and reading a metric. Events are sent with
+//! `auditlog-client` (`Client::post_event`, `Client::post_events`), one client per loop, whose
+//! connection pool keeps every idle connection, as the loops' own reqwest clients did.
 //!
 //! Run through `benchmarks/ingest/run.sh`, which builds in release mode and starts a private
 //! FerretDB and a private RabbitMQ.
@@ -51,10 +60,11 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use auditlog_client::{Client, NewEvent, Producer, ProducerConfig, ProducerMetrics};
 use clap::Parser;
 use mongodb::bson::{doc, Document};
 use mongodb::options::WriteConcern;
@@ -119,7 +129,8 @@ struct Args {
     /// Run only this part (`keys`: one key against a scoped key of a 1,000-entry key file;
     /// `queue`: queue mode and its store outage; `open`: the open loop at half of peak;
     /// `pairs`: `BENCH_PAIRS` pairs of direct and queue mode at 64 producers, each on a fresh
-    /// service and database, with the p99 ratio of each pair).
+    /// service and database, with the p99 ratio of each pair; `producer`: 64 single-event
+    /// producers, the batch POST and the batching producer of `auditlog-client`).
     #[arg(long, env = "BENCH_ONLY", value_enum)]
     only: Option<Only>,
     /// Pairs that `--only pairs` measures.
@@ -133,6 +144,7 @@ enum Only {
     Queue,
     Open,
     Pairs,
+    Producer,
 }
 
 /// The key the scoped-keys figure sends with, and how many entries its key file has.
@@ -293,12 +305,25 @@ async fn start_service(
     Ok(Service { running, base })
 }
 
-fn event(producer: usize, n: u64) -> serde_json::Value {
-    serde_json::json!({
-        "type": "bench",
-        "consumer": format!("producer-{producer}"),
-        "payload": {"n": n, "user": "someone@example.com", "action": "login", "ok": true}
-    })
+fn event(producer: usize, n: u64) -> NewEvent {
+    NewEvent::new("bench", format!("producer-{producer}")).payload(serde_json::json!(
+        {"n": n, "user": "someone@example.com", "action": "login", "ok": true}
+    ))
+}
+
+/// How long the load's requests may take: without an end, as the benchmark's own HTTP code
+/// had (`auditlog-client`'s default is 30 s; a request slower than that is a figure here, not
+/// an error).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The `auditlog-client` the load sends with: one per loop, its connections shared by the
+/// loop's tasks. Its reqwest pool keeps every idle connection (no per-host limit): a closed
+/// loop of N producers keeps N, an open loop as many as it had in flight.
+fn bench_client(base: &str, key: &str) -> Client {
+    Client::builder(base, key)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .expect("the service's base URL and the benchmark's key make a client")
 }
 
 /// Closed loop: `producers` tasks, each posting its next request when the last is answered.
@@ -314,20 +339,13 @@ async fn closed_loop_with_key(
     seconds: u64,
     batch: Option<usize>,
 ) -> Figures {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(producers)
-        .build()
-        .unwrap_or_default();
+    let client = bench_client(base, key);
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = vec![];
     for p in 0..producers {
-        let (client, stop, key) = (client.clone(), stop.clone(), key.to_owned());
-        let url = match batch {
-            None => format!("{base}/v1/event"),
-            Some(_) => format!("{base}/v1/events"),
-        };
-        tasks.push(tokio::spawn(producer(client, url, key, p, batch, stop)));
+        let (client, stop) = (client.clone(), stop.clone());
+        tasks.push(tokio::spawn(producer(client, p, batch, stop)));
     }
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
@@ -351,9 +369,7 @@ async fn closed_loop_with_key(
 /// One producer of [`closed_loop_with_key`]: posts a request, waits for its answer, and again
 /// until `stop`; returns the events accepted, the events refused and each request's latency.
 async fn producer(
-    client: reqwest::Client,
-    url: String,
-    key: String,
+    client: Client,
     p: usize,
     batch: Option<usize>,
     stop: Arc<AtomicBool>,
@@ -361,38 +377,28 @@ async fn producer(
     let (mut events, mut errors, mut lat) = (0u64, 0u64, Vec::new());
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let body = match batch {
-            None => event(p, n),
+        let k = batch.unwrap_or(1) as u64;
+        let body: Vec<NewEvent> = match batch {
+            None => vec![event(p, n)],
             // A batch carries many consumers' events (a gateway's, say), spread
             // over 64 like the direct inserts it is compared with.
-            Some(k) => serde_json::Value::Array(
-                (0..k as u64)
-                    .map(|i| event(((n + i) % 64) as usize, n + i))
-                    .collect(),
-            ),
+            Some(_) => (0..k)
+                .map(|i| event(((n + i) % 64) as usize, n + i))
+                .collect(),
         };
         let sent = Instant::now();
-        let r = client
-            .post(&url)
-            .header("X-Api-Key", &key)
-            .json(&body)
-            .send()
-            .await;
-        let ok = match r {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let _ = r.bytes().await;
-                status == 201 || status == 200 || status == 202
-            }
-            Err(_) => false,
+        // Events accepted: 201, 200 or 202 for a single event; for a batch, those of its
+        // results (a refused batch accepts none).
+        let accepted = match batch {
+            None => u64::from(client.post_event(&body[0]).await.is_ok()),
+            Some(_) => match client.post_events(&body).await {
+                Ok(answer) => answer.results.iter().filter(|r| r.is_accepted()).count() as u64,
+                Err(_) => 0,
+            },
         };
         lat.push(sent.elapsed().as_micros() as u64);
-        let k = batch.unwrap_or(1) as u64;
-        if ok {
-            events += k;
-        } else {
-            errors += k;
-        }
+        events += accepted;
+        errors += k - accepted;
         n += k;
     }
     (events, errors, lat)
@@ -406,14 +412,10 @@ const OPEN_LOOP_IN_FLIGHT: usize = 1024;
 /// Open loop at a fixed rate: request i starts at `i / rate`; latency counts from then. The
 /// first [`OPEN_LOOP_WARM_UP`] of requests are sent but not counted.
 async fn open_loop(base: &str, rate: f64, seconds: u64) -> Figures {
-    // As many idle connections kept as requests may be in flight: with fewer, a burst past
-    // the idle limit opens connections that are closed again right after (hundreds within a
-    // second were seen), load that the service under test pays for too.
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(OPEN_LOOP_IN_FLIGHT)
-        .build()
-        .unwrap_or_default();
-    let url = format!("{base}/v1/event");
+    // Every idle connection kept ([`bench_client`]), so as many as requests may be in flight:
+    // with fewer, a burst past the idle limit opens connections that are closed again right
+    // after (hundreds within a second were seen), load that the service under test pays for too.
+    let client = bench_client(base, "bench");
     let begun = Instant::now();
     // The first requests of a new client each open a connection, all at once: without a
     // warm-up at the same rate, that start-up burst is what the p99 measures.
@@ -428,23 +430,13 @@ async fn open_loop(base: &str, rate: f64, seconds: u64) -> Figures {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             break;
         };
-        let (client, url) = (client.clone(), url.clone());
+        let client = client.clone();
         tasks.push(tokio::spawn(async move {
-            let r = client
-                .post(&url)
-                .header("X-Api-Key", "bench")
-                .json(&event((i % 64) as usize, i))
-                .send()
-                .await;
-            let ok = match r {
-                Ok(r) => {
-                    let s = r.status().as_u16();
-                    let _ = r.bytes().await;
-                    // 201 in direct mode, 202 in queue mode.
-                    (200..300).contains(&s)
-                }
-                Err(_) => false,
-            };
+            // 201 in direct mode, 202 in queue mode.
+            let ok = client
+                .post_event(&event((i % 64) as usize, i))
+                .await
+                .is_ok();
             drop(permit);
             (ok, due.elapsed().as_micros() as u64)
         }));
@@ -741,6 +733,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             print_header();
             queue_alone(&args, &bin, &url).await
         }
+        Some(Only::Producer) => producer_alone(&args, &bin).await,
         None => full_run(&args, &bin).await,
     }
 }
@@ -754,6 +747,155 @@ fn service_bin(args: &Args) -> anyhow::Result<PathBuf> {
             .context("no parent directory")?
             .join("auditlog-service"),
     })
+}
+
+/// Application tasks of the producer scenario, as many as the single-event producers it is
+/// compared with.
+const PRODUCER_TASKS: usize = 64;
+
+/// `--only producer`: on one service (group commit on), 64 single-event producers, the batch
+/// POST, then the batching producer; each goal and whether it was met.
+async fn producer_alone(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
+    let config = ProducerConfig::default();
+    println!(
+        "auditlog ingest benchmark, batching producer — store {}, write concern {}, {} s per figure",
+        args.mongodb_uri, args.write_concern, args.seconds
+    );
+    println!(
+        "producer: ProducerConfig::default(): batches of up to {} events, {} in flight, \
+         linger {:?}, gzip {}, buffer {} events",
+        config.max_batch_events,
+        config.max_in_flight,
+        config.linger,
+        config.compress,
+        config.buffer_events
+    );
+    println!("cpu: CPU seconds per 1000 events of the store / the service / the load generator");
+    println!("(the producer's p50/p99 are of its POST /v1/events requests, as the batch POST's)");
+    println!();
+    print_header();
+    let db = "bench_producer";
+    let service = start_service(args, bin, db, true, &[]).await?;
+    let mut single = measure(
+        args,
+        &service,
+        closed_loop(&service.base, 64, args.seconds, None),
+    )
+    .await;
+    single.print("single POST, group commit", "64");
+    let batch = batch_post(args, &service).await;
+    let mut produced = measure(
+        args,
+        &service,
+        producer_loop(&service.base, config, PRODUCER_TASKS, args.seconds),
+    )
+    .await;
+    produced.print("producer, default config", &PRODUCER_TASKS.to_string());
+    drop(service);
+    drop_database(args, db).await?;
+
+    let (p, s, b) = (
+        produced.figures.rate(),
+        single.figures.rate(),
+        batch.figures.rate(),
+    );
+    let over_single = p / s.max(f64::EPSILON);
+    let of_batch = 100.0 * p / b.max(f64::EPSILON);
+    println!();
+    println!(
+        "producer against 64 single-event producers: {p:.0} vs {s:.0} events/s = {over_single:.2}x (target >= 5x: {})",
+        verdict(over_single >= 5.0)
+    );
+    println!(
+        "producer against the batch POST x{}: {p:.0} vs {b:.0} events/s = {of_batch:.1}% (target >= 80%: {})",
+        args.batch_events,
+        verdict(of_batch >= 80.0)
+    );
+    if produced.figures.errors > 0 {
+        println!(
+            "producer: {} events failed or refused (the figure counts delivered events only)",
+            produced.figures.errors
+        );
+    }
+    Ok(())
+}
+
+/// The latency of each of the producer's requests, from its `batch_sent` hook.
+#[derive(Default)]
+struct RequestLatencies(Mutex<Vec<u64>>);
+
+impl ProducerMetrics for RequestLatencies {
+    fn batch_sent(&self, _events: usize, _bytes: usize, elapsed: Duration) {
+        if let Ok(mut l) = self.0.lock() {
+            l.push(elapsed.as_micros() as u64);
+        }
+    }
+}
+
+/// The producer scenario: `tasks` application tasks, each calling `send` in a loop for
+/// `seconds`, through one `Producer` with `config`; then `close`. The figure is the events
+/// delivered over the time from the first `send` until `close` returned: what the buffer still
+/// held when the senders stopped counts once it is delivered, and its time with it.
+async fn producer_loop(base: &str, config: ProducerConfig, tasks: usize, seconds: u64) -> Figures {
+    let latencies = Arc::new(RequestLatencies::default());
+    let producer = bench_client(base, "bench").producer(ProducerConfig {
+        metrics: Some(latencies.clone()),
+        ..config
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut senders = Vec::with_capacity(tasks);
+    for p in 0..tasks {
+        let (producer, stop) = (producer.clone(), stop.clone());
+        senders.push(tokio::spawn(send_until(producer, p, stop)));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut refused = 0u64;
+    for s in senders {
+        refused += s.await.unwrap_or(0);
+    }
+    let stats = producer.close().await;
+    let elapsed = started.elapsed();
+    let (events, errors) = match stats {
+        Ok(stats) => {
+            println!(
+                "  producer: {} events sent, {} delivered, {} failed, {} retried, {} requests; \
+                 senders stopped after {seconds} s, close returned at {:.1} s",
+                stats.sent,
+                stats.delivered,
+                stats.failed,
+                stats.retries,
+                stats.batches,
+                elapsed.as_secs_f64()
+            );
+            (stats.delivered, stats.failed + refused)
+        }
+        Err(e) => {
+            println!("  producer: close failed: {e}");
+            (0, refused)
+        }
+    };
+    let latencies_us = latencies.0.lock().map(|l| l.clone()).unwrap_or_default();
+    Figures {
+        events,
+        errors,
+        elapsed,
+        latencies_us,
+    }
+}
+
+/// One application task of [`producer_loop`]: `send` until `stop`; returns the events `send`
+/// refused (`Full` after `Block`'s wait, which a run that keeps up never sees).
+async fn send_until(producer: Producer, p: usize, stop: Arc<AtomicBool>) -> u64 {
+    let (mut n, mut refused) = (0u64, 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        if producer.send(event(p, n)).await.is_err() {
+            refused += 1;
+        }
+        n += 1;
+    }
+    refused
 }
 
 /// `--only queue`: direct mode's closed loops at `BENCH_QUEUE_PRODUCERS`, then queue mode, then
@@ -816,7 +958,11 @@ async fn full_run(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
     };
     let store = store_alone(args, direct.mean_batch_64).await?;
     println!();
-    print_targets(args, &mut direct, &store, queue)
+    print_targets(args, &mut direct, &store, queue)?;
+    // The batching producer last, on a service of its own, with its goals: one run gives
+    // every figure the docs quote.
+    println!();
+    producer_alone(args, bin).await
 }
 
 /// Direct mode's figures that the targets compare.
