@@ -298,6 +298,18 @@ fn number_to_raw(n: &Number, at: &At<'_>) -> Result<RawBson, ApiError> {
     }
 }
 
+/// A batch holds at least one event and at most `max` (`AUDIT_MAX_BATCH_EVENTS`), in any of
+/// the batch forms (a JSON array, NDJSON, a CloudEvents batch).
+pub fn check_batch_len(count: usize, max: usize) -> Result<(), ApiError> {
+    if count > max {
+        return Err(ApiError::TooManyEvents { count, max });
+    }
+    if count == 0 {
+        return Err(ApiError::InvalidEvent("the batch holds no events".into()));
+    }
+    Ok(())
+}
+
 /// `created_at` as the API shows it: RFC 3339, UTC, milliseconds, `Z`.
 pub fn format_created_at(dt: mongodb::bson::DateTime) -> String {
     let ms = dt.timestamp_millis();

@@ -13,6 +13,7 @@ use super::{
     PAYLOAD_DATA_BASE64, SPEC_VERSION,
 };
 use crate::error::ApiError;
+use crate::event::check_batch_len;
 
 /// Attributes every CloudEvent has.
 const REQUIRED: [&str; 4] = ["specversion", "id", "source", "type"];
@@ -88,15 +89,7 @@ pub fn batch(bytes: &[u8], max_events: usize) -> Result<Vec<Result<Value, ApiErr
             )))
         }
     };
-    if items.len() > max_events {
-        return Err(ApiError::TooManyEvents {
-            count: items.len(),
-            max: max_events,
-        });
-    }
-    if items.is_empty() {
-        return Err(ApiError::InvalidEvent("the batch holds no events".into()));
-    }
+    check_batch_len(items.len(), max_events)?;
     Ok(items.into_iter().map(structured).collect())
 }
 

@@ -24,7 +24,7 @@ use poem_openapi::Object;
 use serde_json::Value;
 
 use crate::error::{ApiError, ErrorDetail};
-use crate::event::{format_created_at, parse_event, same_content, NewEvent};
+use crate::event::{check_batch_len, format_created_at, parse_event, same_content, NewEvent};
 use crate::keys::{Key, Right};
 use crate::state::AppState;
 use crate::watermark::Hold;
@@ -388,15 +388,7 @@ pub fn split_batch(
             }
         }
     };
-    if items.len() > max_events {
-        return Err(ApiError::TooManyEvents {
-            count: items.len(),
-            max: max_events,
-        });
-    }
-    if items.is_empty() {
-        return Err(ApiError::InvalidEvent("the batch holds no events".into()));
-    }
+    check_batch_len(items.len(), max_events)?;
     Ok(items)
 }
 
