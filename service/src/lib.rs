@@ -19,6 +19,7 @@
 //!   rule over the records.
 //! - [`config`]: every setting, from flags and environment variables.
 //! - [`event`]: validating incoming events and converting them to and from BSON.
+//! - [`media`]: which media types are JSON.
 //! - [`cloudevents`]: CloudEvents 1.0 to and from our events (decode, encode, their OpenAPI).
 //! - [`state`]: what the handlers share.
 //! - [`task`]: the one stop handle of the background tasks.
@@ -30,7 +31,7 @@
 //!
 //! Dependencies point one way, file by file; `make lint` fails on a cycle
 //! (`infra/dev/module_cycles.py`). From the bottom up:
-//! - `error`, `metrics`, `task` (leaves: they import no module of this crate), then `event`,
+//! - `error`, `metrics`, `task`, `media` (leaves: they import no module of this crate), then `event`,
 //!   then `cloudevents`;
 //! - `watermark`'s tracker and record, `ingest::writer`; `keys` (digest, rate, scope, file,
 //!   ring, reload, command); `config`, `find::query`, `http::auth`;
@@ -53,6 +54,7 @@ pub mod find;
 pub mod http;
 pub mod ingest;
 pub mod keys;
+pub mod media;
 pub mod metrics;
 pub mod queue;
 pub mod state;

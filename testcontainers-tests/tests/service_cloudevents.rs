@@ -41,26 +41,24 @@ fn order_event(id: &str) -> Event {
         .expect("a valid CloudEvent")
 }
 
-async fn post_structured(api: &Api, key: &str, event: &Value) -> Answer {
+/// `POST path` of `body` as `content_type` with API key `key`.
+async fn post_as(api: &Api, key: &str, path: &str, content_type: &str, body: &Value) -> Answer {
     api.send(
         api.http
-            .post(api.url("/v1/event"))
+            .post(api.url(path))
             .header("X-Api-Key", key)
-            .header("Content-Type", STRUCTURED)
-            .body(event.to_string()),
+            .header("Content-Type", content_type)
+            .body(body.to_string()),
     )
     .await
 }
 
+async fn post_structured(api: &Api, key: &str, event: &Value) -> Answer {
+    post_as(api, key, "/v1/event", STRUCTURED, event).await
+}
+
 async fn post_batch(api: &Api, key: &str, events: &Value) -> Answer {
-    api.send(
-        api.http
-            .post(api.url("/v1/events"))
-            .header("X-Api-Key", key)
-            .header("Content-Type", BATCH)
-            .body(events.to_string()),
-    )
-    .await
+    post_as(api, key, "/v1/events", BATCH, events).await
 }
 
 /// Every event of `source` as CloudEvents, with the paging headers of the first page.

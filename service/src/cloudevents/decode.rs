@@ -14,6 +14,7 @@ use super::{
 };
 use crate::error::ApiError;
 use crate::event::check_batch_len;
+use crate::media::is_json;
 
 /// Attributes every CloudEvent has.
 const REQUIRED: [&str; 4] = ["specversion", "id", "source", "type"];
@@ -133,11 +134,7 @@ pub fn binary(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
 /// `Content-Type`, JSON if it parses as JSON (the specification's default), else base64.
 fn binary_data(content_type: Option<&str>, body: &[u8]) -> Result<Data, ApiError> {
     let media = content_type.and_then(|ct| ct.parse::<mime::Mime>().ok());
-    let is_json = media.as_ref().is_some_and(|m| {
-        m.type_() == mime::APPLICATION
-            && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
-    });
-    if is_json {
+    if media.as_ref().is_some_and(is_json) {
         return serde_json::from_slice(body).map(Data::Json).map_err(|e| {
             ApiError::MalformedJson(format!(
                 "the body is not valid JSON, as its Content-Type says: {e}"

@@ -23,6 +23,7 @@ use crate::cloudevents::{BATCH, BINARY_MARKER_HEADER, STRUCTURED};
 use crate::error::ApiError;
 use crate::event::EventIn;
 use crate::find::query::FindRequest;
+pub(crate) use crate::media::is_json;
 use crate::state::AppState;
 
 /// Content encodings the `Compression` middleware decodes, and `identity`.
@@ -212,12 +213,6 @@ fn content_type(req: &Request) -> Option<&str> {
 /// The media type of the body; `None` when Content-Type is missing or not a media type.
 pub(crate) fn media_type(req: &Request) -> Option<Mime> {
     content_type(req)?.parse().ok()
-}
-
-/// `application/json` or any `application/*+json`.
-pub(crate) fn is_json(media: &Mime) -> bool {
-    media.type_() == mime::APPLICATION
-        && (media.subtype() == mime::JSON || media.suffix() == Some(mime::JSON))
 }
 
 fn is_ndjson(media: &Mime) -> bool {
