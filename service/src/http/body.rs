@@ -284,7 +284,7 @@ pub(crate) fn is_binary_cloudevent(req: &Request) -> bool {
 
 /// The CloudEvents media type of the body, if it has one (`application/cloudevents+json` or
 /// `application/cloudevents-batch+json`; either is also `+json`, so it is asked first).
-pub(crate) fn cloudevents_media(media: &Mime) -> Option<&'static str> {
+fn cloudevents_media(media: &Mime) -> Option<&'static str> {
     let essence = media.essence_str();
     [STRUCTURED, BATCH]
         .into_iter()

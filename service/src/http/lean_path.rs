@@ -21,8 +21,7 @@ use poem::{IntoResponse, Request, RequestBody, Response};
 
 use crate::error::ApiError;
 use crate::http::body::{
-    cloudevents_media, is_binary_cloudevent, is_json, media_type, read_body, wrong_type,
-    ONE_EVENT_MEDIA,
+    is_binary_cloudevent, is_json, media_type, read_body, wrong_type, ONE_EVENT_MEDIA,
 };
 use crate::ingest::{self, Accepted};
 use crate::keys::Key;
@@ -42,7 +41,19 @@ pub fn takes(req: &Request) -> bool {
             .get(header::CONTENT_ENCODING)
             .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"))
         && !is_binary_cloudevent(req)
-        && media_type(req).is_none_or(|m| cloudevents_media(&m).is_none())
+        && !names_cloudevents(req)
+}
+
+/// Whether Content-Type starts `application/cloudevents` (structured or batched mode). A
+/// byte comparison, not a parse: this runs on every event, and [`post_event`] parses the
+/// media type once, later; any other `application/cloudevents…` goes to the operation, which
+/// refuses it with the same 415.
+fn names_cloudevents(req: &Request) -> bool {
+    const PREFIX: &[u8] = b"application/cloudevents";
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.as_bytes().get(..PREFIX.len()))
+        .is_some_and(|head| head.eq_ignore_ascii_case(PREFIX))
 }
 
 /// Answers a request [`takes`] took; `key` is the key it presented, if one in force. An error
