@@ -20,10 +20,12 @@ bash infra/dev/hdfs.sh install
 bash infra/helm-tests/install-tools.sh
 bash infra/dev/rabbitmq.sh install
 
-if ! command -v chromium >/dev/null 2>&1; then
+# Chromium renders the Swagger UI check; chromium-driver (the same build's WebDriver) lets
+# Selenium drive it for the explorer's tests (testcontainers-tests/tests/ui_explorer.rs).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "install-tools.sh: installing Debian's chromium for the Swagger UI check" >&2
+  echo "install-tools.sh: installing Debian's chromium and chromium-driver for the browser tests" >&2
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi

@@ -119,12 +119,12 @@ check_util_linux() {
 # Chromium: `make test` installs Debian's package itself (infra/dev/install-tools.sh) when it
 # may (root, or sudo without a password); otherwise it is a prerequisite like the others.
 check_chromium() {
-  command -v chromium >/dev/null || command -v chromium-browser >/dev/null ||
-    command -v google-chrome >/dev/null && return 0
+  { command -v chromium >/dev/null || command -v chromium-browser >/dev/null ||
+    command -v google-chrome >/dev/null; } && command -v chromedriver >/dev/null && return 0
   if command -v apt-get >/dev/null && { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }; then
     return 0
   fi
-  miss "Chromium" "$apt chromium"
+  miss "Chromium and its WebDriver" "$apt chromium chromium-driver"
 }
 
 declare -A need=()
