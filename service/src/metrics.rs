@@ -46,6 +46,44 @@ pub struct Metrics {
     pub api_keys: IntGaugeVec,
     /// What finds read from the Parquet archive.
     pub archive_find: ArchiveFindMetrics,
+    /// What histograms read from the Parquet archive.
+    pub histogram: HistogramMetrics,
+}
+
+/// Histograms ([`crate::find::histogram`]) over the archive: how many row groups were counted
+/// from their footers alone, and how many had to be decoded.
+#[derive(Clone)]
+pub struct HistogramMetrics {
+    /// `auditlog_histogram_archive_row_groups_total{outcome}` — archive row groups histograms
+    /// counted: `statistics` (from the footer, no data page read), `read` (decoded),
+    /// `pruned_statistics`, `pruned_bloom` (no matching row).
+    pub row_groups: IntCounterVec,
+    /// `auditlog_histogram_archive_data_bytes_total` — data pages histograms fetched.
+    pub data_bytes: IntCounter,
+}
+
+impl HistogramMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = HistogramMetrics {
+            row_groups: IntCounterVec::new(
+                Opts::new(
+                    "auditlog_histogram_archive_row_groups_total",
+                    "Archive row groups histograms counted, by outcome (statistics: from the footer alone, read, pruned_statistics, pruned_bloom)",
+                ),
+                &["outcome"],
+            )?,
+            data_bytes: IntCounter::new(
+                "auditlog_histogram_archive_data_bytes_total",
+                "Bytes of data pages histograms fetched from the archive store",
+            )?,
+        };
+        registry.register(Box::new(m.row_groups.clone()))?;
+        registry.register(Box::new(m.data_bytes.clone()))?;
+        for o in ["statistics", "read", "pruned_statistics", "pruned_bloom"] {
+            m.row_groups.with_label_values(&[o]);
+        }
+        Ok(m)
+    }
 }
 
 /// Finds that read the archive ([`crate::find::archive`]): how many, what they read and what
@@ -359,6 +397,7 @@ impl Metrics {
         registry.register(Box::new(api_key_reloads.clone()))?;
         registry.register(Box::new(api_keys.clone()))?;
         let archive_find = ArchiveFindMetrics::register(&registry)?;
+        let histogram = HistogramMetrics::register(&registry)?;
         Ok(Self {
             registry,
             requests,
@@ -377,6 +416,7 @@ impl Metrics {
             api_key_reloads,
             api_keys,
             archive_find,
+            histogram,
         })
     }
 
@@ -403,20 +443,26 @@ pub fn route_label(path: &str) -> &'static str {
     {
         return "/v1/event/{id}";
     }
-    const ROUTES: [&str; 8] = [
+    const ROUTES: [&str; 10] = [
         "/v1/event",
         "/v1/events",
         "/v1/find",
+        "/v1/histogram",
         "/healthz",
         "/readyz",
         "/metrics",
         "/openapi.json",
         "/docs",
+        "/ui",
     ];
     let trimmed = path.trim_end_matches('/');
+    // The pages' assets are counted under their page: a label per asset would only grow.
     ROUTES
         .iter()
-        .find(|r| trimmed == **r || (**r == "/docs" && trimmed.starts_with("/docs/")))
+        .find(|r| {
+            trimmed == **r
+                || (matches!(**r, "/docs" | "/ui") && trimmed.starts_with(&format!("{r}/")))
+        })
         .copied()
         .unwrap_or("other")
 }

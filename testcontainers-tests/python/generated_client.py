@@ -70,6 +70,7 @@ def main():
     get_find, get_find_name = operation_module(pkg, package_dir, "get", "/v1/find")
     post_find, post_find_name = operation_module(pkg, package_dir, "post", "/v1/find")
     get_event, get_event_name = operation_module(pkg, package_dir, "get", "/v1/event/{id}")
+    get_histogram, get_histogram_name = operation_module(pkg, package_dir, "get", "/v1/histogram")
 
     # The security scheme is an API key in the `X-Api-Key` header: the generated
     # AuthenticatedClient sends `token` in `auth_header_name`, with no prefix.
@@ -84,6 +85,7 @@ def main():
             "get_find": get_find_name,
             "post_find": post_find_name,
             "get_event": get_event_name,
+            "get_histogram": get_histogram_name,
         }
     }
 
@@ -140,6 +142,13 @@ def main():
          "payload": None if isinstance(e.payload, types.Unset) else e.payload}
         for e in get_find.sync(client=client, consumer=consumer, include_incomplete=True).events
     ]
+
+    # The histogram of the same events, by type, through the generated enum and answer model.
+    hist = get_histogram.sync(client=client, consumer=consumer, by=models.HistogramBy("type"))
+    out["histogram"] = {
+        "total": hist.total, "series": list(hist.series), "by": hist.by.value,
+        "bucket_sum": sum(b.count for b in hist.buckets),
+    }
 
     # The single event's status.
     resp = get_event.sync_detailed(client=client, id=out["single"]["ack"]["id"])

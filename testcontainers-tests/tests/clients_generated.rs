@@ -315,6 +315,23 @@ async fn a_python_client_generated_from_openapi_json_posts_and_finds_events() {
     assert_eq!(by_post[0]["id"], single_id.as_str());
     assert_eq!(by_post[0]["payload"], r["single"]["sent"]["payload"]);
 
+    // The histogram through the generated operation and models: the five events, by type.
+    let hist = &r["histogram"];
+    assert_eq!(hist["total"], 5, "{hist}");
+    assert_eq!(hist["bucket_sum"], 5, "{hist}");
+    assert_eq!(hist["by"], "type", "{hist}");
+    let mut kinds: Vec<&str> = found.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let mut series: Vec<&str> = hist["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    series.sort_unstable();
+    assert_eq!(series, kinds, "{hist}");
+
     // Its status, through the generated GET /v1/event/{id}.
     assert_eq!(r["status"]["status"], 200, "{}", r["status"]);
     assert_eq!(r["status"]["body"]["status"], "stored");

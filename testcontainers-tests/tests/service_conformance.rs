@@ -113,7 +113,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer_with_full
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
-            stdout.contains("Tested: 8"),
+            stdout.contains("Tested: 9"),
             "schemathesis did not test every operation with the {name} key:\n{stdout}"
         );
     }

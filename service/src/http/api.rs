@@ -1,5 +1,5 @@
 //! The OpenAPI operations: thin handlers that parse, delegate to [`crate::ingest`] /
-//! [`crate::find::query`], and pick the documented response.
+//! [`crate::find::query`] / [`crate::find::histogram`], and pick the documented response.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use crate::cloudevents::{self, decode, encode};
 use crate::error::{ApiError, ErrorResponse, LookupErrorResponse, OpsErrorResponse};
 use crate::event::EventIn;
 use crate::find::archive::{FindError, Finder};
+use crate::find::histogram::{HistogramQuery, HistogramRequest, HistogramResponse, Histogrammer};
 use crate::find::lookup::{self, EventStatus, Lookup};
 use crate::find::query::{self, FindQuery, FindRequest, FindResponse};
 use crate::http::auth::ApiKeyAuth;
@@ -359,6 +360,71 @@ impl Api {
         Ok(FindAnswer::negotiate(req, page))
     }
 
+    /// Event counts over time buckets.
+    ///
+    /// Counts the events `GET /v1/find` would return for the same filters and range with
+    /// `include_incomplete=true`, per time bucket: the sum of the buckets is the number of
+    /// events find pages through, whichever tier (MongoDB or the archive) holds them. The range
+    /// defaults to the 24 h before `created_to`, which defaults to now; `created_from` must be
+    /// before `created_to`.
+    ///
+    /// `bucket` is `auto` (default: the smallest of 1s, 5s, 10s, 30s, 1m, 5m, 10m, 30m, 1h,
+    /// 3h, 6h, 12h, 1d, 7d giving at most 120 buckets) or `<n><unit>` with `n` ≥ 1 and unit `s`,
+    /// `m`, `h` or `d`. Buckets are aligned to multiples of their length since the Unix epoch
+    /// (UTC); the first holds `created_from`, the last `created_to` − 1 ms, and the edge buckets
+    /// count only events inside the range. Every bucket is listed, empty ones included, oldest
+    /// first. More than 1000 buckets → 400 `bad_query`.
+    ///
+    /// `by=type` or `by=consumer` breaks each bucket down: `series` lists the `top` keys
+    /// (default 10, 1 to 50) with the largest totals over the range, largest first (ties by
+    /// key), each bucket's `counts` gives their events and `other` the events of every other
+    /// key.
+    ///
+    /// `complete_until` is find's: buckets after it may still grow. `tiers` lists the tiers
+    /// read. Bounded by `AUDIT_FIND_TIMEOUT_MS` (503 `query_timeout`); an archive that cannot
+    /// be read answers 503 `archive_unavailable` with `Retry-After`.
+    ///
+    /// Needs the `read` right. A `consumer` outside the API key's consumers is refused (403);
+    /// without `consumer`, only events of the key's consumers are counted.
+    #[allow(clippy::too_many_arguments)]
+    #[oai(
+        path = "/v1/histogram",
+        method = "get",
+        operation_id = "histogram",
+        tag = "Tag::Query"
+    )]
+    async fn histogram(
+        &self,
+        auth: ApiKeyAuth,
+        state: Data<&Arc<AppState>>,
+        /// Event type (exact match).
+        #[oai(name = "type")]
+        kind: Query<Option<String>>,
+        /// Consumer (exact match).
+        consumer: Query<Option<String>>,
+        /// Inclusive lower bound on `created_at`, ISO 8601 (default: `created_to` − 24 h).
+        created_from: Query<Option<String>>,
+        /// Exclusive upper bound on `created_at`, ISO 8601 (default: now).
+        created_to: Query<Option<String>>,
+        /// `auto` (default) or a length `<n><unit>`, unit `s`, `m`, `h` or `d` (e.g. `5m`).
+        bucket: Query<Option<String>>,
+        /// `type` or `consumer`: break each bucket down by that field.
+        by: Query<Option<String>>,
+        /// With `by`: how many keys to keep (default 10, 1 to 50); the rest are `other`.
+        top: Query<Option<u32>>,
+    ) -> Result<Json<HistogramResponse>, ErrorResponse> {
+        let request = HistogramRequest {
+            kind: kind.0,
+            consumer: consumer.0,
+            created_from: created_from.0,
+            created_to: created_to.0,
+            bucket: bucket.0,
+            by: by.0,
+            top: top.0,
+        };
+        Ok(Json(histogram(&state, &auth.0, request).await?))
+    }
+
     /// Liveness: the process is up. Makes no database call.
     #[oai(
         path = "/healthz",
@@ -458,6 +524,37 @@ async fn find(state: &AppState, key: &Key, request: FindRequest) -> Result<FindR
         }
         ApiError::from(e)
     })
+}
+
+/// A histogram within the API key's scope, as [`find`]'s.
+async fn histogram(
+    state: &AppState,
+    key: &Key,
+    request: HistogramRequest,
+) -> Result<HistogramResponse, ApiError> {
+    key.require(Right::Read)?;
+    let mut query = HistogramQuery::from_request(request, chrono::Utc::now())?;
+    match &query.find.consumer {
+        Some(consumer) => key.check_consumer(Right::Read, consumer)?,
+        None => query.find.consumers_within = Some(key.consumers.clone()),
+    }
+    let complete_until = state.watermark.complete_until();
+    let histogrammer = Histogrammer {
+        store: &state.store,
+        events: &state.events,
+        archive: state.archive.as_ref(),
+        metrics: &state.metrics.histogram,
+        max_time: state.limits.find_max_time,
+    };
+    histogrammer
+        .histogram(&query, complete_until)
+        .await
+        .map_err(|e| {
+            if matches!(e, FindError::Mongo(_) | FindError::State(_)) {
+                state.metrics.store_error("histogram");
+            }
+            ApiError::from(e)
+        })
 }
 
 /// The OpenAPI service: operations, security scheme, title and version.

@@ -43,11 +43,11 @@ pub use error::FindError;
 /// The archive, opened for reading, and how the seam is placed.
 #[derive(Debug, Clone)]
 pub struct ArchiveTier {
-    reader: ArchiveReader,
+    pub(crate) reader: ArchiveReader,
     /// `AUDIT_RETENTION_DAYS` in seconds: where the server has no TTL, `purge`'s horizon.
-    retention_s: Option<i64>,
+    pub(crate) retention_s: Option<i64>,
     /// `AUDIT_ARCHIVE_FIND_MARGIN_SECS` in ms.
-    margin_ms: i64,
+    pub(crate) margin_ms: i64,
 }
 
 impl ArchiveTier {
@@ -208,7 +208,7 @@ impl Finder<'_> {
     }
 }
 
-fn duration_ms(d: Duration) -> u64 {
+pub(crate) fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -15,6 +15,11 @@
 //! checks the order of every event it takes, so a file that broke the rule fails the find
 //! instead of answering a wrong page.
 //!
+//! Counting (`GET /v1/histogram`, [`ArchiveReader::count_segment`]) prunes the same way, then
+//! counts a row group from its footer when its statistics settle the count (every row inside
+//! the range and one bucket, each filter column and the breakdown column a single value), and
+//! otherwise decodes only `created_at` and the filter and breakdown columns.
+//!
 //! Memory: a few footers (files are opened [`OPEN_AHEAD`] ahead of the one being read, to
 //! hide the store's latency) and the matching rows of the row groups being decoded (one per
 //! core, each at most one page's worth), never the range.
@@ -608,6 +613,231 @@ fn file_error(path: &str, e: ParquetError) -> FindError {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Counting, for `GET /v1/histogram` (`crate::find::histogram`): the same files, pruning and
+// row filters as a page, but a row group whose footer already says how many of its rows match
+// and in which bucket they fall is counted from the footer, and the others decode only
+// `created_at` and the columns filtered or broken down by — never `id` or `payload`.
+// ---------------------------------------------------------------------------------------------
+
+/// The column a count is broken down by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountBy {
+    Type,
+    Consumer,
+}
+
+/// What counting archive segments did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CountStats {
+    pub files_pruned_partition: u64,
+    pub row_groups_pruned_statistics: u64,
+    pub row_groups_pruned_bloom: u64,
+    /// Counted from the footer's statistics alone: no data page fetched.
+    pub row_groups_from_statistics: u64,
+    /// Decoded: `created_at` and the filter and breakdown columns.
+    pub row_groups_read: u64,
+}
+
+/// Rows counted in one row group: `(an instant of their bucket, their key, how many)`.
+type Counted = Vec<(i64, Option<String>, u64)>;
+
+impl ArchiveReader {
+    /// Counts the segment's matching events (`query` without a cursor) into `sink`, as
+    /// `(an instant of the bucket, the key of \`by\`, rows)`; `bucket_ms`: the buckets' length
+    /// (aligned to the epoch). Files are opened [`OPEN_AHEAD`] ahead and row groups decoded
+    /// [`decode_ahead`] at a time, as for a page.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn count_segment<F>(
+        &self,
+        segment: &Segment,
+        query: &FindQuery,
+        bucket_ms: i64,
+        by: Option<CountBy>,
+        stats: &mut CountStats,
+        bytes: &BytesRead,
+        mut sink: F,
+    ) -> Result<(), FindError>
+    where
+        F: FnMut(i64, Option<&str>, u64),
+    {
+        stats.files_pruned_partition += segment.pruned_by_partition as u64;
+        let wanted = Arc::new(Wanted::new(query, segment.span));
+        let mut opening = futures::stream::iter(segment.files.clone())
+            .map(|f| {
+                let (reader, wanted, bytes) = (self.clone(), wanted.clone(), bytes.clone());
+                AbortOnDropHandle::new(tokio::spawn(async move {
+                    reader.open(&f, &wanted, Order::Asc, &bytes).await
+                }))
+            })
+            .buffered(OPEN_AHEAD);
+        while let Some(opened) = opening.next().await {
+            let opened = Arc::new(opened.map_err(task_failed)??);
+            stats.row_groups_pruned_statistics += opened.stats.row_groups_pruned_statistics;
+            stats.row_groups_pruned_bloom += opened.stats.row_groups_pruned_bloom;
+            let mut to_read = vec![];
+            for &rg in &opened.row_groups {
+                match counted_by_statistics(
+                    opened.meta.metadata(),
+                    rg,
+                    &opened.cols,
+                    &wanted,
+                    bucket_ms,
+                    by,
+                ) {
+                    Some((at, key, rows)) => {
+                        stats.row_groups_from_statistics += 1;
+                        sink(at, key.as_deref(), rows);
+                    }
+                    None => to_read.push(rg),
+                }
+            }
+            stats.row_groups_read += to_read.len() as u64;
+            let mut reading = futures::stream::iter(to_read)
+                .map(|rg| {
+                    let (opened, wanted, data) =
+                        (opened.clone(), wanted.clone(), bytes.data.clone());
+                    AbortOnDropHandle::new(tokio::spawn(async move {
+                        count_row_group(&opened, rg, &wanted, bucket_ms, by, &data).await
+                    }))
+                })
+                .buffered(decode_ahead());
+            while let Some(counted) = reading.next().await {
+                for (at, key, rows) in counted.map_err(task_failed)?? {
+                    sink(at, key.as_deref(), rows);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A row group counted from its footer: when its statistics show every row inside the span
+/// and inside one bucket, every filter column holding the one value asked (or, for a key's
+/// consumers, one consumer, inside them), and the breakdown column one value. Then
+/// `(its first instant, the key, its rows)`; otherwise `None`, and it is decoded. Only exact
+/// statistics count: a truncated min or max is a bound, not a value.
+fn counted_by_statistics(
+    meta: &ParquetMetaData,
+    rg: usize,
+    cols: &Columns,
+    wanted: &Wanted,
+    bucket_ms: i64,
+    by: Option<CountBy>,
+) -> Option<(i64, Option<String>, u64)> {
+    let group = meta.row_group(rg);
+    let rows = u64::try_from(group.num_rows()).ok()?;
+    if !within_span(meta, rg, cols, wanted.span) {
+        return None;
+    }
+    let Some(Statistics::Int64(t)) = group.column(cols.created_at).statistics() else {
+        return None;
+    };
+    let (min, max) = (*t.min_opt()?, *t.max_opt()?);
+    if min.div_euclid(bucket_ms) != max.div_euclid(bucket_ms) {
+        return None;
+    }
+    let single = |column: usize| -> Option<String> {
+        let Some(Statistics::ByteArray(s)) = group.column(column).statistics() else {
+            return None;
+        };
+        let (lo, hi) = (s.min_opt()?, s.max_opt()?);
+        if s.null_count_opt() != Some(0) || !s.min_is_exact() || !s.max_is_exact() || lo != hi {
+            return None;
+        }
+        String::from_utf8(lo.data().to_vec()).ok()
+    };
+    for (value, column) in [(&wanted.consumer, cols.consumer), (&wanted.kind, cols.kind)] {
+        if let Some(value) = value {
+            if single(column)? != *value {
+                // Statistics pruning has ruled such a group out already; never counted.
+                return Some((min, None, 0));
+            }
+        }
+    }
+    if let Some(scope) = &wanted.within {
+        if !scope.allows(&single(cols.consumer)?) {
+            return Some((min, None, 0));
+        }
+    }
+    let key = match by {
+        None => None,
+        Some(CountBy::Type) => Some(single(cols.kind)?),
+        Some(CountBy::Consumer) => Some(single(cols.consumer)?),
+    };
+    Some((min, key, rows))
+}
+
+/// One row group's matching rows counted by bucket (and key): only `created_at` and the key
+/// column are output, the filters decode their own columns first.
+async fn count_row_group(
+    opened: &Opened,
+    rg: usize,
+    wanted: &Wanted,
+    bucket_ms: i64,
+    by: Option<CountBy>,
+    data: &Arc<AtomicU64>,
+) -> Result<Counted, FindError> {
+    let schema = opened.meta.parquet_schema();
+    let c = opened.cols;
+    let key_column = by.map(|b| match b {
+        CountBy::Type => (c.kind, COL_TYPE),
+        CountBy::Consumer => (c.consumer, COL_CONSUMER),
+    });
+    let mut leaves = vec![c.created_at];
+    leaves.extend(key_column.map(|(index, _)| index));
+    let name = &opened.name;
+    let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+        opened.file.counting(data),
+        opened.meta.clone(),
+    )
+    .with_row_groups(vec![rg])
+    .with_projection(ProjectionMask::leaves(schema, leaves))
+    .with_row_filter(row_filter(
+        schema,
+        &c,
+        wanted,
+        within_span(opened.meta.metadata(), rg, &c, wanted.span),
+    ))
+    .with_batch_size(BATCH_ROWS)
+    .build()
+    .map_err(|e| file_error(name, e))?;
+    let corrupt = |why: String| FindError::Corrupt {
+        path: name.clone(),
+        why,
+    };
+    let mut counts: std::collections::HashMap<(i64, Option<String>), u64> = Default::default();
+    while let Some(batch) = stream.try_next().await.map_err(|e| file_error(name, e))? {
+        let created = batch
+            .column_by_name(COL_CREATED_AT)
+            .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
+            .ok_or_else(|| corrupt("created_at is not a millisecond timestamp".into()))?;
+        let keys = key_column
+            .map(|(_, col)| string_column(&batch, col))
+            .transpose()
+            .map_err(|e| corrupt(e.to_string()))?;
+        let keys = keys.as_ref().map(|k| k.as_string::<i32>());
+        // Per batch with borrowed keys: one allocation per distinct key, not per row.
+        let mut batch_counts: std::collections::HashMap<(i64, Option<&str>), u64> =
+            Default::default();
+        for i in 0..batch.num_rows() {
+            if created.is_null(i) {
+                continue;
+            }
+            let bucket = created.value(i).div_euclid(bucket_ms) * bucket_ms;
+            let key = keys.map(|k| if k.is_null(i) { "" } else { k.value(i) });
+            *batch_counts.entry((bucket, key)).or_default() += 1;
+        }
+        for ((bucket, key), n) in batch_counts {
+            *counts.entry((bucket, key.map(str::to_owned))).or_default() += n;
+        }
+    }
+    Ok(counts
+        .into_iter()
+        .map(|((bucket, key), n)| (bucket, key, n))
+        .collect())
+}
+
 /// One archive file in the object store, read by range, counting the bytes it fetches.
 #[derive(Debug, Clone)]
 struct ObjectFile {
@@ -897,5 +1127,89 @@ mod tests {
         // A scope none of the file's consumers is in.
         q.consumers_within = Some(Consumers::parse(&["c-b*"]).unwrap());
         assert!(read(&reader, &file, &q, hour()).await.0.is_empty());
+    }
+
+    async fn count(
+        reader: &ArchiveReader,
+        file: &ArchivedFile,
+        q: &FindQuery,
+        bucket_ms: i64,
+        by: Option<CountBy>,
+    ) -> (
+        std::collections::BTreeMap<(i64, Option<String>), u64>,
+        CountStats,
+        u64,
+    ) {
+        let segment = Segment {
+            tier: Tier::Archive,
+            span: hour(),
+            files: vec![file.clone()],
+            pruned_by_partition: 0,
+        };
+        let mut stats = CountStats::default();
+        let bytes = BytesRead::default();
+        let mut counts = std::collections::BTreeMap::new();
+        reader
+            .count_segment(
+                &segment,
+                q,
+                bucket_ms,
+                by,
+                &mut stats,
+                &bytes,
+                |at, key, n| {
+                    let bucket = at.div_euclid(bucket_ms) * bucket_ms;
+                    *counts.entry((bucket, key.map(str::to_owned))).or_default() += n;
+                },
+            )
+            .await
+            .unwrap();
+        counts.retain(|_, n| *n > 0);
+        (counts, stats, bytes.data.load(Atomic::Relaxed))
+    }
+
+    #[tokio::test]
+    async fn counts_come_from_footers_where_the_statistics_settle_them_else_from_decoding() {
+        let (reader, file) = archive(true).await;
+        let mut all = query("unused", Order::Asc);
+        all.consumer = None;
+        // One bucket per row group's range, no filter: the footer answers, no data page read.
+        let (counts, stats, data) = count(&reader, &file, &all, 3_600_000, None).await;
+        assert_eq!(counts, [((T0, None), 30)].into());
+        assert_eq!(
+            (stats.row_groups_from_statistics, stats.row_groups_read),
+            (3, 0)
+        );
+        assert_eq!(data, 0);
+        // By type: one type per group, still the footer. By consumer: mixed groups, decoded.
+        let (counts, stats, _) = count(&reader, &file, &all, 3_600_000, Some(CountBy::Type)).await;
+        assert_eq!(counts, [((T0, Some("t".to_owned())), 30)].into());
+        assert_eq!(stats.row_groups_from_statistics, 3);
+        let (counts, stats, data) =
+            count(&reader, &file, &all, 3_600_000, Some(CountBy::Consumer)).await;
+        assert_eq!(counts.values().sum::<u64>(), 30, "{counts:?}");
+        assert_eq!(counts[&(T0, Some("c-m".to_owned()))], 4);
+        assert_eq!(
+            (stats.row_groups_from_statistics, stats.row_groups_read),
+            (0, 3)
+        );
+        assert!(data > 0);
+        // Buckets shorter than a row group: decoded, split by second.
+        let (counts, stats, _) = count(&reader, &file, &all, 5_000, None).await;
+        assert_eq!(counts.len(), 6);
+        assert!(counts.values().all(|&n| n == 5), "{counts:?}");
+        assert_eq!(stats.row_groups_read, 3);
+        // A consumer filter: the bloom filters skip two groups, the third is decoded.
+        let (counts, stats, _) =
+            count(&reader, &file, &query("c-m", Order::Asc), 3_600_000, None).await;
+        assert_eq!(counts, [((T0, None), 4)].into());
+        assert_eq!(
+            (stats.row_groups_pruned_bloom, stats.row_groups_read),
+            (2, 1)
+        );
+        // A key's consumers: rows outside them are not counted.
+        all.consumers_within = Some(Consumers::parse(&["c-a"]).unwrap());
+        let (counts, _, _) = count(&reader, &file, &all, 3_600_000, None).await;
+        assert_eq!(counts, [((T0, None), 10)].into());
     }
 }
