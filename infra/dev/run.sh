@@ -82,6 +82,7 @@ bin="$(cargo_bin auditlog-service "${CARGO_PROFILE_DIR:-debug}")"
 cat <<MSG
 
   auditlog-service on http://$host:$port  (MongoDB: $MONGODB_URI)
+  Explorer:    http://$host:$port/ui     (sign in with the API key below)
   Swagger UI:  http://$host:$port/docs
   Health:      http://$host:$port/healthz
   API key:     $key_line

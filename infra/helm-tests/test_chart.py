@@ -1424,7 +1424,7 @@ def test_metrics_on_their_own_port_which_the_ingress_never_routes(value_set):
     assert {"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"} in svc["spec"]["ports"]
     ing = one(docs, "Ingress", "auditlog-service")
     paths = [p for r in ing["spec"]["rules"] for p in r["http"]["paths"]]
-    assert {p["path"] for p in paths} == {"/v1", "/docs", "/openapi.json"}
+    assert {p["path"] for p in paths} == {"/v1", "/docs", "/openapi.json", "/ui"}
     assert all(p["backend"]["service"]["port"] == {"number": 8080} for p in paths), "the API port only"
 
 
@@ -1612,3 +1612,9 @@ def test_readme_lists_every_value():
     missing = [k for k in leaf_keys(yaml.safe_load((CHART / "values.yaml").read_text()))
                if "`%s`" % k not in readme]
     assert not missing, "values missing from helm/auditlog/README.md: %s" % missing
+
+
+def test_the_events_explorer_is_on_unless_switched_off():
+    for sets, want in (((), "true"), (("service.ui.enabled=false",), "false")):
+        dep = one(render("default", sets), "Deployment", "auditlog-service")
+        assert env_of(pod_spec(dep)["containers"][0])["AUDIT_UI_ENABLED"]["value"] == want, sets

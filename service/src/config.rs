@@ -95,6 +95,11 @@ pub struct Config {
     )]
     pub listen_addr: String,
 
+    /// Serve the events explorer at `/ui`: a web page to find, chart, read and export events
+    /// (docs/ui.md). `false`: `/ui` answers 404.
+    #[arg(long, env = "AUDIT_UI_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ui_enabled: bool,
+
     /// How often, at most, the archive's state for `/metrics` (oldest unarchived event, TTL
     /// headroom, the archiver's last run) is read from MongoDB, in seconds; 0: never. A slow
     /// read spaces the next ones out so that they take at most 1 % of the time.
@@ -467,6 +472,14 @@ mod tests {
             "{err}"
         );
         assert!(Cli::try_parse_from(["auditlog-service", "--archive-url", "ftp://x/y"]).is_err());
+    }
+
+    #[test]
+    fn the_events_explorer_is_on_unless_switched_off() {
+        let cli = Cli::parse_from(["auditlog-service"]);
+        assert!(cli.config.ui_enabled);
+        let cli = Cli::parse_from(["auditlog-service", "--ui-enabled", "false"]);
+        assert!(!cli.config.ui_enabled);
     }
 
     #[test]

@@ -37,7 +37,17 @@ async fn main() -> anyhow::Result<()> {
 
     let listener = std::net::TcpListener::bind(&config.listen_addr)
         .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "listening; Swagger UI at /docs");
+    let addr = listener.local_addr()?;
+    if config.ui_enabled {
+        tracing::info!(
+            %addr,
+            ui = %format!("http://{addr}/ui"),
+            "listening; events explorer at /ui, Swagger UI at /docs"
+        );
+    } else {
+        tracing::info!(%addr, "listening; Swagger UI at /docs");
+        tracing::info!("events explorer off (AUDIT_UI_ENABLED=false): /ui answers 404");
+    }
     auditlog_service::http::server::run(
         listener,
         config,

@@ -49,6 +49,8 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// `GET /metrics` is answered on the API's port (no `AUDIT_METRICS_LISTEN_ADDR`).
     pub metrics_on_api_port: bool,
+    /// The events explorer is served at `/ui` (`AUDIT_UI_ENABLED`).
+    pub ui_enabled: bool,
     pub limits: Limits,
     /// KiB of request bodies being read or parsed at once (`AUDIT_MAX_INFLIGHT_BODY_BYTES`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
@@ -103,6 +105,7 @@ impl AppState {
             metrics,
             keys,
             metrics_on_api_port: config.metrics_addr().is_none(),
+            ui_enabled: config.ui_enabled,
             limits: Limits {
                 max_body_bytes: config.max_body_bytes,
                 max_batch_events: config.max_batch_events,

@@ -35,6 +35,7 @@ use crate::find::archive::ArchiveTier;
 use crate::http::api::api_service;
 use crate::http::auth::{identify, Caller};
 use crate::http::lean_path;
+use crate::http::ui;
 use crate::ingest::writer::WriterTask;
 use crate::keys::reload;
 use crate::metrics::{route_label, Metrics};
@@ -74,6 +75,8 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint {
         .nest("/", api)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        // Not behind the API key: the page asks for it, and its calls to /v1 carry it.
+        .nest_no_strip(ui::PATH, ui::Ui::new(state.ui_enabled))
         .with(Compression::new())
         .before(lowercase_content_encoding)
         .data(state.clone())
