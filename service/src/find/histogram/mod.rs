@@ -12,7 +12,7 @@
 //! - this module: the request and the answer, and the count across the segments, bounded by
 //!   `AUDIT_FIND_TIMEOUT_MS` like a find;
 //! - [`buckets`]: the bucket length (`auto` or `<n><unit>`) and the grid over the range. Pure;
-//! - [`live`]: the counts of a MongoDB segment (one aggregation, or one query per bucket on
+//! - [`live`]: the counts of a MongoDB segment (one aggregation, or one projected scan on
 //!   servers that cannot compute the bucket, FerretDB);
 //! - [`archive`]: the counts of an archive segment, from Parquet footers where they suffice;
 //! - [`tally`]: the counts as they are gathered, and the series and buckets of the answer.
