@@ -28,7 +28,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 BASE, KEY, SCOPED_KEY, BROKEN_BASE, SCENARIO, SHOTS = sys.argv[1:7]
 SCENARIO = json.loads(SCENARIO)
@@ -299,7 +299,8 @@ def main():
         el(button).click()
         path = wait(lambda: next((os.path.join(downloads, f) for f in os.listdir(downloads)
                                   if f.endswith(ext)), None), f"the {ext} download", 60)
-        text = open(path, encoding="utf-8").read()
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
         if ext == ".ndjson":
             ids = [json.loads(line)["id"] for line in text.splitlines() if line.strip()]
         else:
@@ -327,18 +328,51 @@ def main():
           "the narrowed range shows find's events for it")
     shot("04-histogram-dragged")
 
-    # 8. Archive rows carry their badge.
-    arch = urllib.parse.urlencode({"from": SCENARIO["archive_from"], "to": SCENARIO["archive_to"],
-                                   "tz": "utc"})
-    open_view(arch)
-    wait(loaded, "the archived view")
+    # 8. The newcomer's path, with the page's own controls only: one consumer's events in a
+    #    past hour (the archived one), found by typing the range, and exported. Archived rows
+    #    carry their badge.
+    a_from, a_to = SCENARIO["archive_from"], SCENARIO["archive_to"]
+    who = SCENARIO["archive_consumer"]
+    open_view(urllib.parse.urlencode({"tz": "utc"}))
+    wait(loaded, "the default view")
+    Select(el("#f-range")).select_by_value("custom")
+    for box, at in (("#f-from", a_from), ("#f-to", a_to)):
+        typed = time.strptime(at[:19], "%Y-%m-%dT%H:%M:%S")
+        hour12 = typed.tm_hour % 12 or 12
+        # Focus lands on the first segment (a click would land on the one under the pointer).
+        # Chromium's datetime-local in en-US: month, day, year | hour, minute, second, AM/PM.
+        driver.execute_script("arguments[0].focus()", el(box))
+        ActionChains(driver).send_keys(
+            time.strftime("%m%d%Y", typed) + Keys.TAB
+            + f"{hour12:02d}{typed.tm_min:02d}{typed.tm_sec:02d}"
+            + ("P" if typed.tm_hour >= 12 else "A")).perform()
+    el("#f-consumer").clear()
+    el("#f-consumer").send_keys(who)
+    el("#f-apply").click()
+    wait(lambda: qs(driver.current_url).get("consumer") == [who] and loaded(), "the typed view")
+    q = qs(driver.current_url)
+    check(q.get("from", [""])[0][:19] == a_from[:19] and q.get("to", [""])[0][:19] == a_to[:19],
+          "typed From and To become the view's range", q)
     got = scroll_to_end()
-    archived = find_all({"created_from": SCENARIO["archive_from"], "created_to": SCENARIO["archive_to"],
+    archived = find_all({"created_from": a_from, "created_to": a_to, "consumer": who,
                          "order": "desc", "limit": 100})
-    check(len(got) == len(archived) > 0, "the archived window is shown", f"{len(got)} vs {len(archived)}")
+    check([r["id"] for r in got] == [e["id"] for e in archived] and got,
+          "the consumer's events of that hour are shown", f"{len(got)} vs {len(archived)}")
     check(all(r["tier"] == "archive" and r["badge"] == "archive" for r in got),
           "archived rows carry the archive badge", got[:2])
     shot("05-archive-badge")
+    for f in os.listdir(downloads):
+        os.remove(os.path.join(downloads, f))
+    el("#export-csv").click()
+    path = wait(lambda: next((os.path.join(downloads, f) for f in os.listdir(downloads)
+                              if f.endswith(".csv")), None), "the consumer's CSV", 60)
+    with open(path, encoding="utf-8", newline="") as f:
+        exported = list(csv.DictReader(f))
+    check([r["id"] for r in exported] == [e["id"] for e in archived]
+          and all(r["consumer"] == who for r in exported),
+          "the export holds that consumer's events of that hour", f"{len(exported)} rows")
+    check(json.loads(exported[0]["payload"]) == archived[0]["payload"],
+          "the CSV keeps the payload as JSON", exported[0]["payload"])
 
     # 9. The phone width and the dark scheme.
     driver.set_window_size(390, 844)
@@ -390,6 +424,7 @@ def main():
     sign_out()
 
     # 12. The archive unavailable: 503, said so.
+    arch = urllib.parse.urlencode({"from": a_from, "to": a_to, "tz": "utc"})
     driver.get(BROKEN_BASE + "/ui?" + arch)
     sign_in(KEY)
     wait(lambda: error_banner() is not None, "the 503 banner", 40)

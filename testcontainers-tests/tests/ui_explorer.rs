@@ -126,6 +126,7 @@ async fn the_explorer_finds_filters_exports_and_tails_in_chromium() {
         "to": iso(now + Duration::minutes(1)),
         "archive_from": iso(archived_from),
         "archive_to": iso(archived_to),
+        "archive_consumer": "carol-svc",
         "consumer": "bob-svc",
         "type": "user.login",
         "other_consumer": "bob-svc",
