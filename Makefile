@@ -56,7 +56,7 @@ profile-ingest: ## Flamegraph of the service under the ingest benchmark's load (
 bench-archive: ## Archive benchmark: events/s and peak RSS vs pymongoarrow + pyarrow
 	bash benchmarks/archive/run.sh
 
-bench-find-archive: ## Find over the Parquet archive: latency vs DuckDB, peak RSS (BENCH_EVENTS)
+bench-find-archive: ## Find and histogram over the Parquet archive: latency vs DuckDB, peak RSS (BENCH_EVENTS)
 	bash benchmarks/find-archive/run.sh
 
 clean-data: stop ## Remove local data (FerretDB files, archives)

@@ -8,6 +8,7 @@ with met / not met.
 """
 import argparse
 import json
+import os
 import statistics
 import time
 import urllib.parse
@@ -59,6 +60,69 @@ def duckdb_find(con, glob, params, partitions=None):
         "WHERE " + " AND ".join(where) + " ORDER BY created_at, id"
     )
     return [row[0] for row in con.execute(sql, args).fetchall()]
+
+
+def service_histogram(base, key, params):
+    """One `/v1/histogram` answer."""
+    req = urllib.request.Request(base + "/v1/histogram?" + urllib.parse.urlencode(params), headers={"X-Api-Key": key})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.load(r)
+
+
+def duckdb_histogram(con, glob, params, bucket_ms):
+    """{bucket start in epoch ms: count} for the same filters, from the Parquet rows."""
+    where, args = [], [glob]
+    for col in ("consumer", "type"):
+        if col in params:
+            where.append(f"{col} = ?")
+            args.append(params[col])
+    where.append("created_at >= ?::TIMESTAMPTZ AND created_at < ?::TIMESTAMPTZ")
+    args += [params["created_from"], params["created_to"]]
+    sql = (
+        f"SELECT epoch_ms(created_at) // {bucket_ms} * {bucket_ms} AS b, count(*) "
+        "FROM read_parquet(?, hive_partitioning = true) WHERE " + " AND ".join(where) + " GROUP BY b"
+    )
+    return dict(con.execute(sql, args).fetchall())
+
+
+def histogram_counts(answer):
+    from datetime import datetime
+
+    return {
+        int(datetime.fromisoformat(b["start"].replace("Z", "+00:00")).timestamp() * 1000): b["count"]
+        for b in answer["buckets"] if b["count"]
+    }
+
+
+def hot_events(mongodb_uri, db, n):
+    """`n` events over one day in MongoDB (the hot tier: no archived window covers them),
+    inserted on the first run and kept with the bench's store; returns the day they span."""
+    from datetime import datetime, timedelta, timezone
+
+    import pymongo
+    from bson import ObjectId
+
+    events = pymongo.MongoClient(mongodb_uri)[db]["events"]
+    hot = {"type": {"$regex": "^hot-"}}
+    have = events.count_documents(hot)
+    if have:
+        if have != n:
+            raise SystemExit(f"the store holds {have:,} hot events, not BENCH_HOT_EVENTS={n:,}: "
+                             "delete the bench's directory to start afresh")
+        first = events.find_one(hot, sort=[("created_at", 1)])["created_at"].replace(tzinfo=timezone.utc)
+        return first, first + timedelta(days=1)
+    start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+    step = 86_400_000 / n
+    batch = []
+    for i in range(n):
+        batch.append({"_id": ObjectId(), "type": f"hot-{i % 12:02d}", "consumer": f"hot-consumer-{i % 997:04d}",
+                      "created_at": start + timedelta(milliseconds=int(i * step)), "payload": {"i": i}})
+        if len(batch) == 10_000:
+            events.insert_many(batch, ordered=False)
+            batch = []
+    if batch:
+        events.insert_many(batch, ordered=False)
+    return start, start + timedelta(days=1)
 
 
 def peak_rss_mib(pid):
@@ -130,6 +194,51 @@ def main():
         print(f"| {name} | {n:,} | {pages} | {ms(statistics.median(svc))} / {ms(nearest_rank(svc, 0.95))} | "
               f"{ms(statistics.median(first))} | {ms(statistics.median(duck))} / {ms(nearest_rank(duck, 0.95))} | "
               f"{ms(statistics.median(duck_dt))} | {statistics.median(svc) / statistics.median(duck):.2f} |")
+
+    # /v1/histogram, the explorer's chart: archive ranges (counted from the Parquet statistics
+    # where they suffice) and a hot day in MongoDB; each checked against DuckDB or find first.
+    hist = [
+        ("histogram, one day, by type (archive)",
+         {"created_from": iso(mid_day), "created_to": iso(mid_day + timedelta(days=1)), "by": "type"}),
+        ("histogram, one day, one consumer (archive)",
+         {"consumer": consumer, "created_from": iso(mid_day), "created_to": iso(mid_day + timedelta(days=1))}),
+        ("histogram, 30 days, by type (archive)",
+         {"created_from": summary["start"][:19] + "Z", "created_to": summary["end"][:19] + "Z", "by": "type"}),
+    ]
+    hist_rows = []
+    for name, params in hist:
+        answer = service_histogram(a.url, a.key, params)
+        expected = duckdb_histogram(con, glob, params, answer["bucket_ms"])
+        assert histogram_counts(answer) == expected, f"{name}: the service's buckets and DuckDB's disagree"
+        times = []
+        for _ in range(a.repeat):
+            t = time.perf_counter()
+            service_histogram(a.url, a.key, params)
+            times.append(time.perf_counter() - t)
+        hist_rows.append((name, answer["total"], len(answer["buckets"]), answer["bucket"], answer["tiers"], times))
+    hot_n = int(os.environ.get("BENCH_HOT_EVENTS", "100000"))
+    if hot_n and os.environ.get("MONGODB_URI"):
+        t = time.perf_counter()
+        lo, hi = hot_events(os.environ["MONGODB_URI"], os.environ.get("AUDIT_DB_NAME", "bench"), hot_n)
+        print(f"\nhot tier: {hot_n:,} events over the last day in MongoDB ({time.perf_counter() - t:,.1f} s to check or insert)")
+        params = {"created_from": iso(lo), "created_to": iso(hi), "by": "type"}
+        answer = service_histogram(a.url, a.key, params)
+        assert answer["total"] == hot_n, f"hot histogram: {answer['total']} of {hot_n} events"
+        times = []
+        for _ in range(a.repeat):
+            t = time.perf_counter()
+            service_histogram(a.url, a.key, params)
+            times.append(time.perf_counter() - t)
+        hist_rows.append((f"histogram, one day, by type (MongoDB, {hot_n:,} events)", answer["total"],
+                          len(answer["buckets"]), answer["bucket"], answer["tiers"], times))
+    print()
+    print("| histogram | events counted | buckets | tiers | p50 / p95 ms | goal p50 <= 100 ms |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, total, n, bucket, tiers, times in hist_rows:
+        p50 = statistics.median(times)
+        print(f"| {name} | {total:,} | {n} x {bucket} | {'+'.join(tiers)} | {ms(p50)} / {ms(nearest_rank(times, 0.95))} | "
+              f"{'met' if p50 <= 0.1 else 'NOT MET'} |")
+
     rss = peak_rss_mib(a.pid)
     print(f"\nservice peak RSS (VmHWM): {rss:,.1f} MiB")
     day = rows[0]
