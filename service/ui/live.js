@@ -17,6 +17,7 @@ export class Live {
    * @param {{
    *   params: () => {type: string, consumer: string, created_from: string},
    *   deliver: (events: Event[], tier: import('./table.js').Tier) => void,
+   *   shown: (id: string) => boolean,
    *   paused: () => boolean,
    *   status: (text: string, paused: boolean, held: number) => void,
    *   failed: (e: unknown) => void,
@@ -102,8 +103,10 @@ export class Live {
         const page = await find(params, { signal: this.abort.signal });
         if (gen !== this.gen) return;
         if (page.next_cursor) this.cursor = page.next_cursor;
-        if (page.events.length) {
-          this.held.push({ events: page.events, tier: pageTier(page.tiers) });
+        // The first page starts at the newest event shown (inclusive): it is not new.
+        const fresh = page.events.filter((e) => !this.hooks.shown(e.id));
+        if (fresh.length) {
+          this.held.push({ events: fresh, tier: pageTier(page.tiers) });
         }
         if (page.events.length < 100 || !page.next_cursor) break;
       }

@@ -304,6 +304,7 @@ const live = new Live({
       updateStatus();
     }
   },
+  shown: (id) => table.rows.has(id),
   paused: scrolledAway,
   status: (text, paused, held) => {
     ui.liveStatus.textContent = text;
