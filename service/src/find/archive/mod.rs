@@ -21,18 +21,20 @@ pub mod parquet_read;
 pub mod plan;
 pub mod records;
 
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use auditlog_common::archive_store::{self, Access, ArchiveStoreError};
 use auditlog_common::error::{codes, server_error_code};
 use auditlog_common::store::Store;
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures::TryStreamExt;
+use futures::{Stream, TryStreamExt};
 use mongodb::bson::Document;
 use mongodb::Collection;
 
 use crate::config::Config;
-use crate::find::query::{find_in, FindQuery, Span, Tier};
+use crate::find::query::{find_in, FindQuery, Order, Span, Tier};
 use crate::metrics::ArchiveFindMetrics;
 use merge::Page;
 use parquet_read::{ArchiveReader, BytesRead, ReadStats};
@@ -130,33 +132,14 @@ impl Finder<'_> {
         page: &mut Page<'_>,
         run: &mut Run,
     ) -> Result<(), FindError> {
-        let Some(archive) = self.archive else {
-            return self
-                .read_segment(&mongodb_segment(span), query, page, run)
-                .await;
-        };
-        let now_ms = Utc::now().timestamp_millis();
-        let rule = records::seam_rule(self.store, now_ms, archive.retention_s, archive.margin_ms)
-            .await
-            .map_err(FindError::State)?;
-        let windows = records::archive_windows(self.store, rule, span, query.order).await?;
-        futures::pin_mut!(windows);
-        let mut planner = SegmentPlanner::new(span, query.order);
-        loop {
-            let (segments, last) = match windows.try_next().await? {
-                Some(w) => (planner.push(&w), false),
-                None => (planner.finish(), true),
-            };
-            for segment in segments {
-                self.read_segment(&segment, query, page, run).await?;
-                if page.is_full() {
-                    return Ok(());
-                }
-            }
-            if last {
-                return Ok(());
+        let mut segments = Segments::open(self.store, self.archive, span, query.order).await?;
+        while let Some(segment) = segments.next().await? {
+            self.read_segment(&segment, query, page, run).await?;
+            if page.is_full() {
+                break;
             }
         }
+        Ok(())
     }
 
     async fn read_segment(
@@ -203,6 +186,65 @@ impl Finder<'_> {
                     .await;
                 run.archive_time += started.elapsed();
                 read
+            }
+        }
+    }
+}
+
+/// The segments of a range in read order — all MongoDB without an archive, else cut by the
+/// seam rule over the window records, which are read lazily as segments are taken. Find and
+/// the histogram walk a range the same way through this.
+pub(crate) struct Segments<'a> {
+    windows: Option<WindowStream<'a>>,
+    planner: SegmentPlanner,
+    ready: VecDeque<Segment>,
+}
+
+type WindowStream<'a> =
+    Pin<Box<dyn Stream<Item = Result<plan::ArchivedWindow, FindError>> + Send + 'a>>;
+
+impl<'a> Segments<'a> {
+    pub(crate) async fn open(
+        store: &'a Store,
+        archive: Option<&ArchiveTier>,
+        span: Span,
+        order: Order,
+    ) -> Result<Segments<'a>, FindError> {
+        let planner = SegmentPlanner::new(span, order);
+        let Some(archive) = archive else {
+            return Ok(Segments {
+                windows: None,
+                planner,
+                ready: VecDeque::from([mongodb_segment(span)]),
+            });
+        };
+        let now_ms = Utc::now().timestamp_millis();
+        let rule = records::seam_rule(store, now_ms, archive.retention_s, archive.margin_ms)
+            .await
+            .map_err(FindError::State)?;
+        let windows = records::archive_windows(store, rule, span, order).await?;
+        Ok(Segments {
+            windows: Some(Box::pin(windows)),
+            planner,
+            ready: VecDeque::new(),
+        })
+    }
+
+    /// The next segment, `None` after the last.
+    pub(crate) async fn next(&mut self) -> Result<Option<Segment>, FindError> {
+        loop {
+            if let Some(segment) = self.ready.pop_front() {
+                return Ok(Some(segment));
+            }
+            let Some(windows) = &mut self.windows else {
+                return Ok(None);
+            };
+            match windows.try_next().await? {
+                Some(w) => self.ready.extend(self.planner.push(&w)),
+                None => {
+                    self.ready.extend(self.planner.finish());
+                    self.windows = None;
+                }
             }
         }
     }

@@ -26,14 +26,13 @@ use std::time::Duration;
 
 use auditlog_common::store::Store;
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures::TryStreamExt;
 use mongodb::bson::Document;
 use mongodb::Collection;
 use poem_openapi::Object;
 
 use crate::error::ApiError;
-use crate::find::archive::plan::{Segment, SegmentPlanner};
-use crate::find::archive::{duration_ms, records, ArchiveTier, FindError};
+use crate::event::format_created_at;
+use crate::find::archive::{duration_ms, ArchiveTier, FindError, Segments};
 use crate::find::query::{parse_datetime, FindQuery, Order, Span, Tier};
 use crate::metrics::HistogramMetrics;
 use archive::ArchiveRun;
@@ -202,11 +201,7 @@ impl Histogrammer<'_> {
                 })
             }
         }
-        let fmt = |ms: i64| {
-            DateTime::from_timestamp_millis(ms)
-                .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-                .unwrap_or_default()
-        };
+        let fmt = |ms| format_created_at(mongodb::bson::DateTime::from_millis(ms));
         let total = tally.total();
         let (series, buckets) = tally.finish(q.top);
         Ok(HistogramResponse {
@@ -238,54 +233,20 @@ impl Histogrammer<'_> {
             by: q.by,
             max_time: self.max_time,
         };
-        let span = q.span();
-        let Some(archive) = self.archive else {
-            tiers.push(Tier::Mongodb);
-            return live.count(span, tally).await;
-        };
-        let now_ms = Utc::now().timestamp_millis();
-        let rule = records::seam_rule(self.store, now_ms, archive.retention_s, archive.margin_ms)
-            .await
-            .map_err(FindError::State)?;
-        let windows = records::archive_windows(self.store, rule, span, Order::Asc).await?;
-        futures::pin_mut!(windows);
-        let mut planner = SegmentPlanner::new(span, Order::Asc);
-        loop {
-            let (segments, last) = match windows.try_next().await? {
-                Some(w) => (planner.push(&w), false),
-                None => (planner.finish(), true),
-            };
-            for segment in segments {
-                self.count_segment(&segment, q, &live, archive, tally, tiers, run)
-                    .await?;
+        let mut segments = Segments::open(self.store, self.archive, q.span(), Order::Asc).await?;
+        while let Some(segment) = segments.next().await? {
+            if !tiers.contains(&segment.tier) {
+                tiers.push(segment.tier);
             }
-            if last {
-                return Ok(());
+            match (segment.tier, self.archive) {
+                (Tier::Archive, Some(archive)) => {
+                    run.count(archive, &segment, &q.find, q.grid, q.by, tally)
+                        .await?
+                }
+                _ => live.count(segment.span, tally).await?,
             }
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn count_segment(
-        &self,
-        segment: &Segment,
-        q: &HistogramQuery,
-        live: &Live<'_>,
-        archive: &ArchiveTier,
-        tally: &mut Tally,
-        tiers: &mut Vec<Tier>,
-        run: &mut ArchiveRun,
-    ) -> Result<(), FindError> {
-        if !tiers.contains(&segment.tier) {
-            tiers.push(segment.tier);
-        }
-        match segment.tier {
-            Tier::Mongodb => live.count(segment.span, tally).await,
-            Tier::Archive => {
-                run.count(archive, segment, &q.find, q.grid, q.by, tally)
-                    .await
-            }
-        }
+        Ok(())
     }
 }
 

@@ -4,13 +4,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, SecondsFormat};
 use poem_openapi::{Enum, Object};
 
 use auditlog_common::schema::fields;
 
 use super::buckets::Grid;
 use crate::error::ApiError;
+use crate::event::format_created_at;
 
 /// What a histogram is broken down by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -114,11 +114,7 @@ impl Tally {
             );
         }
         let g = self.grid;
-        let start = |i: usize| {
-            DateTime::from_timestamp_millis(g.start(i))
-                .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-                .unwrap_or_default()
-        };
+        let start = |i: usize| format_created_at(mongodb::bson::DateTime::from_millis(g.start(i)));
         let Some(keyed) = self.keyed else {
             let buckets = self
                 .totals
